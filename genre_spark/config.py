@@ -1,0 +1,245 @@
+"""Settings: ``conf/base.yaml`` < ``conf/<profile>.yaml`` < ``--config FILE`` < ``GENRE_*`` env < CLI.
+
+One validated object (pydantic) that every stage receives. A bad value fails
+at load time with an error naming the key and, where the choices are fixed,
+the allowed values. Environment variables use ``__`` for nesting:
+``GENRE_LAKE=/data/lake``, ``GENRE_TRAIN__EPOCHS=5``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from genre_spark.schema import FEATURES, validate_features
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+ENV_PREFIX = "GENRE_"
+
+DEFAULT_GENRES = (
+    "pop",
+    "rock",
+    "hip-hop",
+    "electronic",
+    "jazz",
+    "classical",
+    "country",
+    "metal",
+    "r&b",
+    "latin",
+)
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, unknown or out of its allowed values."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkSettings(_Section):
+    master: str = "local[*]"
+    app_name: str = "genre-spark"
+    shuffle_partitions: int = Field(8, ge=1)
+    driver_memory: str = "4g"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class SyntheticSettings(_Section):
+    tracks: int = Field(5500, ge=1, description="rows in, bad rows included")
+    genres: list[str] = Field(default_factory=lambda: list(DEFAULT_GENRES), min_length=2)
+    seed: int = 42
+    bad_fraction: float = Field(0.02, ge=0.0, le=0.5)
+    outlier_fraction: float = Field(0.01, ge=0.0, le=0.5)
+    partitions: int = Field(4, ge=1)
+
+
+class IngestSettings(_Section):
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+
+
+class ValidateSettings(_Section):
+    allowed_genres: list[str] | None = Field(
+        None, description="labels accepted into silver; None accepts any non-empty label"
+    )
+
+
+class SplitSettings(_Section):
+    train: float = Field(0.7, gt=0.0, lt=1.0)
+    validation: float = Field(0.15, gt=0.0, lt=1.0)
+    test: float = Field(0.15, gt=0.0, lt=1.0)
+    salt: str = "genre-spark"
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSettings:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + validation + test must be 1.0, got {total}")
+        return self
+
+
+class DbscanSettings(_Section):
+    eps: float | None = Field(None, gt=0.0, description="None: k-distance heuristic")
+    min_samples: int | None = Field(None, ge=1, description="None: 2 x number of features")
+    k_distance_quantile: float = Field(0.98, gt=0.0, lt=1.0)
+    sample_size: int = Field(20000, ge=100, description="points sampled for the eps heuristic")
+    slabs: int = Field(8, ge=1)
+
+
+class PrepareSettings(_Section):
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    scaler: Literal["standard", "robust"] = "standard"
+    dbscan: DbscanSettings = Field(default_factory=DbscanSettings)
+    playlist_size: int = Field(50, ge=1)
+
+
+class TrainSettings(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    channels: int = Field(32, ge=1)
+    depth: int = Field(2, ge=1, le=6)
+    kernel_size: int = Field(3, ge=1)
+    patience: int = Field(5, ge=1)
+    num_processes: int = Field(2, ge=1)
+    local_mode: bool = True
+    exclude_outliers: bool = True
+    seed: int = 7
+
+
+class TuneSettings(_Section):
+    trials: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1)
+    seed: int = 11
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str | None = Field(None, description="None: sqlite under the lake folder")
+    experiment: str = "genre-spark"
+    model_name: str = "genre-cnn"
+
+
+class ScoreSettings(_Section):
+    batch_size: int = Field(4096, ge=1)
+
+
+class Settings(_Section):
+    lake: str = "./lake"
+    engine: Literal["auto", "delta-spark", "delta-rs"] = "auto"
+    reports: str = "./reports"
+    features: list[str] = Field(default_factory=lambda: list(FEATURES))
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    validation: ValidateSettings = Field(default_factory=ValidateSettings)
+    prepare: PrepareSettings = Field(default_factory=PrepareSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: list[str]) -> list[str]:
+        return list(validate_features(value))
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{Path(self.lake).resolve() / 'mlflow.db'}"
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[leaf] = value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if key.startswith(ENV_PREFIX) and key != "GENRE_PROFILE":
+            dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_path(tree, dotted, yaml.safe_load(raw) if raw else raw)
+    return tree
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.epochs=5`` -> ("train.epochs", 5); values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _format_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{key}: {message}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    profile: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge every layer, validate once, and return the settings."""
+    environ = dict(os.environ if environ is None else environ)
+    profile = profile or environ.get("GENRE_PROFILE", "local")
+    tree = _read_yaml(CONF_DIR / "base.yaml") if (CONF_DIR / "base.yaml").exists() else {}
+    profile_file = CONF_DIR / f"{profile}.yaml"
+    if profile_file.exists():
+        tree = _deep_merge(tree, _read_yaml(profile_file))
+    elif profile != "local":
+        raise ConfigError(f"profile {profile!r} has no file {profile_file}")
+    if config_file:
+        tree = _deep_merge(tree, _read_yaml(Path(config_file)))
+    tree = _deep_merge(tree, _env_overrides(environ))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, dotted, value)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None

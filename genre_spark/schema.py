@@ -1,0 +1,124 @@
+"""The canonical track schema and the one feature list.
+
+Every stage (ingest, validate, prepare, train, score, report) reads its column
+names and types from here, so a feature is named once in the whole project.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import types as T
+
+#: Audio features the model learns from, in the order of the feature vector.
+#: All are Spotify audio features in Spotify's units (0–1 scores, dB, BPM, ms).
+FEATURES: tuple[str, ...] = (
+    "tempo",
+    "energy",
+    "danceability",
+    "loudness",
+    "liveness",
+    "valence",
+    "duration_ms",
+    "acousticness",
+    "speechiness",
+    "instrumentalness",
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One canonical column: its Spark type, whether silver requires it, and its valid range."""
+
+    name: str
+    dtype: T.DataType
+    required: bool = False
+    low: float | None = None
+    high: float | None = None
+
+
+#: The canonical track, in column order. Ranges are Spotify's documented ones
+#: (loudness and tempo are given generous physical bounds).
+TRACK_FIELDS: tuple[Field, ...] = (
+    Field("track_id", T.StringType(), required=True),
+    Field("title", T.StringType()),
+    Field("artist", T.StringType()),
+    Field("genre", T.StringType(), required=True),
+    Field("year", T.IntegerType(), low=1900, high=2100),
+    Field("tempo", T.DoubleType(), required=True, low=0.0, high=300.0),
+    Field("energy", T.DoubleType(), required=True, low=0.0, high=1.0),
+    Field("danceability", T.DoubleType(), required=True, low=0.0, high=1.0),
+    Field("loudness", T.DoubleType(), required=True, low=-80.0, high=10.0),
+    Field("liveness", T.DoubleType(), required=True, low=0.0, high=1.0),
+    Field("valence", T.DoubleType(), required=True, low=0.0, high=1.0),
+    Field("duration_ms", T.DoubleType(), required=True, low=1_000.0, high=7_200_000.0),
+    Field("acousticness", T.DoubleType(), required=True, low=0.0, high=1.0),
+    Field("speechiness", T.DoubleType(), required=True, low=0.0, high=1.0),
+    Field("instrumentalness", T.DoubleType(), low=0.0, high=1.0),
+    Field("key", T.IntegerType(), low=-1, high=11),
+    Field("mode", T.IntegerType(), low=0, high=1),
+    Field("popularity", T.IntegerType(), low=0, high=100),
+)
+
+#: Lineage columns every bronze and silver row carries.
+SOURCE = "source"
+INGESTED_AT = "ingested_at"
+
+#: Columns holding wall-clock times: excluded when comparing table contents
+#: for idempotence, because a re-run is the same data at a later time.
+TIME_COLUMNS: frozenset[str] = frozenset(
+    {"ingested_at", "quarantined_at", "fitted_at", "computed_at", "created_at", "scored_at"}
+)
+
+FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in TRACK_FIELDS}
+TRACK_COLUMNS: tuple[str, ...] = tuple(f.name for f in TRACK_FIELDS)
+
+
+def track_schema() -> T.StructType:
+    """Schema of silver.tracks: the typed canonical fields plus lineage."""
+    return T.StructType(
+        [T.StructField(f.name, f.dtype, nullable=not f.required) for f in TRACK_FIELDS]
+        + [
+            T.StructField(SOURCE, T.StringType(), nullable=False),
+            T.StructField(INGESTED_AT, T.TimestampType(), nullable=False),
+        ]
+    )
+
+
+def raw_schema() -> T.StructType:
+    """Schema of bronze.tracks_raw: canonical names, values as received (strings).
+
+    Keeping bronze as strings means one validation step types and checks every
+    source the same way, and a value that fails to parse is still kept to be
+    quarantined with its reason.
+    """
+    return T.StructType(
+        [T.StructField(name, T.StringType()) for name in TRACK_COLUMNS]
+        + [
+            T.StructField(SOURCE, T.StringType()),
+            T.StructField("source_row", T.LongType()),
+            T.StructField(INGESTED_AT, T.TimestampType()),
+        ]
+    )
+
+
+def quarantine_schema() -> T.StructType:
+    """Schema of bronze.quarantine: the rejected row as JSON, with why and from where."""
+    return T.StructType(
+        [
+            T.StructField("track_id", T.StringType()),
+            T.StructField(SOURCE, T.StringType()),
+            T.StructField("source_row", T.LongType()),
+            T.StructField("reason", T.StringType()),
+            T.StructField("record", T.StringType()),
+            T.StructField("quarantined_at", T.TimestampType()),
+        ]
+    )
+
+
+def validate_features(features: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Check a configured feature subset against FEATURES, keeping FEATURES' order."""
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown:
+        raise ValueError(f"unknown feature(s) {unknown}; allowed: {list(FEATURES)}")
+    return tuple(f for f in FEATURES if f in set(features))
