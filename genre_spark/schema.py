@@ -63,6 +63,10 @@ TRACK_FIELDS: tuple[Field, ...] = (
 #: Lineage columns every bronze and silver row carries.
 SOURCE = "source"
 INGESTED_AT = "ingested_at"
+#: Set in bronze by a source adapter that already knows a row is bad (a
+#: malformed CSV line, a track the provider has no features for); validation
+#: quarantines such rows with this reason.
+REJECT_REASON = "reject_reason"
 
 #: Columns holding wall-clock times: excluded when comparing table contents
 #: for idempotence, because a re-run is the same data at a later time.
@@ -97,6 +101,7 @@ def raw_schema() -> T.StructType:
         + [
             T.StructField(SOURCE, T.StringType()),
             T.StructField("source_row", T.LongType()),
+            T.StructField(REJECT_REASON, T.StringType()),
             T.StructField(INGESTED_AT, T.TimestampType()),
         ]
     )
