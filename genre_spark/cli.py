@@ -27,14 +27,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-ingest_app = typer.Typer(help="Bring tracks into the lake (bronze -> silver).", no_args_is_help=True)
+ingest_app = typer.Typer(
+    help="Bring tracks into the lake (bronze -> silver).", no_args_is_help=True
+)
 app.add_typer(ingest_app, name="ingest")
 
 console = Console(stderr=True)
 out = Console()
 
 LakeOpt = Annotated[
-    str | None, typer.Option("--lake", envvar="GENRE_LAKE", help="Lake folder or URI (default ./lake).")
+    str | None,
+    typer.Option("--lake", envvar="GENRE_LAKE", help="Lake folder or URI (default ./lake)."),
 ]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML file layered over conf/base.yaml.")

@@ -31,7 +31,11 @@ def get_spark(settings: Settings) -> SparkSession:
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         if settings.spark.master.startswith("local"):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        warehouse = Path(settings.lake).resolve() / "_spark_warehouse" if "://" not in settings.lake else None
+        warehouse = (
+            Path(settings.lake).resolve() / "_spark_warehouse"
+            if "://" not in settings.lake
+            else None
+        )
         builder = (
             SparkSession.builder.master(settings.spark.master)
             .appName(settings.spark.app_name)
