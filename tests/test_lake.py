@@ -1,0 +1,158 @@
+"""The Delta layer: atomic commits, merge, time travel, SQL, and other Delta readers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import duckdb
+import duckdb_extensions
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+from genre_spark.lake import Lake, TableNotFoundError, UnknownTableError, content_hash
+
+SCHEMA = T.StructType(
+    [
+        T.StructField("track_id", T.StringType()),
+        T.StructField("genre", T.StringType()),
+        T.StructField("energy", T.DoubleType()),
+        T.StructField("tags", T.ArrayType(T.DoubleType())),
+        T.StructField("ingested_at", T.TimestampType()),
+    ]
+)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def rows(spark: SparkSession, data: list[tuple[str, str, float]]) -> DataFrame:
+    return spark.createDataFrame(
+        [(t, g, e, [e, e * 2], NOW) for t, g, e in data], SCHEMA
+    ).repartition(2)
+
+
+def test_write_then_read_roundtrip(spark: SparkSession, lake: Lake) -> None:
+    df = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25), ("c", "jazz", 0.125)])
+    version = lake.write(df, "silver.tracks")
+    assert version == 0
+    assertDataFrameEqual(lake.read("silver.tracks"), df)
+    assert lake.path("silver.tracks").endswith(os.path.join("lake", "silver", "tracks"))
+
+
+def test_overwrite_and_append_are_single_commits_with_history(
+    spark: SparkSession, lake: Lake
+) -> None:
+    lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
+    lake.write(rows(spark, [("b", "pop", 0.25)]), "silver.tracks", mode="append")
+    lake.write(rows(spark, [("c", "jazz", 0.1)]), "silver.tracks")
+    assert lake.version("silver.tracks") == 2
+    ops = [h["operation"] for h in lake.history("silver.tracks")]
+    assert ops == ["OVERWRITE", "APPEND", "OVERWRITE"]
+    assertDataFrameEqual(lake.read("silver.tracks"), rows(spark, [("c", "jazz", 0.1)]))
+    assertDataFrameEqual(
+        lake.read("silver.tracks", version=1), rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
+    )
+
+
+def test_failed_write_leaves_previous_version_intact(spark: SparkSession, lake: Lake) -> None:
+    original = rows(spark, [(str(i), "rock", i / 100) for i in range(50)])
+    lake.write(original, "silver.tracks")
+    before = lake.content_hash("silver.tracks")
+
+    @F.udf("double")
+    def explode_midway(x: float) -> float:
+        if x > 0.3:
+            raise RuntimeError("simulated crash in the middle of a write")
+        return x
+
+    failing = original.withColumn("energy", explode_midway("energy"))
+    with pytest.raises(Exception, match="simulated crash"):
+        lake.write(failing, "silver.tracks")
+    assert lake.version("silver.tracks") == 0
+    assert lake.content_hash("silver.tracks") == before
+
+
+def test_merge_upserts_on_keys(spark: SparkSession, lake: Lake) -> None:
+    lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), "gold.scored")
+    lake.merge(
+        rows(spark, [("b", "pop", 0.75), ("c", "jazz", 0.1)]), "gold.scored", keys=["track_id"]
+    )
+    expected = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.75), ("c", "jazz", 0.1)])
+    assertDataFrameEqual(lake.read("gold.scored"), expected)
+    lake.merge(
+        rows(spark, [("b", "pop", 0.75), ("c", "jazz", 0.1)]), "gold.scored", keys=["track_id"]
+    )
+    assertDataFrameEqual(lake.read("gold.scored"), expected)
+    assert lake.history("gold.scored")[0]["operation"] == "MERGE"
+
+
+def test_sql_sees_every_written_table(spark: SparkSession, lake: Lake) -> None:
+    lake.write(rows(spark, [("a", "rock", 0.5), ("b", "rock", 0.25)]), "silver.tracks")
+    result = spark.sql("SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre")
+    assertDataFrameEqual(result, spark.createDataFrame([("rock", 2)], "genre string, n long"))
+    lake.write(rows(spark, [("c", "pop", 0.1)]), "silver.tracks", mode="append")
+    assert spark.sql("SELECT count(*) AS n FROM silver.tracks").first()["n"] == 3
+
+
+def test_other_delta_readers_see_the_same_table(spark: SparkSession, lake: Lake) -> None:
+    data = [(f"t{i}", "rock" if i % 2 else "pop", i / 10) for i in range(20)]
+    lake.write(rows(spark, data), "silver.tracks")
+    lake.write(rows(spark, data[:5]), "silver.tracks", mode="append")
+    path = lake.path("silver.tracks")
+    expected_sum = round(sum(e for _, _, e in data) + sum(e for _, _, e in data[:5]), 9)
+
+    duckdb_extensions.import_extension("delta")
+    con = duckdb.connect()
+    con.execute("LOAD delta")
+    n, total = con.execute(f"SELECT count(*), sum(energy) FROM delta_scan('{path}')").fetchone()
+    assert (n, round(total, 9)) == (25, expected_sum)
+
+    frame = pl.read_delta(path)
+    assert frame.height == 25 and round(frame["energy"].sum(), 9) == expected_sum
+    assert DeltaTable(path).to_pyarrow_table().num_rows == 25
+
+
+def test_vacuum_removes_orphans_and_old_files_only(spark: SparkSession, lake: Lake) -> None:
+    lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
+    lake.write(rows(spark, [("b", "pop", 0.25)]), "silver.tracks")
+    orphan = os.path.join(lake.path("silver.tracks"), "part-orphan-from-a-killed-writer.parquet")
+    with open(orphan, "wb") as handle:
+        handle.write(b"not a parquet file")
+    removed = lake.vacuum("silver.tracks")
+    assert orphan in removed
+    live = set(lake.files("silver.tracks"))
+    on_disk = {
+        os.path.join(lake.path("silver.tracks"), f)
+        for f in os.listdir(lake.path("silver.tracks"))
+        if f.endswith(".parquet")
+    }
+    assert on_disk == live
+    assertDataFrameEqual(lake.read("silver.tracks"), rows(spark, [("b", "pop", 0.25)]))
+
+
+def test_tables_lists_versions_and_rows(spark: SparkSession, lake: Lake) -> None:
+    lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), "silver.tracks")
+    lake.write(rows(spark, [("x", "rock", 0.5)]), "bronze.quarantine")
+    infos = {(i.name, i.version, i.rows) for i in lake.tables()}
+    assert infos == {("silver.tracks", 0, 2), ("bronze.quarantine", 0, 1)}
+
+
+def test_content_hash_ignores_order_and_wall_clock(spark: SparkSession) -> None:
+    a = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
+    b = rows(spark, [("b", "pop", 0.25), ("a", "rock", 0.5)]).withColumn(
+        "ingested_at", F.current_timestamp()
+    )
+    changed = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.26)])
+    assert content_hash(a) == content_hash(b)
+    assert content_hash(a) != content_hash(changed)
+
+
+def test_unknown_and_missing_tables_have_clear_errors(lake: Lake) -> None:
+    with pytest.raises(UnknownTableError, match="known tables"):
+        lake.path("silver.nope")
+    with pytest.raises(TableNotFoundError, match="run the stage that writes it"):
+        lake.read("gold.features")
