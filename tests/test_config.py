@@ -45,12 +45,12 @@ def test_unknown_key_is_an_error() -> None:
 def test_out_of_range_and_inconsistent_values() -> None:
     with pytest.raises(ConfigError, match=r"train\.epochs"):
         load_settings(environ={"GENRE_TRAIN__EPOCHS": "0"})
-    with pytest.raises(ConfigError, match="must be 1.0"):
+    with pytest.raises(ConfigError, match=r"must be 1\.0"):
         load_settings(overrides={"prepare.split.train": 0.9}, environ={})
 
 
 def test_unknown_feature_lists_the_allowed_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown feature.*bogus.*allowed"):
+    with pytest.raises(ConfigError, match=r"unknown feature.*bogus.*allowed"):
         load_settings(overrides={"features": ["energy", "bogus"]}, environ={})
 
 
