@@ -119,6 +119,55 @@ def handled(verbose: bool) -> Iterator[None]:
 
 
 @app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A Spark SQL query over the lake tables.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+    limit: Annotated[int, typer.Option(help="Print at most this many rows.")] = 1000,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run Spark SQL over every lake table (bronze.*, silver.*, gold.*).
+
+    Examples:
+      genre sql "SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre ORDER BY genre"
+      genre sql "SELECT * FROM gold.evaluation WHERE split = 'test'" --format csv
+    """
+    from genre_spark.sqlshell import render, run_query
+
+    with handled(verbose):
+        if fmt not in ("table", "csv", "json"):
+            raise UsageError(f"--format must be one of table, csv, json (got {fmt!r})")
+        ctx = make_context(lake, config, set_, verbose)
+        result = run_query(ctx.lake, query, limit)
+        render(result, fmt, out)
+
+
+@app.command()
+def vacuum(
+    table: Annotated[
+        list[str] | None, typer.Argument(help="Tables to vacuum (default: all).")
+    ] = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Delete data files no current table version reads (old versions, killed writers' leftovers).
+
+    Run it when no job is writing: afterwards, time travel to older versions is gone.
+    Example: genre vacuum silver.tracks
+    """
+    with handled(verbose):
+        ctx = make_context(lake, config, set_, verbose)
+        names = table or [info.name for info in ctx.lake.tables()]
+        for name in names:
+            removed = ctx.lake.vacuum(name)
+            out.print(f"{name}: removed {len(removed)} file(s)")
+
+
+@app.command()
 def tables(
     lake: LakeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, verbose: VerboseOpt = False
 ) -> None:
