@@ -1,0 +1,161 @@
+"""A real Spark standalone cluster on 127.0.0.1, started from the installed pyspark.
+
+Master and workers are plain child processes (``spark-class``), so the test
+owns them and stops them even when it fails (PLATFORM.md: the pip package
+has no start-master.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyspark
+
+SPARK_HOME = Path(pyspark.__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spark_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        SPARK_HOME=str(SPARK_HOME),
+        SPARK_LOCAL_IP="127.0.0.1",
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_DRIVER_PYTHON=sys.executable,
+    )
+    env.pop("SPARK_NO_DAEMONIZE", None)
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    return env
+
+
+@dataclass(frozen=True)
+class Cluster:
+    url: str
+    ui: str
+    logs: Path
+
+
+def _alive_workers(ui: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{ui}/json/", timeout=2) as response:
+            return int(json.load(response).get("aliveworkers", 0))
+    except OSError:
+        return 0
+
+
+@contextmanager
+def standalone_cluster(
+    workdir: Path, workers: int = 2, cores: int = 1, memory: str = "2g"
+) -> Iterator[Cluster]:
+    """Start a master and ``workers`` workers; always stop them on exit."""
+    port, ui_port = free_port(), free_port()
+    url, ui = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+    logs = workdir / "cluster-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    processes: list[subprocess.Popen[bytes]] = []
+    env = spark_env()
+
+    def start(name: str, args: list[str]) -> None:
+        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        processes.append(
+            subprocess.Popen(
+                [spark_class, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        )
+
+    try:
+        start(
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui_port),
+            ],
+        )
+        for i in range(workers):
+            start(
+                f"worker-{i}",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(cores),
+                    "--memory",
+                    memory,
+                    "--webui-port",
+                    str(free_port()),
+                    "--work-dir",
+                    str(workdir / f"work-{i}"),
+                ],
+            )
+        deadline = time.monotonic() + 90
+        while _alive_workers(ui) < workers:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise RuntimeError(f"standalone cluster did not start; see logs in {logs}")
+            time.sleep(0.5)
+        yield Cluster(url=url, ui=ui, logs=logs)
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def spark_submit(
+    cluster: Cluster, script: Path, args: list[str], cwd: Path, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """``spark-submit --master spark://...`` a job script with the venv's Python on every node."""
+    command = [
+        str(SPARK_HOME / "bin" / "spark-submit"),
+        "--master",
+        cluster.url,
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        f"spark.pyspark.driver.python={sys.executable}",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.sql.shuffle.partitions=4",
+        "--conf",
+        "spark.task.maxFailures=1",
+        "--executor-memory",
+        "1g",
+        str(script),
+        *args,
+    ]
+    return subprocess.run(
+        command, cwd=cwd, env=spark_env(), capture_output=True, text=True, timeout=timeout
+    )
