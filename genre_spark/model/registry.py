@@ -1,0 +1,242 @@
+"""Model versions: MLflow's Model Registry, mirrored in ``gold.models`` for SQL users.
+
+A registered version is a version of ``settings.mlflow.model_name`` in the
+MLflow Model Registry (``"1"``, ``"2"``, ...). Its artifact is an
+``mlflow.pytorch`` model whose MLmodel ``metadata`` carries what scoring
+needs beside the weights: the genre list (label index = position), the
+feature list (input order) and the training parameters. So
+``load_model(settings, version)`` needs only the tracking URI and a version:
+it works in a fresh Python worker (``predict_batch_udf``'s ``make_predict_fn``)
+as well as on the driver.
+
+Where MLflow keeps things. With no ``mlflow.tracking_uri`` configured, the
+tracking store is SQLite at ``<lake>/mlflow.db`` and artifacts go to
+``<lake>/mlartifacts`` (set explicitly: MLflow's own default is a folder
+relative to the current directory). Any other tracking URI (a server,
+Databricks) keeps that store's artifact location.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from genre_spark.config import Settings
+from genre_spark.lake import Lake
+
+MODELS_TABLE = "gold.models"
+ARTIFACT_NAME = "model"
+KIND = "cnn"
+
+MODELS_SCHEMA = T.StructType(
+    [
+        T.StructField("version", T.StringType()),
+        T.StructField("created_at", T.TimestampType()),
+        T.StructField("params", T.StringType()),
+        T.StructField("val_accuracy", T.DoubleType()),
+        T.StructField("val_macro_f1", T.DoubleType()),
+        T.StructField("mlflow_run_id", T.StringType()),
+        T.StructField("genres", T.ArrayType(T.StringType())),
+        T.StructField("features", T.ArrayType(T.StringType())),
+        T.StructField("kind", T.StringType()),
+    ]
+)
+
+
+class ModelNotFoundError(LookupError):
+    """No registered model, or no such version of it."""
+
+
+@dataclass
+class LoadedModel:
+    """A registered model ready to predict: eval mode, on CPU, with its label and input order."""
+
+    version: str
+    model: torch.nn.Module
+    genres: list[str]
+    features: list[str]
+    run_id: str
+    params: dict[str, Any]
+
+
+def _quiet_mlflow() -> None:
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _default_store(settings: Settings) -> bool:
+    return not settings.mlflow.tracking_uri
+
+
+def artifact_location(settings: Settings) -> str | None:
+    """``<lake>/mlartifacts`` for the default store; None lets another store choose."""
+    if not _default_store(settings):
+        return None
+    if "://" in settings.lake:
+        return f"{settings.lake.rstrip('/')}/mlartifacts"
+    return Path(settings.lake).resolve().joinpath("mlartifacts").as_uri()
+
+
+def use_tracking(settings: Settings) -> str:
+    """Point MLflow at the settings' store and experiment (created if new); returns its id."""
+    import mlflow
+
+    _quiet_mlflow()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if _default_store(settings) and "://" not in settings.lake:
+        Path(settings.lake).resolve().mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment)
+    if experiment is None:
+        experiment_id = mlflow.create_experiment(
+            settings.mlflow.experiment, artifact_location=artifact_location(settings)
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def log_history(history: list[dict[str, Any]]) -> None:
+    """Per-epoch metrics into the active run, epoch as the step (MLflow draws them as curves)."""
+    import mlflow
+
+    for row in history:
+        step = int(row["epoch"])
+        mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
+
+
+def _flat_params(params: dict[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
+
+
+def register_model(
+    lake: Lake,
+    settings: Settings,
+    model: torch.nn.Module,
+    *,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    genres: list[str],
+    features: list[str],
+    history: list[dict[str, Any]] | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Log ``model`` to MLflow, register a new version, mirror it into gold.models; returns the version.
+
+    ``run_id`` continues an existing run (training or tuning opened it);
+    without it a new run is started. ``metrics`` must hold ``val_accuracy``
+    and ``val_macro_f1`` (what gold.models shows next to the version).
+    """
+    import mlflow
+
+    missing = {"val_accuracy", "val_macro_f1"} - set(metrics)
+    if missing:
+        raise ValueError(f"metrics must include {sorted(missing)}")
+    use_tracking(settings)
+    model = model.to("cpu").eval()
+    with mlflow.start_run(run_id=run_id) as run:
+        mlflow.log_params(_flat_params(params))
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        log_history(history or [])
+        info = mlflow.pytorch.log_model(
+            model,
+            name=ARTIFACT_NAME,
+            metadata={"genres": list(genres), "features": list(features), "params": params},
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            serialization_format="pickle",
+        )
+        registered = mlflow.register_model(info.model_uri, settings.mlflow.model_name)
+        version = str(registered.version)
+        mlflow.set_tag("registered_version", version)
+        _mirror(lake, version, params, metrics, run.info.run_id, genres, features)
+    return version
+
+
+def _mirror(
+    lake: Lake,
+    version: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    run_id: str,
+    genres: list[str],
+    features: list[str],
+) -> None:
+    row = (
+        version,
+        datetime.now(UTC).replace(tzinfo=None),
+        json.dumps(params, sort_keys=True),
+        float(metrics["val_accuracy"]),
+        float(metrics["val_macro_f1"]),
+        run_id,
+        list(genres),
+        list(features),
+        KIND,
+    )
+    df = lake.spark.createDataFrame([row], MODELS_SCHEMA)
+    lake.merge(df, MODELS_TABLE, keys=["version"])
+
+
+def list_versions(lake: Lake) -> DataFrame:
+    """gold.models: one row per registered version."""
+    return lake.read(MODELS_TABLE)
+
+
+def resolve_version(settings: Settings, version: str | None = None) -> str:
+    """A concrete version string: ``None``/``"latest"`` means the newest registered one."""
+    from mlflow import MlflowClient
+
+    use_tracking(settings)
+    name = settings.mlflow.model_name
+    client = MlflowClient()
+    if version not in (None, "latest"):
+        try:
+            return str(client.get_model_version(name, str(version)).version)
+        except Exception:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version!r} at {settings.tracking_uri}"
+            ) from None
+    versions = [int(v.version) for v in client.search_model_versions(f"name='{name}'")]
+    if not versions:
+        raise ModelNotFoundError(
+            f"no registered versions of model {name!r} at {settings.tracking_uri}; run `genre train` first"
+        )
+    return str(max(versions))
+
+
+def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
+    """Load a registered version (None or "latest": the newest) from the tracking store alone.
+
+    Downloads the artifact once, reads its metadata and weights, and returns
+    the model in eval mode on CPU.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import Model
+
+    resolved = resolve_version(settings, version)
+    name = settings.mlflow.model_name
+    run_id = MlflowClient().get_model_version(name, resolved).run_id or ""
+    with tempfile.TemporaryDirectory(prefix="genre-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{resolved}", dst_path=tmp)
+        metadata = Model.load(os.path.join(local, "MLmodel")).metadata or {}
+        model = mlflow.pytorch.load_model(local, map_location="cpu")
+    model.eval()
+    return LoadedModel(
+        version=resolved,
+        model=model,
+        genres=list(metadata.get("genres", [])),
+        features=list(metadata.get("features", [])),
+        run_id=run_id,
+        params=dict(metadata.get("params", {})),
+    )
