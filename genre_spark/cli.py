@@ -193,5 +193,10 @@ def main() -> None:
     app(prog_name="genre")
 
 
+def submit(command_name: str) -> None:
+    """Entry point of ``jobs/<command>.py`` under spark-submit: the CLI command with argv."""
+    app([command_name, *sys.argv[1:]], prog_name=f"{command_name}.py")
+
+
 if __name__ == "__main__":
     sys.exit(main())
