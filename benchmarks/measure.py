@@ -1,0 +1,74 @@
+"""What every benchmark measures the same way: wall time, peak driver RSS, the machine.
+
+The driver of a local Spark application is two processes, this Python
+interpreter and the JVM it started, so peak RSS is sampled over both (and any
+other child processes) in a background thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass
+class Measurement:
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for proc in [process, *process.children(recursive=True)]:
+        with suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
+
+
+@contextmanager
+def measured(interval: float = 0.2) -> Iterator[Measurement]:
+    """Time the block and sample the RSS of this process and its children."""
+    result = Measurement()
+    me = psutil.Process(os.getpid())
+    stop = threading.Event()
+    peak = [_tree_rss(me)]
+
+    def sample() -> None:
+        while not stop.wait(interval):
+            peak[0] = max(peak[0], _tree_rss(me))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        result.seconds = time.perf_counter() - start
+        stop.set()
+        thread.join()
+        result.peak_rss_mb = max(peak[0], _tree_rss(me)) / 2**20
+
+
+def machine() -> str:
+    """One line naming the machine the numbers came from."""
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{platform.node()}: {psutil.cpu_count(logical=True)} cores, {memory:.0f} GiB RAM, "
+        f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    )
+
+
+def header(command: str) -> str:
+    """The date / machine / command lines every BENCHMARKS.md section starts with."""
+    return (
+        f"- date: {dt.date.today().isoformat()}\n- machine: {machine()}\n- command: `{command}`\n"
+    )
