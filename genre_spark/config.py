@@ -67,6 +67,12 @@ class ValidateSettings(_Section):
     allowed_genres: list[str] | None = Field(
         None, description="labels accepted into silver; None accepts any non-empty label"
     )
+    genre_map: str | None = Field(
+        "default", description="'default' (packaged map), a YAML path, or None (labels as given)"
+    )
+    top_genres: int | None = Field(None, ge=1, description="keep the N largest genres; None: all")
+    cap_per_genre: int | None = Field(None, ge=1, description="at most this many tracks per genre")
+    min_per_genre: int = Field(500, ge=0, description="genres below this are reported as short")
 
 
 class SplitSettings(_Section):

@@ -1,0 +1,117 @@
+"""The I/O layer of ingestion: land a source's rows in bronze, rebuild silver from bronze.
+
+Each source (csv, spotify, synthetic) lands its rows with ``land``, which
+replaces that source's rows and keeps the others, so re-ingesting a source is
+idempotent. ``refresh_silver`` then rebuilds silver.tracks and bronze.quarantine
+from all of bronze: silver is a function of bronze, never patched in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from genre_spark.config import Settings
+from genre_spark.ingest.genres import coarsen, load_genre_map, select_genres
+from genre_spark.ingest.validate import validate, with_record
+from genre_spark.lake import Lake
+from genre_spark.schema import INGESTED_AT, SOURCE, raw_schema
+
+RAW_TABLE = "bronze.tracks_raw"
+QUARANTINE_TABLE = "bronze.quarantine"
+SILVER_TABLE = "silver.tracks"
+
+
+class RawSchemaError(ValueError):
+    """Rows handed to ``land`` that lack (or add to) the bronze.tracks_raw columns."""
+
+
+class IngestInvariantError(RuntimeError):
+    """Rows in bronze != rows in silver + rows in quarantine: a row was lost or doubled."""
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one refresh of silver did, from Spark aggregates over the written tables."""
+
+    rows_in: int
+    silver_rows: int
+    quarantined: int
+    reasons: dict[str, int]
+    genres: dict[str, int]
+    short_genres: list[str]
+
+
+def conform_raw(raw: DataFrame, source: str) -> DataFrame:
+    """``raw`` in raw_schema() column order and types, stamped with ``source``.
+
+    Raises RawSchemaError naming the missing and unexpected columns, so an
+    adapter's mistake fails before anything is written.
+    """
+    expected = [f.name for f in raw_schema().fields]
+    missing = [c for c in expected if c not in raw.columns]
+    extra = [c for c in raw.columns if c not in expected]
+    if missing or extra:
+        raise RawSchemaError(
+            f"rows for {source!r} do not match bronze.tracks_raw: "
+            f"missing {missing}, unexpected {extra}; expected {expected}"
+        )
+    columns = {f.name: F.col(f.name).cast(f.dataType) for f in raw_schema().fields}
+    columns[SOURCE] = F.lit(source)
+    columns[INGESTED_AT] = F.coalesce(F.col(INGESTED_AT), F.current_timestamp())
+    return raw.select(*[columns[f.name].alias(f.name) for f in raw_schema().fields])
+
+
+def land(lake: Lake, raw: DataFrame, source: str) -> int:
+    """Replace ``source``'s rows in bronze.tracks_raw with ``raw``, other sources kept; one commit.
+
+    Every row of ``raw`` is stamped with ``source``, so the next ``land`` of
+    that source replaces exactly these rows. Returns the new table version.
+    """
+    rows = conform_raw(raw, source)
+    if lake.exists(RAW_TABLE):
+        others = lake.read(RAW_TABLE).filter(~F.col(SOURCE).eqNullSafe(F.lit(source)))
+        rows = others.select(*rows.columns).unionByName(rows)
+    return lake.write(rows, RAW_TABLE, mode="overwrite")
+
+
+def _counts(df: DataFrame, column: str) -> dict[str, int]:
+    return {row[column]: int(row["count"]) for row in df.groupBy(column).count().collect()}
+
+
+def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
+    """bronze.tracks_raw -> coarsen -> validate -> select_genres -> bronze.quarantine, silver.tracks.
+
+    Two commits, quarantine first: a crash between them leaves the new
+    rejections visible next to the old silver (rows in both, never in
+    neither), and the next run rewrites both. The other order could publish a
+    silver table whose rejected rows appear nowhere. The counts are read back
+    from the written tables, and rows in must equal silver + quarantined.
+    """
+    options = settings.validation
+    bronze = lake.read(RAW_TABLE)
+    staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
+    result = validate(staged, options.allowed_genres)
+    silver, excluded, report = select_genres(
+        result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
+    )
+    lake.write(result.quarantine.unionByName(excluded), QUARANTINE_TABLE, mode="overwrite")
+    lake.write(silver, SILVER_TABLE, mode="overwrite")
+    reasons = _counts(lake.read(QUARANTINE_TABLE), "reason")
+    genres = _counts(lake.read(SILVER_TABLE), "genre")
+    summary = IngestSummary(
+        rows_in=bronze.count(),
+        silver_rows=sum(genres.values()),
+        quarantined=sum(reasons.values()),
+        reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        genres=dict(sorted(genres.items())),
+        short_genres=report.short_genres,
+    )
+    if summary.rows_in != summary.silver_rows + summary.quarantined:
+        raise IngestInvariantError(
+            f"{summary.rows_in} rows in bronze but {summary.silver_rows} in silver + "
+            f"{summary.quarantined} quarantined"
+        )
+    return summary
