@@ -115,6 +115,170 @@ def handled(verbose: bool) -> Iterator[None]:
 # --- ingest -------------------------------------------------------------------
 
 
+@ingest_app.command("spotify")
+def ingest_spotify(
+    genres: Annotated[
+        str | None,
+        typer.Option("--genres", help="Comma-separated genres (default: ingest.spotify.genres)."),
+    ] = None,
+    per_genre: Annotated[
+        int | None, typer.Option("--per-genre", min=1, help="Tracks requested per genre.")
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Audio features: auto | spotify | reccobeats.")
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fetch tracks per genre from the Spotify Web API into bronze and silver; resumable.
+
+    Credentials: SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET in the environment or
+    in .env. A stopped run (rate limit, outage, Ctrl-C) resumes when run again
+    with the same arguments.
+
+    Example: genre ingest spotify --genres rock,jazz --per-genre 500
+    """
+    import logging
+
+    from rich.logging import RichHandler
+    from rich.table import Table
+
+    with handled(verbose):
+        from genre_spark.ingest import spotify
+        from genre_spark.ingest.spotify_client import (
+            MissingCredentialsError,
+            SpotifyClient,
+            load_credentials,
+        )
+
+        names = [g.strip() for g in genres.split(",") if g.strip()] if genres else None
+        extra = {
+            "ingest.spotify.genres": names,
+            "ingest.spotify.per_genre": per_genre,
+            "ingest.spotify.provider": provider,
+        }
+        ctx = make_context(lake, config, set_, verbose, extra)
+        cfg = ctx.settings.ingest.spotify
+        try:
+            credentials = load_credentials(None, cfg.dotenv)
+        except MissingCredentialsError as exc:
+            raise UsageError(str(exc)) from None
+        handler = RichHandler(console=console, show_path=False)
+        logging.getLogger("genre_spark").addHandler(handler)
+        logging.getLogger("genre_spark").setLevel(logging.INFO if verbose else logging.WARNING)
+        client = SpotifyClient(cfg, credentials)
+        ctx.lake  # noqa: B018 - start Spark before the progress bars take the terminal
+        sink = spotify.RichProgress(console) if progress else spotify.ProgressSink()
+        with sink:
+            summary = spotify.run(ctx.lake, ctx.settings, client=client, progress=sink)
+        table = Table(title=f"spotify plan {summary.plan_id} ({summary.provider} features)")
+        for column in ("genre", "requested", "in silver"):
+            table.add_column(column)
+        for genre, count in summary.per_genre.items():
+            table.add_row(genre, str(count), str(summary.silver.genres.get(genre, 0)))
+        out.print(table)
+        out.print(f"quarantined: {summary.silver.quarantined} {summary.silver.reasons}")
+        out.print(f"requests and faults survived: {summary.faults}")
+
+
+@ingest_app.command("csv")
+def ingest_csv(
+    path: Annotated[str, typer.Argument(help="CSV file, plain or .gz (local path or URI).")],
+    mapping: Annotated[
+        str | None,
+        typer.Option(
+            "--mapping",
+            "-m",
+            help="Mapping YAML file or a shipped mapping's name (default: by header).",
+        ),
+    ] = None,
+    genre_map: Annotated[
+        str | None,
+        typer.Option(
+            "--genre-map", help="'default', a genre-map YAML file, or 'none' (labels as given)."
+        ),
+    ] = None,
+    top_genres: Annotated[
+        int | None, typer.Option("--top-genres", min=1, help="Keep the N largest genres.")
+    ] = None,
+    cap_per_genre: Annotated[
+        int | None, typer.Option("--cap-per-genre", min=1, help="At most N tracks per genre.")
+    ] = None,
+    min_per_genre: Annotated[
+        int | None, typer.Option("--min-per-genre", min=0, help="Report genres below N tracks.")
+    ] = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Ingest a CSV export into bronze.tracks_raw and rebuild silver.tracks; re-runs replace the file's rows.
+
+    Known exports (Top 2000s, TidyTuesday spotify_songs, SpotifyFeatures, Spotify
+    Tracks 114k) are recognised by their header; any other CSV needs --mapping.
+
+    Example: genre ingest csv data/spotify_top2000.csv --top-genres 6 --lake ./lake
+    """
+    with handled(verbose):
+        from genre_spark.ingest.csv import resolve_mapping, run_csv
+
+        extra = {
+            "validation.genre_map": None if genre_map == "none" else genre_map,
+            "validation.top_genres": top_genres,
+            "validation.cap_per_genre": cap_per_genre,
+            "validation.min_per_genre": min_per_genre,
+        }
+        ctx = make_context(lake, config, set_, verbose, extra)
+        if genre_map == "none":
+            ctx.settings.validation.genre_map = None
+        if "://" not in path and not Path(path).is_file():
+            raise UsageError(f"CSV file not found: {path}")
+        chosen = resolve_mapping(mapping) if mapping else None
+        _print_csv_report(run_csv(ctx.lake, ctx.settings, path, chosen), ctx.settings)
+
+
+def _print_csv_report(report: Any, settings: Settings) -> None:
+    """What was read, what landed, and what silver holds now, per reason and per genre."""
+    from rich.table import Table
+
+    read, summary = report.read, report.summary
+    out.print(
+        f"[bold]{report.path}[/bold]: format [cyan]{report.format}[/cyan], "
+        f"landed as {read.source} (bronze.tracks_raw v{report.bronze_version})"
+    )
+    counts = Table(show_header=False, title="read")
+    for label, value in (
+        ("rows read", read.rows_read),
+        ("empty lines skipped", read.empty_lines),
+        ("comment lines skipped", read.comment_lines),
+        ("malformed rows (quarantined)", read.malformed),
+        ("rows in from this file", read.rows_in),
+        ("rows in bronze (all sources)", summary.rows_in),
+        ("silver.tracks", summary.silver_rows),
+        ("quarantined", summary.quarantined),
+    ):
+        counts.add_row(label, f"{value:,}")
+    reasons = Table(title="quarantined by reason")
+    reasons.add_column("reason")
+    reasons.add_column("rows", justify="right")
+    for reason, count in summary.reasons.items():
+        reasons.add_row(reason, f"{count:,}")
+    genres = Table(title=f"silver genres (minimum {settings.validation.min_per_genre})")
+    genres.add_column("genre")
+    genres.add_column("tracks", justify="right")
+    for genre, count in summary.genres.items():
+        flag = " [yellow](short)[/yellow]" if genre in summary.short_genres else ""
+        genres.add_row(genre + flag, f"{count:,}")
+    out.print(counts, reasons, genres)
+    if summary.short_genres:
+        out.print(
+            f"[yellow]genres short of the minimum:[/yellow] {', '.join(summary.short_genres)}"
+        )
+
+
 # --- lake ---------------------------------------------------------------------
 
 

@@ -59,8 +59,43 @@ class SyntheticSettings(_Section):
     partitions: int = Field(4, ge=1)
 
 
+class SpotifySettings(_Section):
+    """Spotify Web API ingest: endpoints, audio-feature provider, rate-limit and retry policy.
+
+    Credentials are deliberately not settings: they come only from the
+    environment or a ``.env`` file, so they never land in a config file or a log.
+    Base URLs are settings so tests (and proxies) can point the ingester elsewhere.
+    """
+
+    genres: list[str] = Field(default_factory=lambda: list(DEFAULT_GENRES), min_length=1)
+    per_genre: int = Field(500, ge=1, description="tracks requested per genre")
+    playlists: dict[str, list[str]] = Field(
+        default_factory=dict, description="genre -> ids of playlists the app's user owns"
+    )
+    market: str | None = None
+    api_base: str = "https://api.spotify.com"
+    token_url: str = "https://accounts.spotify.com/api/token"
+    provider: Literal["auto", "spotify", "reccobeats"] = "auto"
+    provider_base: str = "https://api.reccobeats.com"
+    dotenv: str = Field(".env", description="file read for SPOTIPY_CLIENT_ID/SECRET if not in env")
+    search_limit: int = Field(10, ge=1, le=10, description="Spotify's maximum since 2026: 10")
+    features_batch: int = Field(100, ge=1, le=100, description="ids per Spotify /audio-features")
+    provider_batch: int = Field(40, ge=1, le=40, description="ids per provider request")
+    checkpoint_batch: int = Field(200, ge=1, description="responses per bronze commit")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(15.0, gt=0)
+    transport_retries: int = Field(2, ge=0, description="quick urllib3 retries on 5xx/connect")
+    max_attempts: int = Field(6, ge=1, description="attempts per request under the retry policy")
+    backoff_s: float = Field(1.0, ge=0.0, description="first 5xx/timeout backoff, doubled per retry")
+    backoff_max_s: float = Field(60.0, ge=0.0)
+    max_retry_after_s: float = Field(
+        120.0, ge=0.0, description="longest Retry-After honoured; beyond it: checkpoint and stop"
+    )
+
+
 class IngestSettings(_Section):
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    spotify: SpotifySettings = Field(default_factory=SpotifySettings)
 
 
 class ValidateSettings(_Section):
@@ -134,6 +169,10 @@ class MlflowSettings(_Section):
 
 class ScoreSettings(_Section):
     batch_size: int = Field(4096, ge=1)
+    missing: Literal["impute", "skip"] = Field(
+        "impute",
+        description="a null feature: impute the train center as training did, or skip the row",
+    )
 
 
 class Settings(_Section):
