@@ -22,6 +22,8 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,16 +110,67 @@ def use_tracking(settings: Settings) -> str:
 
 
 def log_history(history: list[dict[str, Any]]) -> None:
-    """Per-epoch metrics into the active run, epoch as the step (MLflow draws them as curves)."""
+    """Per-epoch metrics into the active run as ``epoch_<name>`` curves, epoch as the step.
+
+    The ``epoch_`` prefix keeps the curves apart from the final values
+    (``val_macro_f1`` of the kept epoch) that a run reports once.
+    """
     import mlflow
 
     for row in history:
         step = int(row["epoch"])
-        mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
+        mlflow.log_metrics(
+            {f"epoch_{k}": float(v) for k, v in row.items() if k != "epoch"}, step=step
+        )
 
 
 def _flat_params(params: dict[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
+
+
+@contextmanager
+def within_run(run_id: str | None = None, **start_kwargs: Any) -> Iterator[Any]:
+    """The active run when it is the one named, else a new run (nested under an active one).
+
+    Lets a caller that already opened a run (training, a tuning trial) hand
+    it to :func:`register_model` without MLflow's "run already active" error.
+    """
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None and run_id is not None and active.info.run_id == run_id:
+        yield active
+        return
+    with mlflow.start_run(run_id=run_id, nested=active is not None, **start_kwargs) as run:
+        yield run
+
+
+def log_model_run(
+    model: torch.nn.Module,
+    *,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    genres: list[str],
+    features: list[str],
+    history: list[dict[str, Any]] | None = None,
+) -> str:
+    """Params, final metrics, per-epoch curves and the model artifact into the active run.
+
+    Returns the logged model's URI (what :func:`register_model` registers).
+    """
+    import mlflow
+
+    mlflow.log_params(_flat_params(params))
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    log_history(history or [])
+    info = mlflow.pytorch.log_model(
+        model.to("cpu").eval(),
+        name=ARTIFACT_NAME,
+        metadata={"genres": list(genres), "features": list(features), "params": params},
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        serialization_format="pickle",
+    )
+    return info.model_uri
 
 
 def register_model(
@@ -135,8 +188,9 @@ def register_model(
     """Log ``model`` to MLflow, register a new version, mirror it into gold.models; returns the version.
 
     ``run_id`` continues an existing run (training or tuning opened it);
-    without it a new run is started. ``metrics`` must hold ``val_accuracy``
-    and ``val_macro_f1`` (what gold.models shows next to the version).
+    without it the active run is used, or a new one started. ``metrics``
+    must hold ``val_accuracy`` and ``val_macro_f1`` (what gold.models shows
+    next to the version).
     """
     import mlflow
 
@@ -144,20 +198,11 @@ def register_model(
     if missing:
         raise ValueError(f"metrics must include {sorted(missing)}")
     use_tracking(settings)
-    model = model.to("cpu").eval()
-    with mlflow.start_run(run_id=run_id) as run:
-        mlflow.log_params(_flat_params(params))
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        log_history(history or [])
-        info = mlflow.pytorch.log_model(
-            model,
-            name=ARTIFACT_NAME,
-            metadata={"genres": list(genres), "features": list(features), "params": params},
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            serialization_format="pickle",
+    with within_run(run_id) as run:
+        uri = log_model_run(
+            model, params=params, metrics=metrics, genres=genres, features=features, history=history
         )
-        registered = mlflow.register_model(info.model_uri, settings.mlflow.model_name)
-        version = str(registered.version)
+        version = str(mlflow.register_model(uri, settings.mlflow.model_name).version)
         mlflow.set_tag("registered_version", version)
         _mirror(lake, version, params, metrics, run.info.run_id, genres, features)
     return version

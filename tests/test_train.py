@@ -1,0 +1,209 @@
+"""Distributed training: one real TorchDistributor run (2 processes) shared by the assertions below."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pyspark.sql import SparkSession
+from pyspark.testing import assertDataFrameEqual
+from sklearn.metrics import accuracy_score, f1_score
+
+from genre_spark.config import Settings, load_settings
+from genre_spark.lake import Lake
+from genre_spark.model import train
+from genre_spark.model.data import (
+    NotEnoughFilesError,
+    balanced_weights,
+    blob_features,
+    read_shard,
+    shard_files,
+)
+from genre_spark.model.registry import MODELS_SCHEMA, list_versions, load_model
+
+GENRES = ["blues", "folk", "metal"]
+FILES = 6
+
+
+@pytest.fixture(scope="module")
+def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("train")
+    return load_settings(
+        overrides={
+            "lake": str(root / "lake"),
+            "train.epochs": 3,
+            "train.batch_size": 32,
+            "train.channels": 8,
+            "train.depth": 1,
+            "train.patience": 10,
+            "train.num_processes": 2,
+            "train.local_mode": True,
+        },
+        environ={},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
+    lake = Lake(spark, module_settings.lake)
+    lake.write(
+        blob_features(spark, 900, GENRES, module_settings.features, files=FILES), "gold.features"
+    )
+    epochs: list[dict[str, Any]] = []
+    outcome = train.run(lake, module_settings, on_epoch=epochs.append)
+    return {
+        "lake": lake,
+        "outcome": outcome,
+        "epochs": epochs,
+        "files": lake.files("gold.features"),
+    }
+
+
+def _validation(files: list[str], n_features: int) -> tuple[torch.Tensor, np.ndarray]:
+    shard = read_shard(files, "validation", n_features)
+    return torch.as_tensor(shard.x), shard.genres
+
+
+def test_loss_falls_and_progress_is_reported(trained: dict[str, Any]) -> None:
+    history = trained["outcome"].result.history
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert trained["epochs"] == history
+
+
+def test_each_rank_reads_its_own_files(trained: dict[str, Any]) -> None:
+    shards = trained["outcome"].result.shards
+    assert sorted(shards) == [0, 1]
+    first, second = set(shards[0]), set(shards[1])
+    assert first and second and not first & second
+    assert first | second == set(trained["files"])
+    assert len(trained["files"]) == FILES
+
+
+def test_registered_model_predicts_like_the_trained_weights(
+    trained: dict[str, Any], module_settings: Settings
+) -> None:
+    result = trained["outcome"].result
+    x, _ = _validation(trained["files"], len(module_settings.features))
+    with torch.no_grad():
+        expected = result.model()(x)
+        for version in ("latest", trained["outcome"].version):
+            loaded = load_model(module_settings, version)
+            assert loaded.version == trained["outcome"].version
+            assert loaded.genres == GENRES
+            assert loaded.features == list(module_settings.features)
+            assert not loaded.model.training
+            torch.testing.assert_close(loaded.model(x), expected, atol=1e-6, rtol=0)
+
+
+def test_registered_metrics_equal_scikit_learn_on_validation(
+    trained: dict[str, Any], module_settings: Settings
+) -> None:
+    """The all-reduced confusion counts give the metrics of the returned model on all validation rows."""
+    loaded = load_model(module_settings)
+    x, truth = _validation(trained["files"], len(module_settings.features))
+    with torch.no_grad():
+        predicted = np.array(GENRES)[loaded.model(x).argmax(1).numpy()]
+    metrics = trained["outcome"].result.metrics
+    assert metrics["val_accuracy"] == pytest.approx(accuracy_score(truth, predicted), abs=1e-12)
+    assert metrics["val_macro_f1"] == pytest.approx(
+        f1_score(truth, predicted, average="macro"), abs=1e-12
+    )
+    assert metrics["val_macro_f1"] > 0.8
+
+
+def test_gold_models_row(trained: dict[str, Any], spark: SparkSession) -> None:
+    outcome = trained["outcome"]
+    params = json.loads(list_versions(trained["lake"]).first()["params"])
+    assert (
+        params["epochs"] == 3 and params["num_processes"] == 2 and params["feature_files"] == FILES
+    )
+    expected = spark.createDataFrame(
+        [
+            (
+                outcome.version,
+                None,
+                json.dumps(params, sort_keys=True),
+                outcome.result.metrics["val_accuracy"],
+                outcome.result.metrics["val_macro_f1"],
+                outcome.run_id,
+                GENRES,
+                list(outcome.result.features),
+                "cnn",
+            )
+        ],
+        MODELS_SCHEMA,
+    ).drop("created_at")
+    assertDataFrameEqual(list_versions(trained["lake"]).drop("created_at"), expected)
+
+
+def test_mlflow_run_has_params_curves_and_artifacts(
+    trained: dict[str, Any], module_settings: Settings
+) -> None:
+    from mlflow import MlflowClient
+
+    run_id = trained["outcome"].run_id
+    client = MlflowClient(module_settings.tracking_uri)
+    run = client.get_run(run_id)
+    assert run.data.params["learning_rate"] == str(module_settings.train.learning_rate)
+    assert run.data.tags["registered_version"] == trained["outcome"].version
+    curve = client.get_metric_history(run_id, "epoch_val_macro_f1")
+    assert [m.step for m in curve] == [1, 2, 3]
+    assert [m.value for m in curve] == [
+        row["val_macro_f1"] for row in trained["outcome"].result.history
+    ]
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert "shards.json" in artifacts
+
+
+def test_too_many_processes_fail_before_start(spark: SparkSession, settings: Settings) -> None:
+    slots = train.task_slots(spark)
+    assert slots == 2  # the test session runs local[2]
+    barrier = settings.train.model_copy(update={"num_processes": slots + 1, "local_mode": False})
+    with pytest.raises(train.NotEnoughSlotsError, match="num_processes=3 but Spark can run only 2"):
+        train.fit(spark, ["unused.parquet"] * 4, barrier, settings.features)
+    train.check_slots(spark, barrier.model_copy(update={"num_processes": slots}))
+
+
+def test_fewer_files_than_ranks_is_a_clear_error() -> None:
+    assert shard_files(["e", "a", "c", "b", "d"], 1, 2) == ["b", "d"]
+    with pytest.raises(NotEnoughFilesError, match="1 data file"):
+        shard_files(["a"], 0, 2)
+
+
+def test_read_shard_filters_split_and_outliers(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "track_id": ["a", "b", "c", "d"],
+            "genre": ["x", "y", "x", "y"],
+            "split": ["train", "train", "validation", "train"],
+            "features": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]],
+            "is_outlier": [False, True, False, False],
+        }
+    )
+    path = str(tmp_path / "part.parquet")
+    pq.write_table(table, path)
+    shard = read_shard([path], "train", 2, exclude_outliers=True)
+    assert shard.x.tolist() == [[1.0, 2.0], [7.0, 8.0]]
+    assert shard.genres.tolist() == ["x", "y"]
+    assert len(read_shard([path], "train", 2)) == 3
+
+
+def test_class_weights_are_inverse_frequency() -> None:
+    np.testing.assert_allclose(balanced_weights(np.array([10, 30, 0])), [2.0, 2.0 / 3.0, 0.0])
+    np.testing.assert_allclose(balanced_weights(np.array([5, 5])), [1.0, 1.0])
+
+
+def test_scores_equal_scikit_learn() -> None:
+    rng = np.random.default_rng(3)
+    truth, predicted = rng.integers(0, 4, 300), rng.integers(0, 3, 300)
+    got = train.scores(train.confusion(truth, predicted, 4))
+    assert got["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert got["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
