@@ -279,6 +279,27 @@ def _print_csv_report(report: Any, settings: Settings) -> None:
         )
 
 
+# --- prepare ------------------------------------------------------------------
+
+
+@app.command()
+def prepare(
+    lake: LakeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, verbose: VerboseOpt = False
+) -> None:
+    """Split, normalize, flag outliers, and write genre baselines, matches, playlists and trends.
+
+    Reads silver.tracks; writes gold.features, gold.normalizer, gold.outlier_params,
+    gold.genre_baselines, gold.genre_matches, gold.genre_playlists, gold.trends_by_year.
+    Example: genre prepare --lake ./lake --set prepare.scaler=robust --set prepare.playlist_size=20
+    """
+    with handled(verbose):
+        from genre_spark.prepare.run import run as run_prepare
+
+        ctx = make_context(lake, config, set_, verbose)
+        for line in run_prepare(ctx.lake, ctx.settings).lines():
+            out.print(line)
+
+
 # --- lake ---------------------------------------------------------------------
 
 
