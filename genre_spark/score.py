@@ -1,0 +1,236 @@
+"""Batch scoring: a registered model over a whole catalogue, into gold.scored.
+
+How it runs (ARCHITECTURE decision 7). The raw feature columns are scaled by
+``apply_normalizer`` with the stored gold.normalizer, the very function
+training's inputs went through, in the order of the model's own feature list.
+The scaled vectors go to the model through ``predict_batch_udf``: each Python
+worker loads the model once (``load_model(settings, version)`` inside
+``make_predict_fn``, cached for the worker's life) and runs it on Arrow
+batches of ``score.batch_size`` rows. Only the softmax is computed in Python;
+the label, the probability map and the top 3 are column expressions over the
+model's genre list (label index = position, stored with the model).
+
+Output rows (gold.scored): track_id, model_version, predicted_genre,
+probabilities (map genre -> softmax probability), top3 (genres by falling
+probability, ties to the lower label index, as ``torch.argmax``), scored_at.
+They are merged on (track_id, model_version): scoring again with the same
+model replaces its rows (idempotent); another version adds rows beside them.
+
+Missing values (``score.missing``). A row with a null track_id cannot be
+keyed and is skipped. A row with a null feature is, by default (``impute``),
+scored with that value imputed by the normalizer's rule (the train center),
+the same rule that built the training inputs, so a track is scored exactly as
+it would have been trained on; with ``skip`` such rows are left out. Either
+way the counts are returned and printed, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import reduce
+
+import numpy as np
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from genre_spark.config import Settings
+from genre_spark.lake import Lake
+from genre_spark.prepare.normalize import apply_normalizer
+
+log = logging.getLogger(__name__)
+
+SCORED_TABLE = "gold.scored"
+DEFAULT_SOURCE = "silver.tracks"
+KEYS = ["track_id", "model_version"]
+TOP_K = 3
+SCORED_COLUMNS = (
+    "track_id",
+    "model_version",
+    "predicted_genre",
+    "probabilities",
+    "top3",
+    "scored_at",
+)
+
+
+class ScoreInputError(ValueError):
+    """The table to score lacks a column or has a track_id more than once."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the driver needs to know about a model to plan scoring; workers load the weights."""
+
+    version: str
+    genres: tuple[str, ...]
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InputCounts:
+    """One pass over the input: how many rows, and how many lack a key or a feature."""
+
+    rows: int
+    distinct_track_ids: int
+    null_track_id: int
+    missing_feature: int
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What ``run`` did: the model version, the source, the counts and gold.scored's new version."""
+
+    model_version: str
+    source: str
+    scored: int
+    skipped_null_track_id: int
+    missing_feature: int
+    missing_rule: str
+    table_version: int
+
+    def summary(self) -> str:
+        rule = "imputed" if self.missing_rule == "impute" else "skipped"
+        return (
+            f"scored {self.scored} tracks of {self.source} with model version "
+            f"{self.model_version} into {SCORED_TABLE} (version {self.table_version}); "
+            f"rows with a missing feature value: {self.missing_feature} ({rule}); "
+            f"rows without track_id skipped: {self.skipped_null_track_id}"
+        )
+
+
+def _any_null(features: Sequence[str]) -> Column:
+    return reduce(operator.or_, [F.col(f).isNull() for f in features], F.lit(False))
+
+
+def scorable(df: DataFrame, features: Sequence[str], missing: str = "impute") -> DataFrame:
+    """The rows that get a score: a track_id, and (under ``skip``) every feature present."""
+    keep = F.col("track_id").isNotNull()
+    if missing == "skip":
+        keep = keep & ~_any_null(features)
+    return df.where(keep)
+
+
+def input_counts(df: DataFrame, features: Sequence[str]) -> InputCounts:
+    """Count rows, distinct ids and missing values in one aggregate job (small result)."""
+    row = df.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count_distinct("track_id").alias("ids"),
+        F.sum(F.col("track_id").isNull().cast("long")).alias("no_id"),
+        F.sum((F.col("track_id").isNotNull() & _any_null(features)).cast("long")).alias("gaps"),
+    ).first()
+    return InputCounts(row["rows"], row["ids"], row["no_id"] or 0, row["gaps"] or 0)
+
+
+def _softmax_udf(settings: Settings, version: str) -> Callable[..., Column]:
+    """predict_batch_udf returning per-genre probabilities; the model loads once per worker."""
+    from pyspark.ml.functions import predict_batch_udf
+
+    def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
+        import torch
+
+        from genre_spark.model.registry import load_model
+
+        model = load_model(settings, version).model
+
+        def predict(inputs: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+            with torch.inference_mode():
+                return torch.softmax(model(x), dim=1).double().numpy()
+
+        return predict
+
+    return predict_batch_udf(
+        make_predict_fn,
+        return_type=T.ArrayType(T.DoubleType()),
+        batch_size=settings.score.batch_size,
+    )
+
+
+def _ranked(probabilities: Column, genres: Sequence[str]) -> Column:
+    """Genres by falling probability; equal probabilities keep label order (torch.argmax's tie rule)."""
+    labels = F.array(*[F.lit(g) for g in genres])
+    order = F.sort_array(
+        F.transform(probabilities, lambda p, i: F.struct((-p).alias("p"), i.alias("i")))
+    )
+    return F.transform(order, lambda s: F.get(labels, s["i"]))
+
+
+def score(df: DataFrame, normalizer: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
+    """gold.scored rows for every scorable row of ``df`` (raw feature columns + track_id).
+
+    Pure: reads nothing, writes nothing. ``normalizer`` is gold.normalizer;
+    ``model`` names the registered version whose weights each worker loads.
+    """
+    features = list(model.features)
+    missing_columns = [c for c in ["track_id", *features] if c not in df.columns]
+    if missing_columns:
+        raise ScoreInputError(f"cannot score: column(s) {missing_columns} missing from the input")
+    rows = scorable(df.select("track_id", *features), features, settings.score.missing)
+    scaled = apply_normalizer(rows, normalizer, features, output_col="_x")
+    softmax = _softmax_udf(settings, model.version)
+    vector = F.struct(*[F.col("_x")[i].alias(f) for i, f in enumerate(features)])
+    with_probs = scaled.select("track_id", softmax(vector).alias("_p"))
+    ranked = _ranked(F.col("_p"), model.genres)
+    return with_probs.select(
+        "track_id",
+        F.lit(model.version).alias("model_version"),
+        ranked[0].alias("predicted_genre"),
+        F.map_from_arrays(F.array(*[F.lit(g) for g in model.genres]), F.col("_p")).alias(
+            "probabilities"
+        ),
+        F.slice(ranked, 1, TOP_K).alias("top3"),
+        F.current_timestamp().alias("scored_at"),
+    )
+
+
+def model_spec(settings: Settings, version: str | None = None) -> ModelSpec:
+    """Resolve ``version`` (None/"latest": newest) on the driver, so every worker loads the same one."""
+    from genre_spark.model.registry import load_model
+
+    loaded = load_model(settings, version)
+    return ModelSpec(loaded.version, tuple(loaded.genres), tuple(loaded.features))
+
+
+def run(
+    lake: Lake,
+    settings: Settings,
+    model_version: str | None = None,
+    table: str = DEFAULT_SOURCE,
+) -> ScoreResult:
+    """Score ``table`` with a registered model and merge the rows into gold.scored.
+
+    ``table`` is any lake table with track_id and the model's raw feature
+    columns (silver.tracks by default; a catalogue the model never saw works
+    the same way). Fails before writing if a track_id occurs twice.
+    """
+    model = model_spec(settings, model_version)
+    source = lake.read(table)
+    features = list(model.features)
+    absent = [c for c in ["track_id", *features] if c not in source.columns]
+    if absent:
+        raise ScoreInputError(f"{table} lacks column(s) {absent} that model {model.version} needs")
+    counts = input_counts(source, features)
+    if counts.distinct_track_ids != counts.rows - counts.null_track_id:
+        raise ScoreInputError(
+            f"{table} has {counts.rows - counts.null_track_id - counts.distinct_track_ids} "
+            "repeated track_id row(s); gold.scored keeps one row per (track_id, model_version), "
+            "so deduplicate the table first"
+        )
+    scored = score(source, lake.read("gold.normalizer"), model, settings)
+    version = lake.merge(scored, SCORED_TABLE, keys=KEYS)
+    skipped = counts.missing_feature if settings.score.missing == "skip" else 0
+    result = ScoreResult(
+        model_version=model.version,
+        source=table,
+        scored=counts.rows - counts.null_track_id - skipped,
+        skipped_null_track_id=counts.null_track_id,
+        missing_feature=counts.missing_feature,
+        missing_rule=settings.score.missing,
+        table_version=version,
+    )
+    log.info(result.summary())
+    return result
