@@ -175,6 +175,11 @@ class ScoreSettings(_Section):
     )
 
 
+class ReportSettings(_Section):
+    split: Literal["train", "validation", "test"] = "test"
+    sample_size: int = Field(5000, ge=100, description="points in the 2-D outlier projection")
+
+
 class Settings(_Section):
     lake: str = "./lake"
     engine: Literal["auto", "delta-spark", "delta-rs"] = "auto"
@@ -188,6 +193,7 @@ class Settings(_Section):
     tune: TuneSettings = Field(default_factory=TuneSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     @field_validator("features")
     @classmethod
