@@ -139,25 +139,39 @@ class PrepareSettings(_Section):
     playlist_size: int = Field(50, ge=1)
 
 
+class ReferenceSettings(_Section):
+    """Spark MLlib reference models trained beside the CNN (``genre references``)."""
+
+    lr_max_iter: int = Field(100, ge=1)
+    lr_reg_param: float = Field(0.0, ge=0.0)
+    rf_trees: int = Field(100, ge=1)
+    rf_max_depth: int = Field(8, ge=1, le=30)
+    gbt_max_iter: int = Field(30, ge=1)
+    gbt_max_depth: int = Field(4, ge=1, le=30)
+    parallelism: int = Field(2, ge=1, description="one-vs-rest GBT classifiers fitted at once")
+    seed: int = 5
+
+
 class TrainSettings(_Section):
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=2, description="rows per step in each process")
     learning_rate: float = Field(3e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     channels: int = Field(32, ge=1)
     depth: int = Field(2, ge=1, le=6)
     kernel_size: int = Field(3, ge=1)
-    patience: int = Field(5, ge=1)
+    patience: int = Field(5, ge=1, description="epochs without a better validation macro-F1")
     num_processes: int = Field(2, ge=1)
     local_mode: bool = True
     exclude_outliers: bool = True
     seed: int = 7
+    references: ReferenceSettings = Field(default_factory=ReferenceSettings)
 
 
 class TuneSettings(_Section):
     trials: int = Field(10, ge=1)
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, description="per trial; the best retrains with train.epochs")
     seed: int = 11
 
 
