@@ -1,0 +1,89 @@
+"""Reference models (Spark MLlib): predictions for every row of every split, scores equal scikit-learn's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+from sklearn.metrics import accuracy_score, f1_score
+
+from genre_spark.config import Settings, load_settings
+from genre_spark.lake import Lake
+from genre_spark.model import reference
+from genre_spark.model.data import blob_features
+
+GENRES = ["ambient", "funk", "punk", "soul"]
+
+
+@pytest.fixture(scope="module")
+def fitted(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    settings = load_settings(
+        overrides={
+            "lake": str(tmp_path_factory.mktemp("reference") / "lake"),
+            "train.references": {
+                "lr_max_iter": 50,
+                "rf_trees": 10,
+                "rf_max_depth": 4,
+                "gbt_max_iter": 4,
+                "gbt_max_depth": 2,
+            },
+        },
+        environ={},
+    )
+    lake = Lake(spark, settings.lake)
+    lake.write(
+        blob_features(spark, 600, GENRES, settings.features, spread=0.4, files=2), "gold.features"
+    )
+    outcome = reference.run(lake, settings)
+    return {"lake": lake, "settings": settings, "outcome": outcome}
+
+
+def test_every_model_predicts_every_row_of_every_split(fitted: dict[str, Any]) -> None:
+    lake: Lake = fitted["lake"]
+    features = lake.read("gold.features").select("track_id", "split", "genre")
+    predicted = lake.read("gold.reference_predictions")
+    assert sorted(predicted.columns) == ["genre", "model", "predicted", "split", "track_id"]
+    for name in reference.MODELS:
+        rows = predicted.where(F.col("model") == name)
+        assertDataFrameEqual(rows.select("track_id", "split", "genre"), features)
+        assert rows.where(~F.col("predicted").isin(GENRES)).count() == 0
+    assert {r["split"] for r in predicted.select("split").distinct().collect()} == {
+        "train",
+        "validation",
+        "test",
+    }
+
+
+def test_scores_are_high_on_blobs_and_equal_scikit_learn(fitted: dict[str, Any]) -> None:
+    predicted = (
+        fitted["lake"].read("gold.reference_predictions").where(F.col("split") == "validation")
+    )
+    metrics = fitted["outcome"].metrics
+    assert sorted(metrics) == sorted(reference.MODELS)
+    for name in reference.MODELS:
+        rows = predicted.where(F.col("model") == name).select("genre", "predicted").collect()
+        truth, guess = [r["genre"] for r in rows], [r["predicted"] for r in rows]
+        assert metrics[name]["val_accuracy"] == pytest.approx(
+            accuracy_score(truth, guess), abs=1e-12
+        )
+        assert metrics[name]["val_macro_f1"] == pytest.approx(
+            f1_score(truth, guess, average="macro"), abs=1e-12
+        )
+        assert metrics[name]["val_accuracy"] > 0.9, name
+
+
+def test_each_model_is_an_mlflow_run(fitted: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    settings: Settings = fitted["settings"]
+    client = MlflowClient(settings.tracking_uri)
+    for name, run_id in fitted["outcome"].run_ids.items():
+        run = client.get_run(run_id)
+        assert run.data.tags["model"] == name and run.data.tags["stage"] == "reference"
+        assert run.data.metrics["val_macro_f1"] == fitted["outcome"].metrics[name]["val_macro_f1"]
+        assert run.data.params["genres"] == ",".join(GENRES)
+    params = client.get_run(fitted["outcome"].run_ids["random_forest"]).data.params
+    assert params["numTrees"] == "10"
