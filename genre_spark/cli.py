@@ -300,6 +300,87 @@ def prepare(
             out.print(line)
 
 
+# --- score, evaluate, report --------------------------------------------------
+
+ModelVersionOpt = Annotated[
+    str | None,
+    typer.Option("--model-version", help="A registered model version (default: the newest)."),
+]
+
+
+@app.command()
+def score(
+    model_version: ModelVersionOpt = None,
+    table: Annotated[
+        str, typer.Option("--table", help="Lake table to score: track_id + raw feature columns.")
+    ] = "silver.tracks",
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Score a catalogue with a registered model into gold.scored (merge on track_id, model_version).
+
+    Re-scoring with the same version replaces its rows; a new version adds rows.
+    A null feature value is imputed as in training (--set score.missing=skip to skip
+    such rows); both counts are printed.
+    Example: genre score --model-version 3 --table silver.tracks
+    """
+    with handled(verbose):
+        from genre_spark.lake import UnknownTableError, spec
+        from genre_spark.score import run as run_score
+
+        try:
+            spec(table)
+        except UnknownTableError as exc:
+            raise UsageError(str(exc)) from None
+        ctx = make_context(lake, config, set_, verbose)
+        out.print(run_score(ctx.lake, ctx.settings, model_version, table).summary())
+
+
+@app.command()
+def evaluate(
+    lake: LakeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, verbose: VerboseOpt = False
+) -> None:
+    """Confusion counts and metrics for every scored CNN version and reference model, per split.
+
+    Reads gold.scored, gold.features and (if present) gold.reference_predictions;
+    writes gold.confusion and gold.evaluation.
+    Example: genre evaluate && genre sql "SELECT * FROM gold.evaluation WHERE genre = 'macro avg'"
+    """
+    with handled(verbose):
+        from genre_spark.evaluate import run as run_evaluate
+
+        ctx = make_context(lake, config, set_, verbose)
+        result = run_evaluate(ctx.lake)
+        out.print(
+            f"evaluated {', '.join(result.models)}: gold.confusion v{result.confusion_version}, "
+            f"gold.evaluation v{result.evaluation_version}"
+        )
+        for note in result.notes:
+            out.print(f"[yellow]note:[/yellow] {note}")
+
+
+@app.command()
+def report(
+    model_version: ModelVersionOpt = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write the HTML report of a model version: <reports>/<version>/index.html with PNG plots.
+
+    Sections whose input is missing (no references, prepare not run) say so on the page.
+    Example: genre report --model-version 3 && open reports/3/index.html
+    """
+    with handled(verbose):
+        from genre_spark.report import run as run_report
+
+        ctx = make_context(lake, config, set_, verbose)
+        out.print(f"report: {run_report(ctx.lake, ctx.settings, model_version)}")
+
+
 # --- lake ---------------------------------------------------------------------
 
 
