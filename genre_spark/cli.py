@@ -300,6 +300,133 @@ def prepare(
             out.print(line)
 
 
+# --- train, tune, references ----------------------------------------------------
+
+
+@contextmanager
+def _epoch_bar(total: int, label: str) -> Iterator[Any]:
+    """A rich progress bar fed by training's per-epoch callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(label, total=total)
+
+        def on_epoch(row: dict[str, Any]) -> None:
+            progress.update(
+                task,
+                completed=row["epoch"],
+                description=f"{label}  loss {row['loss']:.3f}  val macro-F1 {row['val_macro_f1']:.3f}",
+            )
+
+        yield on_epoch
+
+
+def _print_references(lake_: Any, settings: Settings) -> None:
+    from genre_spark.model import reference
+
+    with console.status("fitting reference models (Spark MLlib)"):
+        found = reference.run(lake_, settings)
+    for name, metrics in found.metrics.items():
+        out.print(
+            f"reference {name}: val accuracy {metrics['val_accuracy']:.4f}, "
+            f"val macro-F1 {metrics['val_macro_f1']:.4f}"
+        )
+
+
+@app.command()
+def train(
+    with_references: Annotated[
+        bool, typer.Option("--with-references", help="Also fit the MLlib reference models.")
+    ] = False,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train the CNN on gold.features with TorchDistributor; log to MLflow and register a version.
+
+    Reads only the train and validation splits. Writes gold.models (and with
+    --with-references gold.reference_predictions). Runs are in MLflow
+    (default sqlite:///<lake>/mlflow.db).
+    Example: genre train --set train.epochs=20 --set train.num_processes=2 --with-references
+    """
+    with handled(verbose):
+        from genre_spark.model import train as training
+
+        ctx = make_context(lake, config, set_, verbose)
+        with _epoch_bar(ctx.settings.train.epochs, "training") as on_epoch:
+            outcome = training.run(ctx.lake, ctx.settings, on_epoch=on_epoch)
+        metrics = outcome.result.metrics
+        out.print(
+            f"registered {ctx.settings.mlflow.model_name} version {outcome.version} "
+            f"(best epoch {int(metrics['best_epoch'])}/{int(metrics['epochs_run'])}): "
+            f"val accuracy {metrics['val_accuracy']:.4f}, val macro-F1 {metrics['val_macro_f1']:.4f}; "
+            f"MLflow run {outcome.run_id}"
+        )
+        if with_references:
+            _print_references(ctx.lake, ctx.settings)
+
+
+@app.command()
+def references(
+    lake: LakeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, verbose: VerboseOpt = False
+) -> None:
+    """Fit logistic regression, random forest and boosted trees (Spark MLlib) beside the CNN.
+
+    Same split, features and outlier rule as the CNN; writes predictions for every
+    split to gold.reference_predictions and logs validation scores to MLflow.
+    Example: genre references --set train.references.rf_trees=200
+    """
+    with handled(verbose):
+        ctx = make_context(lake, config, set_, verbose)
+        _print_references(ctx.lake, ctx.settings)
+
+
+@app.command()
+def tune(
+    lake: LakeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, verbose: VerboseOpt = False
+) -> None:
+    """Search CNN hyperparameters with Optuna on validation macro-F1; retrain and register the best.
+
+    Each trial is a nested MLflow run under one 'tune' run; the test split is never read.
+    Example: genre tune --set tune.trials=20 --set tune.epochs=8
+    """
+    from rich.progress import Progress
+
+    with handled(verbose):
+        from genre_spark.model import tune as tuning
+
+        ctx = make_context(lake, config, set_, verbose)
+        trials = ctx.settings.tune.trials
+        with Progress(console=console) as progress:
+            task = progress.add_task("tuning", total=trials)
+            best = [0.0]
+
+            def on_trial(number: int, params: dict[str, Any], value: float) -> None:
+                best[0] = max(best[0], value)
+                progress.update(
+                    task,
+                    advance=1,
+                    description=f"tuning  trial {number}: {value:.3f}  best {best[0]:.3f}",
+                )
+
+            outcome = tuning.run(ctx.lake, ctx.settings, on_trial=on_trial)
+        out.print(
+            f"best trial val macro-F1 {outcome.best_trial_value:.4f} with {outcome.best_params}"
+        )
+        metrics = outcome.retrained.result.metrics
+        out.print(
+            f"retrained and registered {ctx.settings.mlflow.model_name} version {outcome.version}: "
+            f"val macro-F1 {metrics['val_macro_f1']:.4f}; MLflow parent run {outcome.parent_run_id}"
+        )
+
+
 # --- score, evaluate, report --------------------------------------------------
 
 ModelVersionOpt = Annotated[
