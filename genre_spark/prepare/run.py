@@ -194,6 +194,7 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
             .sortWithinPartitions("track_id")
         )
         lake.write(gold_features, "gold.features")
+        result.flags.unpersist()
         lake.write(outlier_params(result, features, version), "gold.outlier_params")
 
         lake.write(genre_baselines(train, FEATURES), "gold.genre_baselines")

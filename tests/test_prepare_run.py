@@ -1,0 +1,188 @@
+"""The prepare stage end to end on a small lake: tables, references, idempotence, README SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from prepare_helpers import silver_frame, silver_pandas
+from pyspark.sql import SparkSession
+from sklearn.preprocessing import StandardScaler
+from typer.testing import CliRunner
+
+from genre_spark.cli import app
+from genre_spark.config import Settings, load_settings
+from genre_spark.lake import Lake
+from genre_spark.prepare.run import TABLES, PrepareSummary, run
+from genre_spark.prepare.split import assign_split
+from genre_spark.schema import FEATURES
+
+#: README examples (pasted there verbatim).
+TOP_ROCK_AUDIENCE = """
+SELECT rank, title, artist, label, round(match, 3) AS match
+FROM gold.genre_playlists
+WHERE genre = 'rock'
+ORDER BY rank
+LIMIT 20
+"""
+POP_ENERGY_BY_DECADE = """
+SELECT floor(year / 10) * 10 AS decade, round(avg(energy), 3) AS mean_energy, count(*) AS tracks
+FROM silver.tracks
+WHERE genre = 'pop' AND year IS NOT NULL
+GROUP BY 1
+ORDER BY decade
+"""
+
+PLANTED_POP_SOUNDING_JAZZ = "planted-jazz-like-pop"
+PLANTED_EXTREMES = ("planted-extreme-1", "planted-extreme-2")
+
+
+@dataclass
+class Prepared:
+    settings: Settings
+    lake: Lake
+    silver: pd.DataFrame
+    summary: PrepareSummary
+
+
+def _silver() -> pd.DataFrame:
+    pdf = silver_pandas(n_per_genre=100, seed=11)
+    pdf.loc[pdf.index % 10 == 0, "instrumentalness"] = np.nan
+    pdf["year"] = pd.array(pdf["year"], dtype="Int32")
+    pdf.loc[pdf.index % 25 == 0, "year"] = pd.NA
+    pop_center = pdf.loc[pdf.genre == "pop", list(FEATURES)].mean()
+    planted = pdf.iloc[[0, 1, 2]].copy()
+    planted["track_id"] = [PLANTED_POP_SOUNDING_JAZZ, *PLANTED_EXTREMES]
+    planted["genre"] = ["jazz", "rock", "metal"]
+    planted.loc[:, list(FEATURES)] = [
+        pop_center.to_numpy(),
+        [290.0, 0.99, 0.01, -75.0, 0.99, 0.01, 7_000_000.0, 0.99, 0.99, 0.99],
+        [5.0, 0.01, 0.99, 5.0, 0.01, 0.99, 2_000.0, 0.01, 0.01, 0.01],
+    ]
+    return pd.concat([pdf, planted], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def prepared(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prepared]:
+    root = tmp_path_factory.mktemp("prepare")
+    settings = load_settings(
+        overrides={"lake": str(root / "lake"), "prepare.playlist_size": 10}, environ={}
+    )
+    lake = Lake(spark, settings.lake, settings.engine)
+    silver = _silver()
+    lake.write(silver_frame(spark, silver), "silver.tracks")
+    yield Prepared(settings, lake, silver, run(lake, settings))
+
+
+def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
+    spark: SparkSession, prepared: Prepared
+) -> None:
+    lake, silver, summary = prepared.lake, prepared.silver, prepared.summary
+    gold = lake.read("gold.features").toPandas().set_index("track_id").sort_index()
+    splits = (
+        assign_split(silver_frame(spark, silver), prepared.settings.prepare.split)
+        .select("track_id", "split")
+        .toPandas()
+    )
+    expected = silver.merge(splits, on="track_id").set_index("track_id").sort_index()
+    reference = StandardScaler().fit(expected.loc[expected.split == "train", list(FEATURES)])
+    vectors = np.nan_to_num(reference.transform(expected[list(FEATURES)]), nan=0.0)
+
+    assert list(lake.read("gold.features").columns) == [
+        *("track_id", "genre", "split", "features", "is_outlier", "is_core", "year", "popularity")
+    ]
+    assert gold.index.equals(expected.index)  # every track, the ones missing a value included
+    assert (gold[["genre", "split"]] == expected[["genre", "split"]]).all().all()
+    np.testing.assert_allclose(np.stack(gold["features"]), vectors, rtol=1e-9, atol=1e-9)
+    assert gold["year"].astype("Int32").equals(expected["year"])
+    assert (gold["popularity"] == expected["popularity"]).all()
+    assert gold.loc[list(PLANTED_EXTREMES), "is_outlier"].all()
+    assert int(gold["is_outlier"].sum()) == summary.n_outliers
+    assert not (gold["is_outlier"] & gold["is_core"]).any()
+    assert len(lake.files("gold.features")) == max(4, prepared.settings.spark.shuffle_partitions)
+
+    assert summary.tracks == len(silver)
+    assert summary.splits == expected["split"].value_counts().to_dict()
+    assert summary.imputed["instrumentalness"] == silver["instrumentalness"].isna().sum() > 0
+    assert summary.tracks_without_year == silver["year"].isna().sum() > 0
+    params = lake.read("gold.outlier_params").toPandas()
+    assert params.loc[0, "eps"] == pytest.approx(summary.eps)
+    assert params.loc[
+        0, ["min_samples", "n_points", "n_outliers", "metric", "version"]
+    ].tolist() == [
+        summary.min_samples,
+        len(silver),
+        summary.n_outliers,
+        "euclidean",
+        summary.silver_version,
+    ]
+    assert list(params.loc[0, "features"]) == list(FEATURES)
+    normalizer = lake.read("gold.normalizer").toPandas().set_index("feature")
+    np.testing.assert_allclose(normalizer.loc[list(FEATURES), "center"], reference.mean_, rtol=1e-9)
+    assert set(normalizer["version"]) == {summary.silver_version}
+
+
+def test_matches_playlists_baselines_and_trends_cover_the_catalog(prepared: Prepared) -> None:
+    lake, silver, summary = prepared.lake, prepared.silver, prepared.summary
+    genres = sorted(silver["genre"].unique())
+    matches = lake.read("gold.genre_matches").toPandas()
+    per_track = matches.groupby("track_id")["match"].agg(["size", "sum"])
+    assert len(per_track) == len(silver) and (per_track["size"] == len(genres)).all()
+    np.testing.assert_allclose(per_track["sum"], 1.0, rtol=1e-12)
+
+    playlists = lake.read("gold.genre_playlists").toPandas()
+    assert sorted(playlists["genre"].unique()) == genres
+    ranks = playlists.groupby("genre")["rank"].apply(sorted)
+    assert all(list(r) == list(range(1, 11)) for r in ranks)
+    pop = playlists[playlists.genre == "pop"].set_index("rank")
+    assert pop.loc[1, "track_id"] == PLANTED_POP_SOUNDING_JAZZ and pop.loc[1, "label"] == "jazz"
+    assert (
+        pop.loc[1, ["title", "artist"]].tolist()
+        == silver.set_index("track_id").loc[PLANTED_POP_SOUNDING_JAZZ, ["title", "artist"]].tolist()
+    )
+
+    assert summary.rows == {
+        "gold.normalizer": len(FEATURES),
+        "gold.features": len(silver),
+        "gold.outlier_params": 1,
+        "gold.genre_baselines": len(genres) * len(FEATURES),
+        "gold.genre_matches": len(silver) * len(genres),
+        "gold.genre_playlists": 10 * len(genres),
+        "gold.trends_by_year": len(silver.dropna(subset=["year"]).groupby(["year", "genre"])),
+    }
+
+
+def test_a_rerun_through_the_cli_writes_identical_tables(prepared: Prepared) -> None:
+    lake = prepared.lake
+    before = {name: lake.content_hash(name) for name in TABLES}
+    versions = {name: lake.version(name) for name in TABLES}
+    result = CliRunner().invoke(
+        app, ["prepare", "--lake", prepared.settings.lake, "--set", "prepare.playlist_size=10"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "outlier(s)" in result.output and "gold.genre_playlists: 40 rows" in result.output
+    assert {name: lake.version(name) for name in TABLES} == {n: v + 1 for n, v in versions.items()}
+    assert {name: lake.content_hash(name) for name in TABLES} == before
+
+
+def test_readme_sql_examples(spark: SparkSession, prepared: Prepared) -> None:
+    prepared.lake.register_sql()
+    rock = spark.sql(TOP_ROCK_AUDIENCE).toPandas()
+    matches = prepared.lake.read("gold.genre_matches").where("genre = 'rock'").toPandas()
+    best = matches.sort_values(
+        ["match", "log_likelihood", "track_id"], ascending=[False, False, True]
+    )
+    assert len(rock) == 10  # the playlist size set for this lake
+    assert rock["rank"].tolist() == list(range(1, 11))
+    titles = prepared.silver.set_index("track_id")["title"]
+    assert rock["title"].tolist() == titles.loc[best["track_id"].head(10)].tolist()
+
+    decades = spark.sql(POP_ENERGY_BY_DECADE).toPandas()
+    pop = prepared.silver[(prepared.silver.genre == "pop") & prepared.silver.year.notna()]
+    expected = pop.groupby(pop["year"].astype(int) // 10 * 10)["energy"].agg(["mean", "size"])
+    assert decades["decade"].tolist() == expected.index.tolist()
+    np.testing.assert_allclose(decades["mean_energy"], expected["mean"], atol=5e-4 + 1e-12)
+    assert decades["tracks"].tolist() == expected["size"].tolist()
