@@ -1,0 +1,218 @@
+"""The report's inputs: small, bounded extracts of lake tables and MLflow, as pandas.
+
+Everything here is an aggregate already (evaluation rows, confusion counts,
+per-genre baselines, per-year trends, per-epoch metrics) or a bounded sample
+(the 2-D projection), so collecting it to the driver does not grow with the
+catalogue. A missing optional input raises :class:`MissingInputError` with a
+sentence the page shows instead of the plot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from genre_spark.config import Settings
+from genre_spark.evaluate import CNN_PREFIX, cnn_model_name
+from genre_spark.lake import Lake
+
+#: Outliers are rare; at most this share of the projection's points is spent on them.
+OUTLIER_SHARE = 0.2
+
+
+class MissingInputError(LookupError):
+    """An input the report would show is not there; the page says so instead."""
+
+
+class ModelNotRegisteredError(LookupError):
+    """gold.models has no such version (or no version at all)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One gold.models row: what the report's header says about the model."""
+
+    version: str
+    created_at: Any
+    params: dict[str, Any]
+    val_accuracy: float | None
+    val_macro_f1: float | None
+    run_id: str
+    genres: list[str]
+
+    @property
+    def name(self) -> str:
+        return cnn_model_name(self.version)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A bounded sample of gold.features projected on its first two principal axes."""
+
+    points: np.ndarray  # [n, 2]
+    is_outlier: np.ndarray  # bool [n]
+    genres: np.ndarray  # str [n]
+    explained: tuple[float, float]
+    total: int
+    outliers: int
+
+
+def _require(lake: Lake, table: str, stage: str) -> None:
+    if not lake.exists(table):
+        raise MissingInputError(f"{table} not found: run `genre {stage}` to add this section.")
+
+
+def model_info(lake: Lake, version: str | None) -> ModelInfo:
+    """The gold.models row of ``version``; None or "latest" picks the newest registered one."""
+    if not lake.exists("gold.models"):
+        raise ModelNotRegisteredError("gold.models not found: run `genre train` first")
+    models = lake.read("gold.models")
+    if version not in (None, "latest"):
+        models = models.where(F.col("version") == version)
+    rows = models.orderBy(F.col("created_at").desc(), F.col("version").desc()).limit(1).collect()
+    if not rows:
+        raise ModelNotRegisteredError(f"gold.models has no version {version!r}")
+    row = rows[0]
+    return ModelInfo(
+        version=row["version"],
+        created_at=row["created_at"],
+        params=json.loads(row["params"] or "{}"),
+        val_accuracy=row["val_accuracy"],
+        val_macro_f1=row["val_macro_f1"],
+        run_id=row["mlflow_run_id"] or "",
+        genres=list(row["genres"] or []),
+    )
+
+
+def evaluation(lake: Lake, model: ModelInfo) -> pd.DataFrame:
+    """gold.evaluation rows of this CNN version and of every reference model (a few hundred rows)."""
+    _require(lake, "gold.evaluation", "evaluate")
+    model_col = F.col("model")
+    rows = lake.read("gold.evaluation").where(
+        (model_col == model.name) | ~model_col.startswith(CNN_PREFIX)
+    )
+    frame = rows.toPandas()
+    if not (frame["model"] == model.name).any():
+        raise MissingInputError(
+            f"gold.evaluation has no rows for {model.name}: run `genre score --model-version "
+            f"{model.version}` and `genre evaluate`."
+        )
+    return frame
+
+
+def confusion_matrix(lake: Lake, model: ModelInfo, split: str) -> pd.DataFrame:
+    """Counts of (true genre, predicted genre) for one model and split, as a square table."""
+    _require(lake, "gold.confusion", "evaluate")
+    counts = (
+        lake.read("gold.confusion")
+        .where((F.col("model") == model.name) & (F.col("split") == split))
+        .select("genre", "predicted", "count")
+        .toPandas()
+    )
+    if counts.empty:
+        raise MissingInputError(f"gold.confusion has no {split}-split rows for {model.name}.")
+    labels = sorted(set(counts["genre"]) | set(counts["predicted"]))
+    matrix = counts.pivot_table(
+        index="genre", columns="predicted", values="count", aggfunc="sum", fill_value=0
+    )
+    return matrix.reindex(index=labels, columns=labels, fill_value=0).astype(int)
+
+
+def baselines(lake: Lake, features: Sequence[str]) -> pd.DataFrame:
+    """gold.genre_baselines (one row per genre and feature), features in the model's order."""
+    _require(lake, "gold.genre_baselines", "prepare")
+    frame = lake.read("gold.genre_baselines").toPandas()
+    position = {f: i for i, f in enumerate(features)}
+    order = frame["feature"].map(position).fillna(len(position))
+    return (
+        frame.assign(_order=order)
+        .sort_values(["_order", "feature", "genre"])
+        .drop(columns="_order")
+    )
+
+
+def trends(lake: Lake) -> pd.DataFrame:
+    """gold.trends_by_year: one row per (year, genre)."""
+    _require(lake, "gold.trends_by_year", "prepare")
+    frame = lake.read("gold.trends_by_year").select("year", "genre", "tracks", "share").toPandas()
+    if frame.empty:
+        raise MissingInputError("gold.trends_by_year is empty: no track has a release year.")
+    return frame
+
+
+def projection(lake: Lake, sample_size: int, seed: int = 7) -> Projection:
+    """PCA of a bounded sample of gold.features (outliers sampled apart so they show).
+
+    Spark counts inliers and outliers, samples each to its budget and limits
+    it; only those at most ``sample_size`` rows reach the driver, where the
+    principal axes of the sample are computed.
+    """
+    _require(lake, "gold.features", "prepare")
+    features = lake.read("gold.features").select("features", "is_outlier", "genre")
+    counts = {r["is_outlier"]: r["count"] for r in features.groupBy("is_outlier").count().collect()}
+    n_out, n_in = counts.get(True, 0), counts.get(False, 0)
+    out_budget = min(n_out, int(sample_size * OUTLIER_SHARE))
+    budgets = {True: out_budget, False: sample_size - out_budget}
+    parts = []
+    for flag, available in ((True, n_out), (False, n_in)):
+        if available == 0 or budgets[flag] == 0:
+            continue
+        fraction = min(1.0, 1.2 * budgets[flag] / available)
+        subset = features.where(F.col("is_outlier") == flag)
+        parts.append(subset.sample(fraction=fraction, seed=seed).limit(budgets[flag]))
+    if not parts:
+        raise MissingInputError("gold.features is empty: nothing to project.")
+    frame = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    sample = frame.toPandas()
+    x = np.vstack(sample["features"].to_numpy()).astype(float)
+    centered = x - x.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centered, full_matrices=False)
+    variance = singular**2
+    explained = variance / variance.sum() if variance.sum() > 0 else np.zeros_like(variance)
+    points = centered @ axes[:2].T
+    if points.shape[1] < 2:
+        points = np.column_stack([points, np.zeros(len(points))])
+    return Projection(
+        points=points,
+        is_outlier=sample["is_outlier"].fillna(False).to_numpy(bool),
+        genres=sample["genre"].astype(str).to_numpy(),
+        explained=(float(explained[0]), float(explained[1]) if len(explained) > 1 else 0.0),
+        total=n_in + n_out,
+        outliers=n_out,
+    )
+
+
+def training_history(settings: Settings, run_id: str) -> pd.DataFrame:
+    """Per-epoch metrics of the model's MLflow run: columns epoch, metric, value.
+
+    Epochs are steps >= 1; the run's final summary metrics (logged at step 0)
+    are left out. A ``epoch_`` prefix is dropped from metric names.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if not run_id:
+        raise MissingInputError("the model has no MLflow run id: no training curves.")
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    try:
+        keys = list(client.get_run(run_id).data.metrics)
+    except MlflowException as exc:
+        raise MissingInputError(
+            f"MLflow run {run_id} not found at {settings.tracking_uri}: {exc.message}"
+        ) from None
+    rows = [
+        (m.step, key.removeprefix("epoch_"), m.value)
+        for key in keys
+        for m in client.get_metric_history(run_id, key)
+        if m.step >= 1
+    ]
+    if not rows:
+        raise MissingInputError(f"MLflow run {run_id} has no per-epoch metrics.")
+    frame = pd.DataFrame(rows, columns=["epoch", "metric", "value"])
+    return frame.sort_values(["metric", "epoch"]).reset_index(drop=True)

@@ -1,0 +1,241 @@
+"""The HTML report: every section from real lake tables and MLflow, images load in Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pyspark.sql import DataFrame, SparkSession
+
+from genre_spark import evaluate, report
+from genre_spark.config import Settings, load_settings
+from genre_spark.lake import Lake
+from genre_spark.model.cnn import GenreCNN
+from genre_spark.model.registry import register_model
+from genre_spark.prepare.baselines import genre_baselines
+from genre_spark.prepare.trends import trends_by_year
+from genre_spark.schema import FEATURES
+
+GENRES = ["folk", "jazz", "metal", "pop"]
+SPLITS = ["train", "validation", "test"]
+FIGURES = [
+    "confusion.png",
+    "f1_by_genre.png",
+    "training.png",
+    "baselines.png",
+    "trends.png",
+    "outliers.png",
+]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+MARK_IMAGES = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  document.body.setAttribute("data-images", images.length);
+  document.body.setAttribute(
+    "data-loaded", images.filter((i) => i.complete && i.naturalWidth > 0).length);
+});
+</script>"""
+
+
+def _tracks(spark: SparkSession, n: int) -> DataFrame:
+    """Silver-like tracks: genre-dependent raw features, a year and a popularity."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(n):
+        genre = GENRES[i % len(GENRES)]
+        shift = GENRES.index(genre) / len(GENRES)
+        values = [float(np.clip(rng.normal(0.3 + shift * 0.5, 0.1), 0, 1)) for _ in FEATURES]
+        rows.append((f"t{i:04d}", genre, 1990 + i % 30, int(rng.integers(0, 100)), *values))
+    ddl = "track_id string, genre string, year int, popularity int, " + ", ".join(
+        f"{f} double" for f in FEATURES
+    )
+    return spark.createDataFrame(rows, ddl)
+
+
+def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
+    """Every table the report reads, from small synthetic data, and one registered model."""
+    torch.manual_seed(0)
+    model = GenreCNN(len(FEATURES), len(GENRES), channels=4, depth=1, kernel_size=3, dropout=0.0)
+    history = [
+        {
+            "epoch": e,
+            "loss": 1.4 / e,
+            "val_loss": 1.5 / e,
+            "val_accuracy": 0.4 + e / 20,
+            "val_macro_f1": 0.35 + e / 20,
+        }
+        for e in range(1, 6)
+    ]
+    version = register_model(
+        lake,
+        settings,
+        model,
+        params={"epochs": 5},
+        metrics={"val_accuracy": 0.65, "val_macro_f1": 0.6},
+        genres=GENRES,
+        features=list(FEATURES),
+        history=history,
+    )
+    tracks = _tracks(spark, 400)
+    rng = np.random.default_rng(9)
+    feature_rows, scored_rows, reference_rows = [], [], []
+    for i, row in enumerate(tracks.collect()):
+        split = SPLITS[i % 3]
+        vector = [float(row[f]) * 2 - 1 for f in FEATURES]
+        feature_rows.append(
+            (row["track_id"], row["genre"], split, vector, i % 40 == 0, i % 40 != 0)
+        )
+        cnn = row["genre"] if rng.random() < 0.7 else GENRES[int(rng.integers(0, 3))]
+        scored_rows.append((row["track_id"], version, cnn, {cnn: 1.0}, [cnn]))
+        reference = row["genre"] if rng.random() < 0.5 else "jazz"
+        reference_rows.append(
+            (row["track_id"], "logistic_regression", split, row["genre"], reference)
+        )
+    lake.write(
+        spark.createDataFrame(
+            feature_rows,
+            "track_id string, genre string, split string, features array<double>, "
+            "is_outlier boolean, is_core boolean",
+        ),
+        "gold.features",
+    )
+    lake.write(
+        spark.createDataFrame(
+            scored_rows,
+            "track_id string, model_version string, predicted_genre string, "
+            "probabilities map<string,double>, top3 array<string>",
+        ).selectExpr("*", "current_timestamp() as scored_at"),
+        "gold.scored",
+    )
+    lake.write(
+        spark.createDataFrame(
+            reference_rows,
+            "track_id string, model string, split string, genre string, predicted string",
+        ),
+        "gold.reference_predictions",
+    )
+    lake.write(genre_baselines(tracks, FEATURES), "gold.genre_baselines")
+    lake.write(trends_by_year(tracks, FEATURES), "gold.trends_by_year")
+    evaluate.run(lake)
+    return version
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("chromium not installed: apt-get install chromium")
+
+
+def _browser(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def full(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Settings, Lake, str]:
+    root = tmp_path_factory.mktemp("report")
+    settings = load_settings(
+        overrides={"lake": str(root / "lake"), "reports": str(root / "reports")}, environ={}
+    )
+    lake = Lake(spark, settings.lake, settings.engine)
+    return settings, lake, _fill_lake(spark, lake, settings)
+
+
+def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, str]) -> None:
+    settings, lake, version = full
+
+    index = report.run(lake, settings)
+
+    assert index == Path(settings.reports) / version / "index.html"
+    assert sorted(p.name for p in index.parent.glob("*.png")) == sorted(FIGURES)
+    html = index.read_text()
+    assert f"model cnn:{version}" in html
+    assert html.count("<img ") == len(FIGURES)
+    assert 'class="note"' not in html
+    test_rows = lake.read("gold.evaluation").where("split = 'test'").collect()
+    for row in test_rows:
+        if row["genre"] == "macro avg":
+            # The page's metrics table shows gold.evaluation's numbers.
+            assert f"<td>{row['f1']:.3f}</td>" in html
+            assert f"<td>{row['accuracy']:.3f}</td>" in html
+    assert "logistic_regression" in html
+
+
+def test_report_images_load_in_headless_chromium(
+    full: tuple[Settings, Lake, str], tmp_path: Path
+) -> None:
+    settings, lake, version = full
+    index = report.run(lake, settings, model_version=version)
+    probe = index.parent / "_probe.html"
+    probe.write_text(index.read_text().replace("</body>", MARK_IMAGES + "</body>"))
+    try:
+        dom = _browser(
+            "--virtual-time-budget=10000", "--dump-dom", probe.as_uri(), profile=tmp_path / "p1"
+        ).stdout
+    finally:
+        probe.unlink()
+    marks = re.search(r'data-images="(\d+)" data-loaded="(\d+)"', dom)
+    assert marks is not None, dom[:500]
+    assert (int(marks[1]), int(marks[2])) == (len(FIGURES), len(FIGURES))
+
+    shot = tmp_path / "report.png"
+    _browser(
+        f"--screenshot={shot}", "--window-size=1280,5000", index.as_uri(), profile=tmp_path / "p2"
+    )
+    assert shot.stat().st_size > 10_000
+    kept = Path(settings.reports) / f"screenshot-{version}.png"
+    shutil.copy(shot, kept)
+    print(f"report screenshot: {shot} (copy: {kept})")
+
+
+def test_report_with_only_a_model_says_what_is_missing(
+    spark: SparkSession, full: tuple[Settings, Lake, str], tmp_path: Path
+) -> None:
+    settings, lake, version = full
+    bare_settings = load_settings(
+        overrides={
+            "lake": str(tmp_path / "lake"),
+            "reports": str(tmp_path / "reports"),
+            "mlflow.tracking_uri": settings.tracking_uri,
+        },
+        environ={},
+    )
+    bare = Lake(spark, bare_settings.lake, bare_settings.engine)
+    bare.write(lake.read("gold.models"), "gold.models")
+
+    index = report.run(bare, bare_settings, model_version=version)
+
+    html = index.read_text()
+    for table in (
+        "gold.evaluation",
+        "gold.confusion",
+        "gold.genre_baselines",
+        "gold.trends_by_year",
+        "gold.features",
+    ):
+        assert f"{table} not found" in html
+    assert [p.name for p in index.parent.glob("*.png")] == ["training.png"]
