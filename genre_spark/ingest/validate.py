@@ -48,6 +48,7 @@ DUPLICATE_TRACK_ID = "duplicate_track_id"
 UNKNOWN_GENRE = "unknown_genre"
 
 _REASON = "_reason"
+_NUMERIC = tuple(f for f in TRACK_FIELDS if not isinstance(f.dtype, T.StringType))
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,19 @@ def _blank(column: Column) -> Column:
 
 
 def _number(field: Field) -> Column:
-    """The field parsed as a double (integers are parsed as doubles and checked for wholeness)."""
-    return F.trim(F.col(field.name)).try_cast("double")
+    """The field parsed as a double, computed once per row by ``_with_numbers``."""
+    return F.col(f"_number_{field.name}")
+
+
+def _with_numbers(df: DataFrame) -> DataFrame:
+    """Parse each numeric field once (integers as doubles, checked for wholeness later).
+
+    The checks read a parsed value up to four times; one projection keeps the
+    generated code small and each string parsed once.
+    """
+    return df.withColumns(
+        {f"_number_{f.name}": F.trim(F.col(f.name)).try_cast("double") for f in _NUMERIC}
+    )
 
 
 def _bad_type(field: Field) -> Column:
@@ -119,14 +131,13 @@ def _out_of_range(field: Field) -> Column:
 
 def _first_failure(allowed_genres: Sequence[str] | None) -> Column:
     """Checks 1-5 as one expression: the first failing check's reason, or null."""
-    numeric = [f for f in TRACK_FIELDS if not isinstance(f.dtype, T.StringType)]
     checks: list[tuple[Column, Column]] = [
         (~_blank(F.col(REJECT_REASON)), F.trim(F.col(REJECT_REASON)))
     ]
     required = [f.name for f in TRACK_FIELDS if f.required] + [SOURCE]
     checks += [(_blank(F.col(name)), F.lit(f"missing:{name}")) for name in required]
-    checks += [(_bad_type(f), F.lit(f"bad_type:{f.name}")) for f in numeric]
-    checks += [(_out_of_range(f), F.lit(f"out_of_range:{f.name}")) for f in numeric]
+    checks += [(_bad_type(f), F.lit(f"bad_type:{f.name}")) for f in _NUMERIC]
+    checks += [(_out_of_range(f), F.lit(f"out_of_range:{f.name}")) for f in _NUMERIC]
     if allowed_genres is not None:
         checks.append((~F.trim(F.col("genre")).isin(*allowed_genres), F.lit(UNKNOWN_GENRE)))
     expr = F.when(checks[0][0], checks[0][1])
@@ -162,7 +173,7 @@ def validate(raw: DataFrame, allowed_genres: Sequence[str] | None = None) -> Val
     first received; otherwise the record is built from ``raw`` itself.
     """
     first = _first_failure(allowed_genres)
-    checked = with_record(raw).withColumn(_REASON, first)
+    checked = _with_numbers(with_record(raw)).withColumn(_REASON, first)
     decided = checked.withColumn(
         _REASON, F.coalesce(F.col(_REASON), _dedup_reason(F.col(_REASON).isNull()))
     )
