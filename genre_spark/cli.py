@@ -279,6 +279,76 @@ def _print_csv_report(report: Any, settings: Settings) -> None:
         )
 
 
+@ingest_app.command("synthetic")
+def ingest_synthetic(
+    tracks: Annotated[
+        int | None, typer.Option("--tracks", min=1, help="Rows in, bad rows included.")
+    ] = None,
+    genres: Annotated[
+        str | None,
+        typer.Option("--genres", help="Comma-separated genres (default: ingest.synthetic.genres)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Same seed, same catalogue.")] = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Generate a synthetic Spotify-like catalogue in Spark, land it in bronze, rebuild silver.
+
+    Deterministic for a seed; a share of rows is deliberately broken
+    (ingest.synthetic.bad_fraction) and lands in bronze.quarantine with a reason.
+    Re-runs replace the synthetic rows, other sources are kept.
+    Example: genre ingest synthetic --tracks 100000 --seed 7 --lake ./lake
+    """
+    with handled(verbose):
+        from genre_spark.ingest import synthetic
+
+        names = [g.strip() for g in genres.split(",") if g.strip()] if genres else None
+        extra = {
+            "ingest.synthetic.tracks": tracks,
+            "ingest.synthetic.genres": names,
+            "ingest.synthetic.seed": seed,
+        }
+        ctx = make_context(lake, config, set_, verbose, extra)
+        try:
+            summary = synthetic.run(ctx.lake, ctx.settings)
+        except synthetic.SyntheticGenreError as exc:
+            raise UsageError(str(exc)) from None
+        _print_ingest_summary(summary, ctx.settings, ctx.lake)
+
+
+def _print_ingest_summary(summary: Any, settings: Settings, lake_: Any) -> None:
+    """Rows in, silver, quarantine by reason, per-genre counts and where the tables are."""
+    from rich.table import Table
+
+    counts = Table(show_header=False, title="ingest")
+    for label, value in (
+        ("rows in bronze (all sources)", summary.rows_in),
+        ("silver.tracks", summary.silver_rows),
+        ("quarantined", summary.quarantined),
+    ):
+        counts.add_row(label, f"{value:,}")
+    reasons = Table(title="quarantined by reason")
+    reasons.add_column("reason")
+    reasons.add_column("rows", justify="right")
+    for reason, count in summary.reasons.items():
+        reasons.add_row(reason, f"{count:,}")
+    genres = Table(title=f"silver genres (minimum {settings.validation.min_per_genre})")
+    genres.add_column("genre")
+    genres.add_column("tracks", justify="right")
+    for genre, count in summary.genres.items():
+        flag = " [yellow](short)[/yellow]" if genre in summary.short_genres else ""
+        genres.add_row(genre + flag, f"{count:,}")
+    out.print(counts, reasons, genres)
+    if summary.short_genres:
+        out.print(
+            f"[yellow]genres short of the minimum:[/yellow] {', '.join(summary.short_genres)}"
+        )
+    for name in ("bronze.tracks_raw", "bronze.quarantine", "silver.tracks"):
+        out.print(f"  {name:<18} {lake_.path(name)}")
+
+
 # --- prepare ------------------------------------------------------------------
 
 
@@ -506,6 +576,60 @@ def report(
 
         ctx = make_context(lake, config, set_, verbose)
         out.print(f"report: {run_report(ctx.lake, ctx.settings, model_version)}")
+
+
+# --- pipeline -----------------------------------------------------------------
+
+
+@app.command()
+def pipeline(
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Ingest this CSV export instead of the synthetic catalog."),
+    ] = None,
+    tracks: Annotated[
+        int | None, typer.Option(help="Synthetic catalog size (rows in, bad rows included).")
+    ] = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run every stage: ingest -> prepare -> train -> references -> score -> evaluate -> report.
+
+    Examples:
+      genre pipeline                                  # synthetic catalog, 10 genres
+      genre pipeline --tracks 100000 --lake /data/lake
+      genre pipeline --csv ../shared/data/tidytuesday_spotify_songs.csv.gz
+    """
+    from genre_spark.pipeline import StageResult, run_pipeline
+
+    with handled(verbose):
+        ctx = make_context(lake, config, set_, verbose, {"ingest.synthetic.tracks": tracks})
+
+        def started(name: str) -> None:
+            console.print(f"[bold]{name}[/bold] ...")
+
+        def finished(stage: StageResult) -> None:
+            console.print(f"  [green]done[/green] in {stage.seconds:.1f}s: {stage.summary}")
+
+        result = run_pipeline(
+            ctx.lake, ctx.settings, str(csv) if csv else None, on_stage=started, on_done=finished
+        )
+        total = sum(s.seconds for s in result.stages)
+        root = (
+            Path(ctx.settings.lake).resolve()
+            if "://" not in ctx.settings.lake
+            else ctx.settings.lake
+        )
+        out.print(f"\npipeline finished in {total:.0f}s")
+        out.print(f"  tables:  {root}/<layer>/<name>  (genre tables --lake {ctx.settings.lake})")
+        out.print(f"  report:  {result.state.report}")
+        out.print(f"  MLflow:  mlflow ui --backend-store-uri {ctx.settings.tracking_uri}")
+        out.print(
+            '  query:   genre sql "SELECT model, split, accuracy FROM gold.evaluation '
+            "WHERE genre = 'accuracy' ORDER BY model, split\""
+        )
 
 
 # --- lake ---------------------------------------------------------------------
