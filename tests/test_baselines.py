@@ -13,6 +13,7 @@ from sklearn.naive_bayes import GaussianNB
 
 from genre_spark.config import SplitSettings
 from genre_spark.prepare.baselines import (
+    NoTrainingDataError,
     genre_baselines,
     genre_matches,
     genre_parameters,
@@ -158,3 +159,14 @@ def test_playlists_rank_by_match_include_other_labels_and_break_ties(
         "genre string, rank int, track_id string, title string, artist string, label string, match double",
     )
     assertDataFrameEqual(genre_playlists(matches, tracks, size=3), expected, checkRowOrder=False)
+
+
+def test_a_feature_without_train_values_is_a_named_error(spark: SparkSession) -> None:
+    parameters = spark.createDataFrame(
+        [("pop", 0, 3, 0.0, 1.0)], "genre string, position int, n long, mean double, var double"
+    )
+    scaled = spark.createDataFrame(
+        [("t1", "pop", [0.0, 1.0])], "track_id string, genre string, features array<double>"
+    )
+    with pytest.raises(NoTrainingDataError, match="position 1"):
+        genre_matches(scaled, parameters, dimensions=2)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
+from genre_spark.prepare.normalize import FeatureNotFittedError
 from genre_spark.prepare.run import TABLES, PrepareSummary, run
 from genre_spark.prepare.split import assign_split
 from genre_spark.schema import FEATURES
@@ -186,3 +187,21 @@ def test_readme_sql_examples(spark: SparkSession, prepared: Prepared) -> None:
     assert decades["decade"].tolist() == expected.index.tolist()
     np.testing.assert_allclose(decades["mean_energy"], expected["mean"], atol=5e-4 + 1e-12)
     assert decades["tracks"].tolist() == expected["size"].tolist()
+
+
+def test_missing_or_empty_silver_and_unfittable_features_fail_before_writing(
+    spark: SparkSession, settings: Settings, lake: Lake
+) -> None:
+    missing = CliRunner().invoke(app, ["prepare", "--lake", settings.lake])
+    assert missing.exit_code == 1 and "silver.tracks does not exist" in missing.output
+
+    silver = _silver()
+    lake.write(silver_frame(spark, silver.iloc[:0]), "silver.tracks")
+    empty = CliRunner().invoke(app, ["prepare", "--lake", settings.lake])
+    assert empty.exit_code == 1 and "EmptyCatalogError: silver.tracks is empty" in empty.output
+
+    silver["instrumentalness"] = np.nan
+    lake.write(silver_frame(spark, silver), "silver.tracks")
+    with pytest.raises(FeatureNotFittedError, match="instrumentalness"):
+        run(lake, settings)
+    assert [t.name for t in lake.tables()] == ["silver.tracks"]

@@ -38,8 +38,8 @@ from pyspark.sql import functions as F
 VAR_SMOOTHING = 1e-9
 
 
-class NoTrainingGenresError(ValueError):
-    """No genre has train-split tracks, so there is nothing to match tracks against."""
+class NoTrainingDataError(ValueError):
+    """The train split has no value to estimate the genres' Gaussians from."""
 
 
 def _long(df: DataFrame, features: Sequence[str], keys: Sequence[str]) -> DataFrame:
@@ -124,11 +124,11 @@ def _gaussians(parameters: DataFrame, dimensions: int, var_smoothing: float) -> 
                 row["mean"],
                 row["var"],
             )
-    if not stats:
-        raise NoTrainingGenresError("no genre has train-split tracks with feature values")
     pooled = []
     for j in range(dimensions):
         cells = [s[j] for s in stats.values() if j in s]
+        if not cells:
+            raise NoTrainingDataError(f"no train-split track has a value at vector position {j}")
         n = sum(c[0] for c in cells)
         mean = sum(c[0] * c[1] for c in cells) / n
         var = sum(c[0] * (c[2] + (c[1] - mean) ** 2) for c in cells) / n
