@@ -125,27 +125,34 @@ def input_counts(df: DataFrame, features: Sequence[str]) -> InputCounts:
     return InputCounts(row["rows"], row["ids"], row["no_id"] or 0, row["gaps"] or 0)
 
 
-def _softmax_udf(settings: Settings, version: str) -> Callable[..., Column]:
-    """predict_batch_udf returning per-genre probabilities; the model loads once per worker."""
+def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..., Column]:
+    """predict_batch_udf returning one probability column per genre; the model loads once per worker.
+
+    Scalar output columns (not one array column) let Arrow move the result as
+    plain float columns instead of one Python array per row.
+    """
     from pyspark.ml.functions import predict_batch_udf
 
-    def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
+    names = [f"p{i}" for i in range(n_genres)]
+
+    def make_predict_fn() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
         import torch
 
         from genre_spark.model.registry import load_model
 
         model = load_model(settings, version).model
 
-        def predict(inputs: np.ndarray) -> np.ndarray:
+        def predict(inputs: np.ndarray) -> dict[str, np.ndarray]:
             x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
             with torch.inference_mode():
-                return torch.softmax(model(x), dim=1).double().numpy()
+                probabilities = torch.softmax(model(x), dim=1).double().numpy()
+            return {name: probabilities[:, i] for i, name in enumerate(names)}
 
         return predict
 
     return predict_batch_udf(
         make_predict_fn,
-        return_type=T.ArrayType(T.DoubleType()),
+        return_type=T.StructType([T.StructField(n, T.DoubleType()) for n in names]),
         batch_size=settings.score.batch_size,
     )
 
@@ -171,9 +178,11 @@ def score(df: DataFrame, normalizer: DataFrame, model: ModelSpec, settings: Sett
         raise ScoreInputError(f"cannot score: column(s) {missing_columns} missing from the input")
     rows = scorable(df.select("track_id", *features), features, settings.score.missing)
     scaled = apply_normalizer(rows, normalizer, features, output_col="_x")
-    softmax = _softmax_udf(settings, model.version)
+    softmax = _softmax_udf(settings, model.version, len(model.genres))
     vector = F.struct(*[F.col("_x")[i].alias(f) for i, f in enumerate(features)])
-    with_probs = scaled.select("track_id", softmax(vector).alias("_p"))
+    with_probs = scaled.select("track_id", softmax(vector).alias("_s")).select(
+        "track_id", F.array(*[F.col("_s")[f"p{i}"] for i in range(len(model.genres))]).alias("_p")
+    )
     ranked = _ranked(F.col("_p"), model.genres)
     return with_probs.select(
         "track_id",
