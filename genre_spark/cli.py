@@ -237,17 +237,18 @@ def ingest_csv(
         if "://" not in path and not Path(path).is_file():
             raise UsageError(f"CSV file not found: {path}")
         chosen = resolve_mapping(mapping) if mapping else None
-        _print_csv_report(run_csv(ctx.lake, ctx.settings, path, chosen), ctx.settings)
+        _print_csv_report(run_csv(ctx.lake, ctx.settings, path, chosen), ctx.settings, ctx.lake)
 
 
-def _print_csv_report(report: Any, settings: Settings) -> None:
-    """What was read, what landed, and what silver holds now, per reason and per genre."""
+def _print_csv_report(report: Any, settings: Settings, lake_: Any) -> None:
+    """What this file gave (format, lines, empty and malformed rows), then the silver summary."""
     from rich.table import Table
 
-    read, summary = report.read, report.summary
+    read = report.read
     out.print(
-        f"[bold]{report.path}[/bold]: format [cyan]{report.format}[/cyan], "
-        f"landed as {read.source} (bronze.tracks_raw v{report.bronze_version})"
+        f"[bold]{report.path}[/bold]: format [cyan]{report.format}[/cyan], landed as "
+        f"{read.source} (bronze.tracks_raw v{report.bronze_version})",
+        soft_wrap=True,
     )
     counts = Table(show_header=False, title="read")
     for label, value in (
@@ -256,27 +257,10 @@ def _print_csv_report(report: Any, settings: Settings) -> None:
         ("comment lines skipped", read.comment_lines),
         ("malformed rows (quarantined)", read.malformed),
         ("rows in from this file", read.rows_in),
-        ("rows in bronze (all sources)", summary.rows_in),
-        ("silver.tracks", summary.silver_rows),
-        ("quarantined", summary.quarantined),
     ):
         counts.add_row(label, f"{value:,}")
-    reasons = Table(title="quarantined by reason")
-    reasons.add_column("reason")
-    reasons.add_column("rows", justify="right")
-    for reason, count in summary.reasons.items():
-        reasons.add_row(reason, f"{count:,}")
-    genres = Table(title=f"silver genres (minimum {settings.validation.min_per_genre})")
-    genres.add_column("genre")
-    genres.add_column("tracks", justify="right")
-    for genre, count in summary.genres.items():
-        flag = " [yellow](short)[/yellow]" if genre in summary.short_genres else ""
-        genres.add_row(genre + flag, f"{count:,}")
-    out.print(counts, reasons, genres)
-    if summary.short_genres:
-        out.print(
-            f"[yellow]genres short of the minimum:[/yellow] {', '.join(summary.short_genres)}"
-        )
+    out.print(counts)
+    _print_ingest_summary(report.summary, settings, lake_)
 
 
 @ingest_app.command("synthetic")
