@@ -330,7 +330,7 @@ def _print_ingest_summary(summary: Any, settings: Settings, lake_: Any) -> None:
             f"[yellow]genres short of the minimum:[/yellow] {', '.join(summary.short_genres)}"
         )
     for name in ("bronze.tracks_raw", "bronze.quarantine", "silver.tracks"):
-        out.print(f"  {name:<18} {lake_.path(name)}")
+        out.print(f"  {name:<18} {lake_.path(name)}", soft_wrap=True)
 
 
 # --- prepare ------------------------------------------------------------------

@@ -103,7 +103,7 @@ class ValidateSettings(_Section):
         None, description="labels accepted into silver; None accepts any non-empty label"
     )
     genre_map: str | None = Field(
-        "default", description="'default' (packaged map), a YAML path, or None (labels as given)"
+        "default", description="'default' (packaged map), a YAML path, or 'none' (labels as given)"
     )
     top_genres: int | None = Field(None, ge=1, description="keep the N largest genres; None: all")
     cap_per_genre: int | None = Field(None, ge=1, description="at most this many tracks per genre")

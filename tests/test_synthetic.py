@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from typer.testing import CliRunner
 
+from genre_spark.cli import app
 from genre_spark.config import DEFAULT_GENRES, Settings, SyntheticSettings, load_settings
 from genre_spark.ingest import synthetic
 from genre_spark.ingest.land import IngestSummary
@@ -19,6 +22,7 @@ from genre_spark.lake import Lake, content_hash
 from genre_spark.schema import FEATURES, raw_schema
 
 N = 3000
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +150,18 @@ def test_genres_the_map_would_change_are_refused(spark: SparkSession) -> None:
     with pytest.raises(synthetic.SyntheticGenreError, match="blues"):
         synthetic.check_genres(spark, ["rock", "blues", "polka"], "default")
     synthetic.check_genres(spark, ["rock", "blues", "polka"], None)
+
+
+def test_cli_prints_the_summary(spark: SparkSession, settings: Settings, lake: Lake) -> None:
+    args = ["ingest", "synthetic", "--tracks", "400", "--seed", "3", "--lake", settings.lake]
+    result = runner.invoke(app, [*args, "--set", "ingest.synthetic.bad_fraction=0.1"])
+    assert result.exit_code == 0, result.output
+    silver = lake.read("silver.tracks").count()
+    quarantined = lake.read("bronze.quarantine").count()
+    assert silver + quarantined == 400
+    assert re.search(rf"silver.tracks\s*│\s*{silver} ", result.stdout), result.stdout
+    assert re.search(rf"quarantined\s*│\s*{quarantined} ", result.stdout), result.stdout
+    assert "quarantined by reason" in result.stdout and lake.path("silver.tracks") in result.stdout
+
+    refused = runner.invoke(app, [*args, "--genres", "rock,blues"])
+    assert refused.exit_code == 2 and "blues" in refused.output

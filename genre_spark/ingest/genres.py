@@ -25,6 +25,7 @@ from genre_spark.ingest.validate import quarantine_rows
 from genre_spark.schema import REJECT_REASON
 
 DEFAULT_MAP = "default"
+IDENTITY_MAPS = ("none", "identity")
 UNKNOWN_GENRE = "unknown_genre"
 NOT_IN_TOP_N = "genre_not_in_top_n"
 OVER_CAP = "over_genre_cap"
@@ -72,8 +73,12 @@ def normalise_label(label: str) -> str:
 
 
 def load_genre_map(spec: str | None) -> GenreMap:
-    """``"default"``: the packaged map; a path: that YAML file; ``None``: labels kept as given."""
-    if spec is None:
+    """``"default"``: the packaged map; a path: that YAML file; ``None``/``"none"``: labels as given.
+
+    ``"none"`` exists because a command line cannot pass a null (``--set
+    validation.genre_map=none``).
+    """
+    if spec is None or spec.lower() in IDENTITY_MAPS:
         return GenreMap()
     if spec == DEFAULT_MAP:
         text = resources.files("genre_spark").joinpath("resources", "genre_map.yaml").read_text()
@@ -81,7 +86,7 @@ def load_genre_map(spec: str | None) -> GenreMap:
     path = Path(spec)
     if not path.is_file():
         raise GenreMapError(
-            f"genre map file not found: {spec} (use 'default', a YAML path or null)"
+            f"genre map file not found: {spec} (use 'default', 'none' or a YAML path)"
         )
     try:
         data = yaml.safe_load(path.read_text())

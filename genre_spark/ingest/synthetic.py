@@ -382,7 +382,7 @@ def check_genres(spark: SparkSession, genres: Sequence[str], genre_map_spec: str
     if changed:
         raise SyntheticGenreError(
             f"the genre map {genre_map_spec!r} changes synthetic genre(s) {changed}; "
-            "use genres the map keeps, or --set validation.genre_map=null"
+            "use genres the map keeps, or --set validation.genre_map=none"
         )
 
 
