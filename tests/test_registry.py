@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from pyspark.sql import SparkSession
 
-from genre_spark.config import Settings
+from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import ModelNotFoundError, list_versions, load_model, register_model
@@ -22,56 +25,86 @@ def _model(seed: int) -> GenreCNN:
     ).eval()
 
 
-def _register(lake: Lake, settings: Settings, model: GenreCNN, f1: float) -> str:
-    return register_model(
-        lake,
-        settings,
-        model,
-        params={"channels": 4, "note": "test"},
-        metrics={"val_accuracy": f1 + 0.05, "val_macro_f1": f1},
-        genres=GENRES,
-        features=list(settings.features),
-        history=[{"epoch": 1, "loss": 1.2}, {"epoch": 2, "loss": 0.9}],
+@pytest.fixture(scope="module")
+def registered(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An empty registry's error, then two versions registered in order."""
+    settings = load_settings(
+        overrides={"lake": str(tmp_path_factory.mktemp("registry") / "lake")}, environ={}
     )
-
-
-def test_versions_load_by_name_and_latest(lake: Lake, settings: Settings) -> None:
-    with pytest.raises(ModelNotFoundError, match="run `genre train` first"):
+    lake = Lake(spark, settings.lake)
+    with pytest.raises(ModelNotFoundError) as empty:
         load_model(settings)
-    first, second = _model(1), _model(2)
-    assert _register(lake, settings, first, 0.7) == "1"
-    assert _register(lake, settings, second, 0.8) == "2"
+    models = {"1": _model(1), "2": _model(2)}
+    versions = [
+        register_model(
+            lake,
+            settings,
+            model,
+            params={"channels": 4, "note": "test"},
+            metrics={"val_accuracy": f1 + 0.05, "val_macro_f1": f1},
+            genres=GENRES,
+            features=list(settings.features),
+            history=[{"epoch": 1, "loss": 1.2}, {"epoch": 2, "loss": 0.9}],
+        )
+        for model, f1 in ((models["1"], 0.7), (models["2"], 0.8))
+    ]
+    return {
+        "settings": settings,
+        "lake": lake,
+        "models": models,
+        "versions": versions,
+        "empty": empty,
+    }
 
+
+def test_an_empty_registry_says_what_to_run(registered: dict[str, Any]) -> None:
+    assert "run `genre train` first" in str(registered["empty"].value)
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"), [("1", "1"), ("2", "2"), ("latest", "2"), (None, "2")]
+)
+def test_load_by_version_or_latest(
+    registered: dict[str, Any], asked: str | None, expected: str
+) -> None:
+    assert registered["versions"] == ["1", "2"]
+    settings: Settings = registered["settings"]
+    loaded = load_model(settings, asked)
+    assert loaded.version == expected
+    assert loaded.genres == GENRES and loaded.features == list(settings.features)
+    assert loaded.params == {"channels": 4, "note": "test"}
+    assert isinstance(loaded.model, GenreCNN) and not loaded.model.training
     x = torch.randn(7, 10)
     with torch.no_grad():
-        for version, model in (("1", first), ("2", second), ("latest", second), (None, second)):
-            loaded = load_model(settings, version)
-            assert loaded.version == ("2" if version in ("latest", None) else version)
-            assert loaded.genres == GENRES and loaded.features == list(settings.features)
-            assert loaded.params == {"channels": 4, "note": "test"}
-            assert isinstance(loaded.model, GenreCNN) and not loaded.model.training
-            torch.testing.assert_close(loaded.model(x), model(x), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            loaded.model(x), registered["models"][expected](x), atol=1e-6, rtol=0
+        )
 
+
+def test_unknown_version_is_a_clear_error(registered: dict[str, Any]) -> None:
     with pytest.raises(ModelNotFoundError, match="no version '9'"):
-        load_model(settings, "9")
+        load_model(registered["settings"], "9")
 
-    rows = {r["version"]: r for r in list_versions(lake).collect()}
+
+def test_gold_models_mirrors_every_version(registered: dict[str, Any]) -> None:
+    rows = {r["version"]: r for r in list_versions(registered["lake"]).collect()}
     assert sorted(rows) == ["1", "2"]
     assert rows["2"]["val_macro_f1"] == 0.8 and rows["1"]["val_accuracy"] == pytest.approx(0.75)
     assert json.loads(rows["1"]["params"]) == {"channels": 4, "note": "test"}
-    assert rows["2"]["mlflow_run_id"] == load_model(settings, "2").run_id
+    assert rows["2"]["mlflow_run_id"] == load_model(registered["settings"], "2").run_id
     assert rows["1"]["genres"] == GENRES and rows["1"]["kind"] == "cnn"
+    assert rows["1"]["created_at"] <= rows["2"]["created_at"]
 
 
-def test_artifacts_live_under_the_lake(lake: Lake, settings: Settings) -> None:
-    from pathlib import Path
-
+def test_runs_and_artifacts_live_under_the_lake(registered: dict[str, Any]) -> None:
     import mlflow
 
-    _register(lake, settings, _model(3), 0.5)
+    settings: Settings = registered["settings"]
     root = Path(settings.lake).resolve()
     assert settings.tracking_uri == f"sqlite:///{root / 'mlflow.db'}"
-    run = mlflow.get_run(load_model(settings).run_id)
+    run = mlflow.MlflowClient(settings.tracking_uri).get_run(load_model(settings).run_id)
     assert run.info.artifact_uri.startswith((root / "mlartifacts").as_uri())
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "epoch_loss")
+    history = mlflow.MlflowClient(settings.tracking_uri).get_metric_history(
+        run.info.run_id, "epoch_loss"
+    )
     assert [(m.step, m.value) for m in history] == [(1, 1.2), (2, 0.9)]

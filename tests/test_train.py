@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -18,6 +19,7 @@ from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
 from genre_spark.model import train
 from genre_spark.model.data import (
+    FeatureShapeError,
     NotEnoughFilesError,
     balanced_weights,
     blob_features,
@@ -48,12 +50,19 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
+def _features_with_poisoned_test_split(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Blobs whose test rows carry 3-value vectors: training fails loudly if it ever reads them."""
+    blobs = blob_features(spark, 900, GENRES, settings.features, files=FILES)
+    poisoned = F.when(F.col("split") == "test", F.slice("features", 1, 3)).otherwise(
+        F.col("features")
+    )
+    return blobs.withColumn("features", poisoned)
+
+
 @pytest.fixture(scope="module")
 def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
     lake = Lake(spark, module_settings.lake)
-    lake.write(
-        blob_features(spark, 900, GENRES, module_settings.features, files=FILES), "gold.features"
-    )
+    lake.write(_features_with_poisoned_test_split(spark, module_settings), "gold.features")
     epochs: list[dict[str, Any]] = []
     outcome = train.run(lake, module_settings, on_epoch=epochs.append)
     return {
@@ -67,6 +76,14 @@ def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
 def _validation(files: list[str], n_features: int) -> tuple[torch.Tensor, np.ndarray]:
     shard = read_shard(files, "validation", n_features)
     return torch.as_tensor(shard.x), shard.genres
+
+
+def test_test_split_is_never_read(trained: dict[str, Any], module_settings: Settings) -> None:
+    """The test rows' vectors are malformed, yet training ran: it never loaded them."""
+    with pytest.raises(FeatureShapeError, match="found lengths \\[3\\]"):
+        read_shard(trained["files"], "test", len(module_settings.features))
+    rows = trained["outcome"].result.rows
+    assert sum(r["train"] + r["validation"] for r in rows.values()) < 900
 
 
 def test_loss_falls_and_progress_is_reported(trained: dict[str, Any]) -> None:
@@ -207,3 +224,58 @@ def test_scores_equal_scikit_learn() -> None:
     got = train.scores(train.confusion(truth, predicted, 4))
     assert got["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
     assert got["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+
+
+def test_tune_searches_on_validation_then_registers_the_best(
+    spark: SparkSession, tmp_path: Path, trained: dict[str, Any], module_settings: Settings
+) -> None:
+    """Two seeded trials (nested MLflow runs with models), then the best is retrained and registered.
+
+    Its own lake, experiment and model name, in the training test's MLflow
+    store (creating a store costs seconds).
+    """
+    import mlflow
+    import optuna
+    from mlflow import MlflowClient
+
+    from genre_spark.model import tune
+
+    settings = load_settings(
+        overrides={
+            "lake": str(tmp_path / "lake"),
+            "train": {"epochs": 1, "num_processes": 1, "depth": 1},
+            "tune": {"trials": 2, "epochs": 1, "seed": 3},
+            "mlflow": {
+                "tracking_uri": module_settings.tracking_uri,
+                "experiment": "tune-test",
+                "model_name": "genre-cnn-tuned",
+            },
+        },
+        environ={},
+    )
+    lake = Lake(spark, settings.lake)
+    lake.write(_features_with_poisoned_test_split(spark, settings), "gold.features")
+    seen: list[tuple[int, dict[str, Any], float]] = []
+    outcome = tune.run(lake, settings, on_trial=lambda n, p, v: seen.append((n, p, v)))
+
+    replay = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=2))
+    expected = [tune.suggest(replay.ask()) for _ in range(2)]
+    assert [params for _, params, _ in seen] == expected
+    assert outcome.best_trial_value == max(v for _, _, v in seen)
+    assert outcome.best_params == max(seen, key=lambda t: t[2])[1]
+
+    client = MlflowClient(settings.tracking_uri)
+    children = client.search_runs(
+        [client.get_experiment_by_name(settings.mlflow.experiment).experiment_id],
+        f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'",
+    )
+    assert sorted(r.info.run_name for r in children) == ["best", "trial-0", "trial-1"]
+    for child in children:
+        assert client.get_metric_history(child.info.run_id, "epoch_val_macro_f1")
+        models = mlflow.search_logged_models(
+            filter_string=f"source_run_id = '{child.info.run_id}'", output_format="list"
+        )
+        assert len(models) == 1, child.info.run_name
+    assert outcome.version == "1"
+    registered = json.loads(list_versions(lake).first()["params"])
+    assert {k: registered[k] for k in outcome.best_params} == outcome.best_params

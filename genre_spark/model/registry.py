@@ -10,10 +10,11 @@ it works in a fresh Python worker (``predict_batch_udf``'s ``make_predict_fn``)
 as well as on the driver.
 
 Where MLflow keeps things. With no ``mlflow.tracking_uri`` configured, the
-tracking store is SQLite at ``<lake>/mlflow.db`` and artifacts go to
-``<lake>/mlartifacts`` (set explicitly: MLflow's own default is a folder
-relative to the current directory). Any other tracking URI (a server,
-Databricks) keeps that store's artifact location.
+tracking store is SQLite at ``<lake>/mlflow.db``; with a local store
+(SQLite, files) artifacts go to ``<lake>/mlartifacts`` (set explicitly when
+the experiment is created: MLflow's own default is a folder relative to the
+current directory). A tracking server (http(s)://, Databricks) keeps its own
+artifact location.
 """
 
 from __future__ import annotations
@@ -76,13 +77,19 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _default_store(settings: Settings) -> bool:
-    return not settings.mlflow.tracking_uri
+def _remote_store(settings: Settings) -> bool:
+    """A tracking server (or Databricks) that decides where artifacts go."""
+    uri = settings.tracking_uri
+    return uri.startswith(("http://", "https://", "databricks"))
 
 
 def artifact_location(settings: Settings) -> str | None:
-    """``<lake>/mlartifacts`` for the default store; None lets another store choose."""
-    if not _default_store(settings):
+    """``<lake>/mlartifacts`` for a local store (SQLite, files); None lets a server choose.
+
+    MLflow's own default for a local store is a folder relative to the
+    current directory, which would scatter artifacts wherever a command ran.
+    """
+    if _remote_store(settings):
         return None
     if "://" in settings.lake:
         return f"{settings.lake.rstrip('/')}/mlartifacts"
@@ -95,7 +102,7 @@ def use_tracking(settings: Settings) -> str:
 
     _quiet_mlflow()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if _default_store(settings) and "://" not in settings.lake:
+    if not settings.mlflow.tracking_uri and "://" not in settings.lake:
         Path(settings.lake).resolve().mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment)

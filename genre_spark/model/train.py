@@ -296,7 +296,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
                     loss = loss_fn(model(x_train[batch]), y_train[batch])
                     loss.backward()
                     optimizer.step()
-                    loss_sum += float(loss) * len(idx)
+                    loss_sum += float(loss.detach()) * len(idx)
                     seen += len(idx)
             total_loss, total_seen = _all_sum(np.array([loss_sum, seen]), device)
             val_loss, matrix = _evaluate(net, x_val, y_val, len(genres), device)
