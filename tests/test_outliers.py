@@ -18,6 +18,7 @@ from sklearn.cluster import DBSCAN
 from sklearn.datasets import make_blobs
 from sklearn.neighbors import NearestNeighbors
 
+from genre_spark.prepare import outliers
 from genre_spark.prepare.outliers import (
     InvalidVectorError,
     MissingColumnError,
@@ -130,6 +131,26 @@ def test_points_crowding_a_slab_boundary(spark: SparkSession) -> None:
     _, outlier, core = _assert_equals_sklearn(
         spark, x, eps, 9, axis=[1.0, 0.0, 0.0], boundaries=[0.0]
     )
+    assert min(_kinds(outlier, core)) > 0
+
+
+def test_memory_caps_split_slabs_into_pieces(
+    spark: SparkSession, blobs: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With tiny caps every slab compares its points with several pieces; counts still add up."""
+    monkeypatch.setattr(outliers, "MAX_HOME_POINTS_PER_SLAB", 150)
+    monkeypatch.setattr(outliers, "MAX_FIT_POINTS_PER_TASK", 200)
+    layouts: list[outliers._Layout] = []
+    build = outliers._Layout.of
+
+    def spy(slabbed: DataFrame) -> outliers._Layout:
+        layouts.append(build(slabbed))
+        return layouts[-1]
+
+    monkeypatch.setattr(outliers._Layout, "of", staticmethod(spy))
+    _, outlier, core = _assert_equals_sklearn(spark, blobs, 1.0, 8)
+    pieces_per_slab = [len(p) for p in layouts[0].query_pieces.values()]
+    assert len(pieces_per_slab) >= 10 and max(pieces_per_slab) > 1
     assert min(_kinds(outlier, core)) > 0
 
 

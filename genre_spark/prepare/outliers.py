@@ -9,46 +9,58 @@ the cluster a border point joins do), so they can be computed piece by piece:
 
 1. Project every vector onto the first principal axis (a Spark aggregate of
    the d x d scatter matrix; distances are rotation-invariant, and this axis
-   spreads the data most, so slabs are thinnest relative to eps).
+   spreads the data most, so eps is smallest relative to the slabs).
 2. Cut the axis into slabs at approximate quantiles (balanced slabs). A point
-   lives in its *home* slab and is copied into every other slab whose
-   interval lies within the *halo* width ``h`` of its projection.
-   Projections shrink distances, so every eps-neighbour of a home point is in
-   its slab's home + halo set.
-3. Core pass (one ``applyInPandas`` group per slab): a KD-tree over home +
-   halo points counts each home point's eps-neighbours, itself included, as
-   scikit-learn does; ``is_core = count >= min_samples``.
-4. Noise pass: each point goes back to its home slab, core points again into
-   their halos (their core flag was decided in their own home slab). A
-   non-core home point is a border point when some core point is within eps;
-   otherwise it is noise: ``is_outlier = not core and no core neighbour``.
+   lives in its *home* slab and reaches every slab whose interval lies within
+   the *halo* width ``h`` of its projection. Projections never lengthen
+   distances, so a point's eps-neighbours all live in slabs it reaches.
+3. Slab ``s`` must compare its home points with the points of every slab
+   ``t`` that reach it. Those are grouped into *pieces* of consecutive ``t``
+   holding at most ``MAX_FIT_POINTS_PER_TASK`` points; one Spark task
+   (``applyInPandas`` grouped by piece) gets the home points of ``s`` that
+   reach the piece and the piece's points, builds a KD-tree over the piece
+   and counts, per home point, the piece's points within eps, capped at
+   ``min_samples`` (a k-nearest-neighbour query with k = min_samples answers
+   that without enumerating dense neighbourhoods). Each pair is compared in
+   exactly one piece, so summing a point's counts over its pieces gives its
+   eps-neighbour count, itself included as scikit-learn counts it:
+   ``is_core = count >= min_samples``.
+4. The same layout again, with the non-core points as queries and the core
+   points as the pieces' content: a non-core point with a core point within
+   eps is a border point, any other is noise:
+   ``is_outlier = not core and no core point within eps``.
 
 Ties: a pair is "within eps" by scikit-learn's KD-tree test,
-``sum_j (x_j - y_j)**2 <= eps * eps`` accumulated in feature order. A tree
-query at radius ``eps * (1 - 1e-9)`` finds pairs that are surely inside, one
-at ``eps * (1 + 1e-9)`` those that may be; only the pairs in between are
-decided with that exact formula, so a pair exactly eps apart (a grid with
-spacing eps) and duplicates (distance 0) count as scikit-learn counts them,
-whatever the slab layout. Caveats, both about pairs whose squared distance is
-within a few units in the last place of ``eps**2``: scikit-learn's own
-tree prunes with bounds computed through ``pow`` and may decide such a pair
-differently depending on its tree; and with more than 15 features (or fewer
-than 12 points) scikit-learn uses brute force with the ``|x|^2 - 2 x.y + |y|^2``
-expansion, whose rounding differs from the direct formula. Neither shows on
-measured data; exactly representable ties agree.
+``sum_j (x_j - y_j)**2 <= eps * eps`` accumulated in feature order. The tree
+search runs at ``eps * (1 + 1e-9)`` and every pair it returns is re-decided
+with that exact formula (and when a candidate fails it, all candidates of that
+query are), so a pair exactly eps apart (a grid with spacing eps) and
+duplicates (distance 0) count as scikit-learn counts them, whatever the slab
+layout. Caveats, both only about pairs whose squared distance is within a
+few units in the last place of ``eps**2``: scikit-learn's tree prunes with
+bounds computed through ``pow`` and may decide such a pair differently
+depending on its tree; and with more than 15 features (or fewer than 12
+points) scikit-learn uses brute force with the ``|x|^2 - 2 x.y + |y|^2``
+expansion, whose rounding differs from the direct formula. Exactly
+representable ties agree; on measured data neither shows.
 
 Halo width: ``h = eps * (1 + 1e-6) + 1e-9 * max_norm``. A pair scikit-learn
 counts is at most ``eps * (1 + (d + 2) * 2**-53)`` apart, and each computed
 projection is off by at most ``(d + 1) * 2**-53 * |x|``; ``h`` covers both
-with room to spare, and a too-wide halo only costs copies, never flags.
+with room to spare, and a too-wide halo only costs comparisons, never flags.
 
-Slab count and memory: ``max(slabs, ceil(n / MAX_HOME_POINTS_PER_SLAB))`` so a
-slab holds at most about 250 000 home points (a few tens of MB of coordinates
-and tree per Python worker), plus its halo: the points within ``h`` of its
-interval. The halo cannot shrink below the points in a ``2 * eps`` band of the
-axis, so an eps that spans most of the data along the principal axis makes
-every slab nearly the whole data set; choose eps as DBSCAN intends (a
-neighbourhood scale), which the default heuristic does.
+Memory: slabs = ``max(slabs, ceil(n / MAX_HOME_POINTS_PER_SLAB))``, so a
+slab's home points number about ``n / slabs`` (at most ~200 000), and a
+piece at most ``MAX_FIT_POINTS_PER_TASK`` (500 000) or one slab's home
+points; a task holds both, about ``0.7M x (d + 4) x 8`` bytes of columns plus
+a KD-tree over the piece, whatever n and eps are. When eps is large next to
+the spread along the axis (common in 10 standardized dimensions) every slab
+reaches most others: memory stays bounded, work grows with the number of
+pieces per slab. One limit: points with equal projections cannot be cut
+apart, so a mass of duplicates makes its slab larger than ``n / slabs``.
+
+The row key is ``monotonically_increasing_id`` over the persisted points;
+the points are cached (memory and disk) for the duration of the call.
 
 Example::
 
@@ -59,6 +71,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -71,22 +84,24 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy.spatial import cKDTree
-from sklearn.neighbors import KDTree
 
 METRIC = "euclidean"
-#: Upper bound on home points per slab; more rows make more slabs.
-MAX_HOME_POINTS_PER_SLAB = 250_000
-#: Relative width of the band around eps that is decided pair by pair.
+#: Upper bound on a slab's home points; more rows make more slabs.
+MAX_HOME_POINTS_PER_SLAB = 200_000
+#: Upper bound on the points one task compares home points with.
+MAX_FIT_POINTS_PER_TASK = 500_000
+#: Relative widening of the tree search radius; returned pairs are re-decided exactly.
 _SHELL = 1e-9
 _HALO_REL = 1e-6
 _HALO_ABS = 1e-9
-#: Candidate pairs decided exactly per chunk (bounds the pair arrays' memory).
-_PAIR_BUDGET = 200_000
+#: Candidate pairs handled at once in a task (bounds the pair arrays' memory).
+_PAIR_BUDGET = 1_000_000
 #: Rows per KD-tree in the k-distance pass (bounds a worker's memory).
 _TREE_ROWS = 250_000
 
-_ID = "_id"
-_HOME, _LO, _HI, _SLAB, _CORE, _OUTLIER = "_home", "_lo", "_hi", "_slab", "_is_core", "_is_outlier"
+_KEY, _ID, _V = "_key", "_id", "_v"
+_HOME, _LO, _HI, _SLAB, _PIECE, _QUERY = "_home", "_lo", "_hi", "_slab", "_piece", "_query"
+_COUNT, _CORE, _REACHED = "_count", "_is_core", "_reached"
 
 
 class OutlierError(ValueError):
@@ -115,8 +130,8 @@ class OutlierResult:
 
     ``flags`` has one row per input row: the id column, ``is_outlier`` (scikit-
     learn's ``labels_ == -1``) and ``is_core`` (index in ``core_sample_indices_``).
-    It is persisted (memory and disk) because computing it takes two passes;
-    call ``flags.unpersist()`` once it is written.
+    It is persisted (memory and disk) because computing it takes several
+    passes; call ``flags.unpersist()`` once it is written.
     """
 
     flags: DataFrame
@@ -131,7 +146,7 @@ def default_min_samples(dim: int) -> int:
     """``2 * dim``: the rule of thumb of Sander et al. (1998) and Schubert et al. (2017).
 
     Fewer neighbours make noise in high dimensions look like clusters; more
-    merge genuine small groups into noise.
+    turn genuine small groups into noise.
     """
     if dim < 1:
         raise OutlierError(f"dimension must be at least 1, got {dim}")
@@ -152,21 +167,26 @@ def flag_outliers(
     axis: Sequence[float] | None = None,
     boundaries: Sequence[float] | None = None,
 ) -> OutlierResult:
-    """DBSCAN noise and core flags equal to scikit-learn's, computed slab by slab in Spark.
+    """DBSCAN noise and core flags equal to scikit-learn's, computed piece by piece in Spark.
 
     ``eps`` defaults to :func:`estimate_eps` and ``min_samples`` to
     :func:`default_min_samples` of the vector length. ``slabs`` is the
-    minimum number of slabs (see the module docstring for the rule).
+    minimum number of slabs (the module docstring gives the rule).
     ``axis`` (projection direction) and ``boundaries`` (slab cut points on
-    that axis) override the computed ones; results do not depend on them,
-    which is what tests use them to show.
+    that axis) replace the computed ones; the flags do not depend on them,
+    which is what the tests use them to show.
     """
     vectors = _vectors(df, vector_col, id_col)
     n, dim = _check_vectors(vectors)
     ms = default_min_samples(dim) if min_samples is None else int(min_samples)
     if ms < 1:
         raise OutlierError(f"min_samples must be at least 1, got {ms}")
-    points = _points(vectors, dim).persist(StorageLevel.MEMORY_AND_DISK)
+    points = (
+        _points(vectors, dim)
+        .withColumn(_KEY, F.monotonically_increasing_id())
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    cached = [points]
     try:
         if eps is None:
             eps = _k_distance_eps(points, n, dim, ms, k_distance_quantile, sample_size, seed)
@@ -174,20 +194,18 @@ def flag_outliers(
         if not (eps > 0 and math.isfinite(eps)):
             raise OutlierError(f"eps must be a positive finite number, got {eps}")
         plan = _plan(points, n, dim, eps, slabs, axis, boundaries)
-        flags = (
-            _noise_pass(_core_pass(_with_slabs(points, plan), dim, eps, ms), dim, eps)
-            .select(
-                F.col(_ID).alias(id_col),
-                F.col(_OUTLIER).alias("is_outlier"),
-                F.col(_CORE).alias("is_core"),
-            )
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
+        slabbed = _with_slabs(points, plan)
+        layout = _Layout.of(slabbed)
+        cored = _core_flags(slabbed, layout, dim, eps, ms).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(cored)
+        flags = _outlier_flags(cored, layout, dim, eps).withColumnRenamed(_ID, id_col)
+        flags = flags.persist(StorageLevel.MEMORY_AND_DISK)
         totals = flags.agg(
             F.count(F.lit(1)).alias("n"), F.count_if(F.col("is_outlier")).alias("outliers")
         ).first()
     finally:
-        points.unpersist()
+        for frame in cached:
+            frame.unpersist()
     return OutlierResult(
         flags=flags,
         eps=eps,
@@ -241,12 +259,12 @@ def _vectors(df: DataFrame, vector_col: str, id_col: str | None = None) -> DataF
     if not (isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.NumericType)):
         raise InvalidVectorError(f"{vector_col} must be an array of numbers, got {dtype}")
     ids = [] if id_col is None else [F.col(id_col).alias(_ID)]
-    return df.select(*ids, F.col(vector_col).cast("array<double>").alias("_v"))
+    return df.select(*ids, F.col(vector_col).cast("array<double>").alias(_V))
 
 
 def _check_vectors(vectors: DataFrame) -> tuple[int, int]:
     """Row count and vector length, after checking every vector is complete and finite."""
-    v = F.col("_v")
+    v = F.col(_V)
     bad_element = F.exists(v, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
     row = vectors.agg(
         F.count(F.lit(1)).alias("n"),
@@ -275,11 +293,11 @@ def _coords(dim: int) -> list[str]:
 
 def _points(vectors: DataFrame, dim: int) -> DataFrame:
     """One double column per coordinate: pandas UDFs then get plain float64 columns."""
-    keep = [c for c in vectors.columns if c != "_v"]
-    return vectors.select(*keep, *[F.col("_v")[j].alias(c) for j, c in enumerate(_coords(dim))])
+    keep = [c for c in vectors.columns if c != _V]
+    return vectors.select(*keep, *[F.col(_V)[j].alias(c) for j, c in enumerate(_coords(dim))])
 
 
-# ---------------------------------------------------------------- exact neighbour test
+# ---------------------------------------------------------------- exact neighbour counts
 
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -302,40 +320,53 @@ def _chunks(sizes: np.ndarray, budget: int) -> Iterator[slice]:
         start = stop
 
 
-def _exact_counts(tree: KDTree, points: np.ndarray, queries: np.ndarray, eps: float) -> np.ndarray:
-    """Neighbours within eps of each query by the exact pair test, over the tree's wide candidates."""
-    candidates = tree.query_radius(queries, eps * (1 + _SHELL))
-    lengths = np.fromiter((len(c) for c in candidates), dtype=np.int64, count=len(candidates))
-    owner = np.repeat(np.arange(len(queries)), lengths)
-    inside = _squared_distances(queries[owner], points[np.concatenate(candidates)]) <= eps * eps
-    return np.bincount(owner, weights=inside, minlength=len(queries)).astype(np.int64)
+def _ball_counts(tree: cKDTree, fit: np.ndarray, queries: np.ndarray, eps: float) -> np.ndarray:
+    """All fit points within eps of each query by the exact test (candidates from the tree)."""
+    radius = eps * (1 + _SHELL)
+    counts = np.zeros(len(queries), dtype=np.int64)
+    sizes = tree.query_ball_point(queries, radius, return_length=True)
+    for part in _chunks(sizes, _PAIR_BUDGET):
+        block = queries[part]
+        candidates = tree.query_ball_point(block, radius)
+        owner = np.repeat(np.arange(len(block)), sizes[part])
+        flat = np.concatenate([np.asarray(c, dtype=np.int64) for c in candidates])
+        inside = _squared_distances(block[owner], fit[flat]) <= eps * eps
+        counts[part] = np.bincount(owner, weights=inside, minlength=len(block))
+    return counts
 
 
-def _at_least(points: np.ndarray, queries: np.ndarray, eps: float, threshold: int) -> np.ndarray:
-    """For each query: are at least ``threshold`` of ``points`` within eps (scikit-learn's test)?
+def _capped_counts(fit: np.ndarray, queries: np.ndarray, eps: float, cap: int) -> np.ndarray:
+    """``min(cap, #fit points within eps)`` per query, by scikit-learn's exact pair test.
 
-    Tree counts at radii just below and above eps settle almost every query
-    in O(log n) (scikit-learn counts whole tree nodes at once); the few left,
-    with a candidate in the thin shell around eps, are decided pair by pair.
+    A k-nearest query (k = cap) bounded at eps * (1 + 1e-9) finds the
+    candidates; each is re-decided exactly. Fewer than k found means all
+    candidates were seen; k found and all inside means at least ``cap``. Only
+    when k were found and one failed the exact test (a pair within 1e-9 of
+    eps) may an unseen candidate count, and that query is counted in full.
     """
-    result = np.zeros(len(queries), dtype=bool)
-    if len(queries) == 0 or len(points) == 0:
-        return result
-    tree = KDTree(points)
-    surely = tree.query_radius(queries, eps * (1 - _SHELL), count_only=True)
-    result = surely >= threshold
-    open_ = np.flatnonzero(~result)
-    if len(open_) == 0:
-        return result
-    maybe = tree.query_radius(queries[open_], eps * (1 + _SHELL), count_only=True)
-    undecided = open_[maybe >= threshold]
-    for part in _chunks(maybe[maybe >= threshold], _PAIR_BUDGET):
-        rows = undecided[part]
-        result[rows] = _exact_counts(tree, points, queries[rows], eps) >= threshold
-    return result
+    counts = np.zeros(len(queries), dtype=np.int64)
+    if len(fit) == 0 or len(queries) == 0:
+        return counts
+    tree = cKDTree(fit)
+    k = min(cap, len(fit))
+    step = max(1, _PAIR_BUDGET // k)
+    for start in range(0, len(queries), step):
+        block = queries[start : start + step]
+        dist, idx = tree.query(block, k=k, distance_upper_bound=eps * (1 + _SHELL))
+        dist, idx = dist.reshape(len(block), k), idx.reshape(len(block), k)
+        found = np.isfinite(dist)
+        rows, cols = np.nonzero(found)
+        inside = np.zeros_like(found)
+        inside[rows, cols] = _squared_distances(block[rows], fit[idx[rows, cols]]) <= eps * eps
+        block_counts = inside.sum(axis=1)
+        unsure = np.flatnonzero(found[:, -1] & ~inside.all(axis=1))
+        if len(unsure):
+            block_counts[unsure] = np.minimum(_ball_counts(tree, fit, block[unsure], eps), k)
+        counts[start : start + step] = block_counts
+    return counts
 
 
-# ---------------------------------------------------------------- slabs
+# ---------------------------------------------------------------- slabs and pieces
 
 
 @dataclass(frozen=True)
@@ -449,7 +480,7 @@ def _plan(
 
 
 def _with_slabs(points: DataFrame, plan: _Plan) -> DataFrame:
-    """Each point's home slab and the range of slabs whose halo it falls in."""
+    """Each point's home slab and the range of slabs it reaches (within the halo)."""
     proj = _projection(plan.axis)
     return (
         points.withColumn("_p", proj)
@@ -463,50 +494,127 @@ def _with_slabs(points: DataFrame, plan: _Plan) -> DataFrame:
     )
 
 
-# ---------------------------------------------------------------- the two passes
+@dataclass(frozen=True)
+class _Layout:
+    """Which task compares which points.
 
+    ``fit_piece[(s, t)]``: the piece holding slab t's points that reach slab s.
+    ``query_pieces[s]``: slab s's pieces as (piece, first t, last t).
+    """
 
-def _core_pass(slabbed: DataFrame, dim: int, eps: float, min_samples: int) -> DataFrame:
-    """Home points with ``_is_core``: eps-neighbour count over home + halo >= min_samples."""
-    cols = _coords(dim)
-    keep = slabbed.columns
+    fit_piece: dict[tuple[int, int], int]
+    query_pieces: dict[int, list[tuple[int, int, int]]]
 
-    def per_slab(key: tuple[int, ...], pdf: pd.DataFrame) -> pd.DataFrame:
-        home = (pdf[_HOME] == key[0]).to_numpy()
-        x = pdf[cols].to_numpy(np.float64)
-        out = pdf.loc[home, keep]
-        return out.assign(**{_CORE: _at_least(x, x[home], eps, min_samples)})
+    @classmethod
+    def of(cls, slabbed: DataFrame) -> _Layout:
+        """Greedy pieces of consecutive t per slab, from a small (home, lo, hi) count."""
+        band: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        for row in slabbed.groupBy(_HOME, _LO, _HI).count().collect():
+            for s in range(row[_LO], row[_HI] + 1):
+                band[s][row[_HOME]] += row["count"]
+        fit_piece: dict[tuple[int, int], int] = {}
+        query_pieces: dict[int, list[tuple[int, int, int]]] = {}
+        for s in sorted(band):
+            pieces: list[list[int]] = []
+            size = 0
+            for t in sorted(band[s]):
+                if not pieces or size + band[s][t] > MAX_FIT_POINTS_PER_TASK:
+                    pieces.append([])
+                    size = 0
+                pieces[-1].append(t)
+                size += band[s][t]
+            query_pieces[s] = []
+            for members in pieces:
+                piece = len(fit_piece)
+                fit_piece.update({(s, t): piece for t in members})
+                query_pieces[s].append((piece, members[0], members[-1]))
+        return cls(fit_piece, query_pieces)
 
-    schema = T.StructType([*slabbed.schema.fields, T.StructField(_CORE, T.BooleanType())])
-    replicated = slabbed.withColumn(_SLAB, F.explode(F.sequence(_LO, _HI)))
-    return replicated.groupBy(_SLAB).applyInPandas(per_slab, schema)
-
-
-def _noise_pass(cored: DataFrame, dim: int, eps: float) -> DataFrame:
-    """``_is_outlier``: not core and no core point (home or halo) within eps."""
-    cols = _coords(dim)
-
-    def per_slab(key: tuple[int, ...], pdf: pd.DataFrame) -> pd.DataFrame:
-        home = (pdf[_HOME] == key[0]).to_numpy()
-        core = pdf[_CORE].to_numpy(bool)
-        x = pdf[cols].to_numpy(np.float64)
-        loose = home & ~core
-        outlier = np.zeros(len(pdf), dtype=bool)
-        outlier[loose] = ~_at_least(x[core], x[loose], eps, 1)
-        return pd.DataFrame(
-            {_ID: pdf[_ID].to_numpy()[home], _CORE: core[home], _OUTLIER: outlier[home]}
+    def fit_rows(self, points: DataFrame) -> DataFrame:
+        """A row per (point, slab it reaches), in the piece of that slab holding its home."""
+        stride = max(s for s, _ in self.fit_piece) + 1
+        lookup = F.create_map(
+            *[F.lit(v) for (s, t), piece in self.fit_piece.items() for v in (s * stride + t, piece)]
         )
+        reached = points.withColumn(_SLAB, F.explode(F.sequence(_LO, _HI)))
+        piece = F.element_at(lookup, F.col(_SLAB) * stride + F.col(_HOME))
+        return reached.withColumn(_PIECE, piece).drop(_SLAB).withColumn(_QUERY, F.lit(False))
 
-    schema = T.StructType(
-        [
-            cored.schema[_ID],
-            T.StructField(_CORE, T.BooleanType()),
-            T.StructField(_OUTLIER, T.BooleanType()),
-        ]
+    def query_rows(self, points: DataFrame) -> DataFrame:
+        """A row per (point, piece of its home slab within its reach)."""
+        lookup = F.create_map(
+            *[
+                v
+                for s, pieces in self.query_pieces.items()
+                for v in (F.lit(s), F.array(*[_piece_struct(*p) for p in pieces]))
+            ]
+        )
+        near = F.filter(
+            F.element_at(lookup, F.col(_HOME)),
+            lambda p: (p["first"] <= F.col(_HI)) & (p["last"] >= F.col(_LO)),
+        )
+        reached = points.withColumn(_PIECE, F.explode(F.transform(near, lambda p: p["piece"])))
+        return reached.withColumn(_QUERY, F.lit(True))
+
+
+def _piece_struct(piece: int, first: int, last: int) -> Column:
+    return F.struct(
+        F.lit(piece).alias("piece"), F.lit(first).alias("first"), F.lit(last).alias("last")
     )
-    slabs = F.when(F.col(_CORE), F.sequence(_LO, _HI)).otherwise(F.array(_HOME))
-    replicated = cored.withColumn(_SLAB, F.explode(slabs))
-    return replicated.groupBy(_SLAB).applyInPandas(per_slab, schema)
+
+
+def _per_piece(
+    queries: DataFrame, fits: DataFrame, dim: int, eps: float, cap: int, carry: list[str]
+) -> DataFrame:
+    """``carry`` + ``_count``: each query's capped exact eps-neighbour count in its piece."""
+    cols = _coords(dim)
+
+    def count(pdf: pd.DataFrame) -> pd.DataFrame:
+        is_query = pdf[_QUERY].to_numpy(bool)
+        x = pdf[cols].to_numpy(np.float64)
+        out = pdf.loc[is_query, carry]
+        return out.assign(**{_COUNT: _capped_counts(x[~is_query], x[is_query], eps, cap)})
+
+    keep = [*carry, *[c for c in cols if c not in carry], _PIECE, _QUERY]
+    rows = queries.select(keep).unionByName(
+        fits.select([*cols, _PIECE, _QUERY]), allowMissingColumns=True
+    )
+    schema = T.StructType(
+        [*[queries.schema[c] for c in carry], T.StructField(_COUNT, T.LongType())]
+    )
+    return rows.groupBy(_PIECE).applyInPandas(count, schema)
+
+
+def _core_flags(
+    slabbed: DataFrame, layout: _Layout, dim: int, eps: float, min_samples: int
+) -> DataFrame:
+    """Every point with ``_is_core``: its eps-neighbours, summed over its pieces, >= min_samples."""
+    carry = [_KEY, _ID, *_coords(dim), _HOME, _LO, _HI]
+    counts = _per_piece(
+        layout.query_rows(slabbed), layout.fit_rows(slabbed), dim, eps, min_samples, carry
+    )
+    return counts.groupBy(_KEY).agg(
+        *[F.any_value(c).alias(c) for c in carry if c != _KEY],
+        (F.sum(_COUNT) >= min_samples).alias(_CORE),
+    )
+
+
+def _outlier_flags(cored: DataFrame, layout: _Layout, dim: int, eps: float) -> DataFrame:
+    """``_id``, ``is_outlier``, ``is_core``: noise is non-core with no core point within eps."""
+    core = F.col(_CORE)
+    loose = cored.filter(~core)
+    reached = _per_piece(
+        layout.query_rows(loose), layout.fit_rows(cored.filter(core)), dim, eps, 1, [_KEY, _ID]
+    )
+    noise_or_border = reached.groupBy(_KEY).agg(
+        F.any_value(_ID).alias(_ID),
+        (F.max(_COUNT) == 0).alias("is_outlier"),
+        F.lit(False).alias("is_core"),
+    )
+    cores = cored.filter(core).select(
+        _KEY, _ID, F.lit(False).alias("is_outlier"), F.lit(True).alias("is_core")
+    )
+    return cores.unionByName(noise_or_border).drop(_KEY)
 
 
 # ---------------------------------------------------------------- eps heuristic
@@ -532,7 +640,7 @@ def _k_distance_eps(
     fraction = min(1.0, 1.2 * sample_size / n)
     sample = points.sample(fraction=fraction, seed=seed).limit(sample_size).select(cols)
     queries = sample.toPandas().to_numpy(np.float64)
-    distances = _kth_neighbour_distances(points.select(cols), queries, min_samples)
+    distances = _kth_neighbour_distances(points.select(cols), n, queries, min_samples)
     eps = float(np.quantile(distances, quantile))
     if not eps > 0:
         raise EpsEstimationError(
@@ -542,8 +650,12 @@ def _k_distance_eps(
     return eps
 
 
-def _kth_neighbour_distances(coords: DataFrame, queries: np.ndarray, k: int) -> np.ndarray:
-    """Distance from each query to its k-th nearest row of ``coords``, merged across partitions."""
+def _kth_neighbour_distances(coords: DataFrame, n: int, queries: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each query to its k-th nearest row of ``coords``, merged across partitions.
+
+    Every task answers all queries, so the data is first coalesced to about
+    one task per core (or per ``_TREE_ROWS`` rows, whichever is more).
+    """
 
     def nearest(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         best = np.full((len(queries), k), np.inf)
@@ -554,8 +666,10 @@ def _kth_neighbour_distances(coords: DataFrame, queries: np.ndarray, k: int) -> 
         if np.isfinite(best[:, 0]).any():
             yield pd.DataFrame({"q": np.arange(len(queries)), "d": list(best)})
 
+    tasks = max(coords.sparkSession.sparkContext.defaultParallelism, math.ceil(n / _TREE_ROWS))
     merged = (
-        coords.mapInPandas(nearest, "q long, d array<double>")
+        coords.coalesce(tasks)
+        .mapInPandas(nearest, "q long, d array<double>")
         .groupBy("q")
         .agg(F.element_at(F.array_sort(F.flatten(F.collect_list("d"))), k).alias("kd"))
     )
