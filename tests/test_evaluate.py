@@ -10,8 +10,10 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from typer.testing import CliRunner
 
 from genre_spark import evaluate
+from genre_spark.cli import app
 from genre_spark.lake import Lake
 
 GENRES = ["blues", "folk", "jazz", "metal", "pop"]
@@ -153,8 +155,10 @@ def test_run_without_references_notes_it(spark: SparkSession, lake: Lake) -> Non
     )
     lake.write(features, "gold.features")
     lake.write(scored, "gold.scored")
-    result = evaluate.run(lake)
-    assert result.models == ["cnn:v2"]
-    assert "gold.reference_predictions not found" in result.notes[0]
+    result = CliRunner().invoke(app, ["evaluate", "--lake", lake.root])
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())
+    assert "evaluated cnn:v2" in printed
+    assert "gold.reference_predictions not found" in printed
     accuracy = lake.read("gold.evaluation").where("genre = 'accuracy'").first()
     assert (accuracy["accuracy"], accuracy["support"]) == (0.5, 2)

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 from pyspark.sql import DataFrame, SparkSession
+from typer.testing import CliRunner
 
 from genre_spark import evaluate, report
+from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
@@ -188,8 +190,21 @@ def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, st
 def test_report_images_load_in_headless_chromium(
     full: tuple[Settings, Lake, str], tmp_path: Path
 ) -> None:
-    settings, lake, version = full
-    index = report.run(lake, settings, model_version=version)
+    settings, _, version = full
+    cli = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--model-version",
+            version,
+            "--lake",
+            settings.lake,
+            "--set",
+            f"reports={settings.reports}",
+        ],
+    )
+    assert cli.exit_code == 0, cli.output
+    index = Path(settings.reports) / version / "index.html"
     probe = index.parent / "_probe.html"
     probe.write_text(index.read_text().replace("</body>", MARK_IMAGES + "</body>"))
     try:

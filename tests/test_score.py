@@ -10,8 +10,10 @@ import pytest
 import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from typer.testing import CliRunner
 
 from genre_spark import score
+from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake, content_hash
 from genre_spark.model.cnn import GenreCNN
@@ -116,9 +118,25 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     _assert_scores(scored.where(F.col("model_version") == version), _expected(lake, model, version))
     before = content_hash(_without_time(scored))
 
-    again = score.run(lake, settings, model_version=version)
+    cli = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model-version",
+            version,
+            "--lake",
+            settings.lake,
+            "--set",
+            "score.batch_size=64",
+        ],
+    )
 
-    assert again.table_version > first.table_version
+    assert cli.exit_code == 0, cli.output
+    assert (
+        f"scored {N_TRACKS - 1} tracks of silver.tracks with model version {version}"
+        in " ".join(cli.output.split())
+    )
+    assert lake.version("gold.scored") > first.table_version
     rescored = lake.read("gold.scored")
     assert rescored.groupBy(*score.KEYS).count().where("count > 1").count() == 0
     assert content_hash(_without_time(rescored)) == before
