@@ -30,6 +30,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import reduce
+from operator import add
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -113,8 +115,9 @@ class _Gaussian:
 def _gaussians(parameters: DataFrame, dimensions: int, var_smoothing: float) -> list[_Gaussian]:
     """Per-genre means and smoothed variances, collected (genres x features numbers).
 
-    A (genre, feature) with no train value falls back to the pooled mean and
-    variance of that feature: the genre then neither gains nor loses by it.
+    A (genre, feature) with no train value falls back to the pooled (all
+    genres) mean and variance of that feature: that feature then says nothing
+    specific about the genre, instead of leaving the genre without a density.
     """
     stats: dict[str, dict[int, tuple[int, float, float]]] = {}
     for row in parameters.collect():
@@ -151,10 +154,7 @@ def _log_likelihood(vector: Column, gaussian: _Gaussian) -> Column:
         x = vector[j]
         term = F.lit(-0.5 * math.log(2 * math.pi * var)) - (x - F.lit(mean)) ** 2 / F.lit(2 * var)
         terms.append(F.coalesce(term, F.lit(0.0)))
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
+    return reduce(add, terms)
 
 
 def genre_matches(
