@@ -249,11 +249,15 @@ def _numeric_text(value: Column, options: CsvOptions) -> Column:
 
 
 def _scaled(value: Column, multiply: float, divide: float) -> Column:
-    """The value in Spotify's units; a value that is not a number is kept for validation to reject."""
+    """The value in Spotify's units; a value that is not a number is kept for validation to reject.
+
+    Rounded to 9 decimals so that float noise (``0.55 * 100 = 55.00000000000001``)
+    does not make a whole number fail the integer check of ``popularity`` or ``key``.
+    """
     if (multiply, divide) == (1.0, 1.0):
         return value
     number = value.try_cast("double")
-    converted = (number * F.lit(multiply) / F.lit(divide)).cast("string")
+    converted = F.round(number * F.lit(multiply) / F.lit(divide), 9).cast("string")
     return F.when(number.isNotNull() & ~F.isnan(number), converted).otherwise(value)
 
 
