@@ -141,9 +141,6 @@ def ingest_spotify(
 
     Example: genre ingest spotify --genres rock,jazz --per-genre 500
     """
-    import logging
-
-    from rich.logging import RichHandler
     from rich.table import Table
 
     with handled(verbose):
@@ -166,13 +163,10 @@ def ingest_spotify(
             credentials = load_credentials(None, cfg.dotenv)
         except MissingCredentialsError as exc:
             raise UsageError(str(exc)) from None
-        handler = RichHandler(console=console, show_path=False)
-        logging.getLogger("genre_spark").addHandler(handler)
-        logging.getLogger("genre_spark").setLevel(logging.INFO if verbose else logging.WARNING)
         client = SpotifyClient(cfg, credentials)
         ctx.lake  # noqa: B018 - start Spark before the progress bars take the terminal
         sink = spotify.RichProgress(console) if progress else spotify.ProgressSink()
-        with sink:
+        with spotify.log_to(console, verbose), sink:
             summary = spotify.run(ctx.lake, ctx.settings, client=client, progress=sink)
         table = Table(title=f"spotify plan {summary.plan_id} ({summary.provider} features)")
         for column in ("genre", "requested", "in silver"):

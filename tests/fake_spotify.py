@@ -227,6 +227,7 @@ class FakeSpotify:
         popularity: bool = False,
         faults: list[Fault] | None = None,
         malformed_track_ids: set[str] | None = None,
+        unknown_features: set[str] | None = None,
     ) -> None:
         self.catalog = catalog
         self.client_id = client_id
@@ -236,6 +237,7 @@ class FakeSpotify:
         self.popularity = popularity
         self.faults = list(faults or [])
         self.malformed_track_ids = set(malformed_track_ids or ())
+        self.unknown_features = set(unknown_features or ())
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.tokens: set[str] = set()
@@ -306,6 +308,10 @@ class FakeSpotify:
     def _count(self, kind: str) -> None:
         with self.lock:
             self.injected[kind] += 1
+
+    def features(self, track_id: str) -> dict[str, float | int] | None:
+        """The catalog's features, minus the ids this server was told not to know."""
+        return None if track_id in self.unknown_features else self.catalog.features(track_id)
 
     def _issue_token(self) -> str:
         token = uuid.uuid4().hex
@@ -545,7 +551,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         result = []
         for track_id in ids:
-            features = self.fake.catalog.features(track_id)
+            features = self.fake.features(track_id)
             if features is not None:
                 track = self.fake.catalog.tracks[track_id]
                 features.update(
@@ -574,7 +580,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         content = []
         for track_id in ids:
-            features = self.fake.catalog.features(track_id)
+            features = self.fake.features(track_id)
             if features is None:
                 continue  # unknown ids are left out, as the real provider does
             content.append(

@@ -31,7 +31,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
@@ -147,6 +147,35 @@ def _playlist_ids(page: dict[str, Any]) -> list[str | None]:
 # --- bronze: writing ------------------------------------------------------------------
 
 
+def response_row(
+    kind: str,
+    request_key: str,
+    object_id: str | None,
+    body: Any = None,
+    *,
+    genre: str | None = None,
+    position: int | None = None,
+    provider: str = SOURCE_NAME,
+    status: int = 200,
+    reject_reason: str | None = None,
+) -> tuple[Any, ...]:
+    """A row of bronze.spotify_responses; the body is kept as received, as JSON text."""
+    text = json.dumps(body, sort_keys=True) if body is not None else None
+    now = datetime.now(timezone.utc)
+    return (
+        request_key,
+        kind,
+        object_id,
+        genre,
+        position,
+        provider,
+        status,
+        text,
+        reject_reason,
+        now,
+    )
+
+
 class ResponseStore:
     """Buffers responses and appends them to bronze, ``checkpoint_batch`` per atomic commit."""
 
@@ -158,36 +187,17 @@ class ResponseStore:
         self.rows = 0
 
     def add(
-        self,
-        kind: str,
-        request_key: str,
-        object_id: str | None,
-        body: Any = None,
-        *,
-        genre: str | None = None,
-        position: int | None = None,
-        provider: str = SOURCE_NAME,
-        status: int = 200,
-        reject_reason: str | None = None,
+        self, kind: str, request_key: str, object_id: str | None, body: Any = None, **kw: Any
     ) -> None:
-        text = json.dumps(body, sort_keys=True) if body is not None else None
-        now = datetime.now(timezone.utc)
-        self.buffer.append(
-            (
-                request_key,
-                kind,
-                object_id,
-                genre,
-                position,
-                provider,
-                status,
-                text,
-                reject_reason,
-                now,
-            )
-        )
+        """Buffer one response; a full buffer is committed."""
+        self.buffer.append(response_row(kind, request_key, object_id, body, **kw))
         if len(self.buffer) >= self.checkpoint_batch:
             self.flush()
+
+    def commit(self, rows: list[tuple[Any, ...]]) -> None:
+        """Commit the buffer and ``rows`` now, in one commit: ``rows`` land all or not at all."""
+        self.buffer.extend(rows)
+        self.flush()
 
     def flush(self) -> None:
         """One atomic commit of everything buffered (a no-op when empty)."""
@@ -383,6 +393,29 @@ class RichProgress(ProgressSink):
         self.progress.advance(self.tasks[genre])
 
 
+@contextmanager
+def log_to(console: Any, verbose: bool) -> Iterator[None]:
+    """The ingester's log (every wait, every checkpoint) on the CLI's console, for one run.
+
+    spotipy logs an ERROR for every failed attempt, including those the retry
+    policy handles: it is silenced unless ``verbose``.
+    """
+    from rich.logging import RichHandler
+
+    ours, spotipy_log = logging.getLogger("genre_spark"), logging.getLogger("spotipy")
+    saved = ours.level, spotipy_log.level
+    handler = RichHandler(console=console, show_path=False)
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    spotipy_log.setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(saved[0])
+        spotipy_log.setLevel(saved[1])
+
+
 # --- the run -------------------------------------------------------------------------
 
 
@@ -459,15 +492,18 @@ class SpotifyIngest:
                 log.warning(
                     "only %d of %d tracks found for genre %r", chosen, self.cfg.per_genre, genre
                 )
-        for track in plan:
-            self.store.add(
-                "plan",
-                f"plan|{self.plan_id}|{track.track_id}",
-                track.track_id,
-                genre=track.genre,
-                position=track.position,
-            )
-        self.store.flush()
+        self.store.commit(
+            [
+                response_row(
+                    "plan",
+                    f"plan|{self.plan_id}|{t.track_id}",
+                    t.track_id,
+                    genre=t.genre,
+                    position=t.position,
+                )
+                for t in plan
+            ]
+        )
         return plan
 
     def _choose(
