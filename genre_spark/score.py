@@ -102,6 +102,13 @@ class ScoreResult:
         )
 
 
+def require_columns(df: DataFrame, model: ModelSpec, source: str) -> None:
+    """track_id and every raw feature the model reads must be columns of ``df``."""
+    absent = [c for c in ["track_id", *model.features] if c not in df.columns]
+    if absent:
+        raise ScoreInputError(f"{source} lacks column(s) {absent} that model {model.version} needs")
+
+
 def _any_null(features: Sequence[str]) -> Column:
     return reduce(operator.or_, [F.col(f).isNull() for f in features], F.lit(False))
 
@@ -137,9 +144,15 @@ def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..
 
     def make_predict_fn() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
         import torch
+        from pyspark import TaskContext
 
         from genre_spark.model.registry import load_model
 
+        context = TaskContext.get()
+        if context is not None:
+            # One task per core: torch's default (all cores, or Spark's per-executor
+            # OMP_NUM_THREADS) would oversubscribe the CPUs the other tasks use.
+            torch.set_num_threads(max(1, context.cpus()))
         model = load_model(settings, version).model
 
         def predict(inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -173,9 +186,7 @@ def score(df: DataFrame, normalizer: DataFrame, model: ModelSpec, settings: Sett
     ``model`` names the registered version whose weights each worker loads.
     """
     features = list(model.features)
-    missing_columns = [c for c in ["track_id", *features] if c not in df.columns]
-    if missing_columns:
-        raise ScoreInputError(f"cannot score: column(s) {missing_columns} missing from the input")
+    require_columns(df, model, "the input")
     rows = scorable(df.select("track_id", *features), features, settings.score.missing)
     scaled = apply_normalizer(rows, normalizer, features, output_col="_x")
     softmax = _softmax_udf(settings, model.version, len(model.genres))
@@ -219,9 +230,7 @@ def run(
     model = model_spec(settings, model_version)
     source = lake.read(table)
     features = list(model.features)
-    absent = [c for c in ["track_id", *features] if c not in source.columns]
-    if absent:
-        raise ScoreInputError(f"{table} lacks column(s) {absent} that model {model.version} needs")
+    require_columns(source, model, table)
     counts = input_counts(source, features)
     if counts.distinct_track_ids != counts.rows - counts.null_track_id:
         raise ScoreInputError(
