@@ -181,6 +181,25 @@ def test_estimate_eps_is_the_k_distance_quantile(spark: SparkSession, blobs: np.
     assert 0 < outlier.mean() <= 0.05
 
 
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), cap=st.integers(1, 8), eps=st.sampled_from([0.25, 0.5]))
+def test_capped_neighbour_counts_equal_sklearn_radius_counts(
+    seed: int, cap: int, eps: float
+) -> None:
+    """The per-task kernel on quarter-grid points, some moved 2**-40 off: pairs a hair
+    inside and outside eps, where only the exact test can decide."""
+    rng = np.random.default_rng(seed)
+    dim = int(rng.integers(1, 4))
+    fit = rng.integers(0, 6, size=(int(rng.integers(1, 60)), dim)) * 0.25
+    fit[rng.random(len(fit)) < 0.3, 0] += rng.choice([-(2.0**-40), 2.0**-40])
+    queries = rng.integers(0, 6, size=(int(rng.integers(1, 40)), dim)) * 0.25
+    neighbours = (
+        NearestNeighbors(radius=eps).fit(fit).radius_neighbors(queries, return_distance=False)
+    )
+    expected = np.minimum([len(n) for n in neighbours], cap)
+    np.testing.assert_array_equal(outliers._capped_counts(fit, queries, eps, cap), expected)
+
+
 def test_default_min_samples_is_twice_the_dimension() -> None:
     assert [default_min_samples(d) for d in (1, 10)] == [2, 20]
 

@@ -507,25 +507,17 @@ class _Layout:
 
     @classmethod
     def of(cls, slabbed: DataFrame) -> _Layout:
-        """Greedy pieces of consecutive t per slab, from a small (home, lo, hi) count."""
+        """Pieces for every slab with home points, from a small (home, lo, hi) count."""
         band: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         for row in slabbed.groupBy(_HOME, _LO, _HI).count().collect():
             for s in range(row[_LO], row[_HI] + 1):
                 band[s][row[_HOME]] += row["count"]
         fit_piece: dict[tuple[int, int], int] = {}
         query_pieces: dict[int, list[tuple[int, int, int]]] = {}
-        for s in sorted(band):
-            pieces: list[list[int]] = []
-            size = 0
-            for t in sorted(band[s]):
-                if not pieces or size + band[s][t] > MAX_FIT_POINTS_PER_TASK:
-                    pieces.append([])
-                    size = 0
-                pieces[-1].append(t)
-                size += band[s][t]
+        for s in sorted(s for s in band if band[s].get(s)):
             query_pieces[s] = []
-            for members in pieces:
-                piece = len(fit_piece)
+            for members in _consecutive_groups(band[s], MAX_FIT_POINTS_PER_TASK):
+                piece = len(set(fit_piece.values()))
                 fit_piece.update({(s, t): piece for t in members})
                 query_pieces[s].append((piece, members[0], members[-1]))
         return cls(fit_piece, query_pieces)
@@ -538,7 +530,12 @@ class _Layout:
         )
         reached = points.withColumn(_SLAB, F.explode(F.sequence(_LO, _HI)))
         piece = F.element_at(lookup, F.col(_SLAB) * stride + F.col(_HOME))
-        return reached.withColumn(_PIECE, piece).drop(_SLAB).withColumn(_QUERY, F.lit(False))
+        return (
+            reached.withColumn(_PIECE, piece)
+            .filter(F.col(_PIECE).isNotNull())  # slabs without home points need no fit rows
+            .drop(_SLAB)
+            .withColumn(_QUERY, F.lit(False))
+        )
 
     def query_rows(self, points: DataFrame) -> DataFrame:
         """A row per (point, piece of its home slab within its reach)."""
@@ -555,6 +552,19 @@ class _Layout:
         )
         reached = points.withColumn(_PIECE, F.explode(F.transform(near, lambda p: p["piece"])))
         return reached.withColumn(_QUERY, F.lit(True))
+
+
+def _consecutive_groups(sizes: dict[int, int], limit: int) -> list[list[int]]:
+    """Sorted keys cut greedily into runs whose sizes sum to at most ``limit`` (or one key)."""
+    groups: list[list[int]] = []
+    total = 0
+    for key in sorted(sizes):
+        if not groups or total + sizes[key] > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(key)
+        total += sizes[key]
+    return groups
 
 
 def _piece_struct(piece: int, first: int, last: int) -> Column:
