@@ -101,7 +101,7 @@ _TREE_ROWS = 250_000
 
 _KEY, _ID, _V = "_key", "_id", "_v"
 _HOME, _LO, _HI, _SLAB, _PIECE, _QUERY = "_home", "_lo", "_hi", "_slab", "_piece", "_query"
-_COUNT, _CORE, _REACHED = "_count", "_is_core", "_reached"
+_COUNT, _CORE = "_count", "_is_core"
 
 
 class OutlierError(ValueError):
@@ -179,8 +179,8 @@ def flag_outliers(
     vectors = _vectors(df, vector_col, id_col)
     n, dim = _check_vectors(vectors)
     ms = default_min_samples(dim) if min_samples is None else int(min_samples)
-    if ms < 1:
-        raise OutlierError(f"min_samples must be at least 1, got {ms}")
+    if ms < 1 or slabs < 1:
+        raise OutlierError(f"min_samples and slabs must be at least 1, got {ms} and {slabs}")
     points = (
         _points(vectors, dim)
         .withColumn(_KEY, F.monotonically_increasing_id())
@@ -640,8 +640,10 @@ def _k_distance_eps(
     seed: int,
 ) -> float:
     """See :func:`estimate_eps`; ``points`` has one double column per coordinate."""
-    if not 0 < quantile < 1:
-        raise EpsEstimationError(f"quantile must be in (0, 1), got {quantile}")
+    if not 0 < quantile < 1 or sample_size < 1:
+        raise EpsEstimationError(
+            f"need 0 < quantile < 1 and sample_size >= 1, got {quantile} and {sample_size}"
+        )
     if n < min_samples:
         raise EpsEstimationError(
             f"{n} point(s) but min_samples={min_samples}: no point can be core; pass eps explicitly"
