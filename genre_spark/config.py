@@ -145,7 +145,7 @@ class ReferenceSettings(_Section):
     lr_max_iter: int = Field(100, ge=1)
     lr_reg_param: float = Field(0.0, ge=0.0)
     rf_trees: int = Field(100, ge=1)
-    rf_max_depth: int = Field(8, ge=1, le=30)
+    rf_max_depth: int = Field(12, ge=1, le=30)
     gbt_max_iter: int = Field(30, ge=1)
     gbt_max_depth: int = Field(4, ge=1, le=30)
     parallelism: int = Field(2, ge=1, description="one-vs-rest GBT classifiers fitted at once")

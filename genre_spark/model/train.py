@@ -158,7 +158,7 @@ def _from_rank0(obj: Any) -> Any:
     return box[0]
 
 
-def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffled index batches; a last batch of one row joins the previous one (BatchNorm needs 2)."""
     order = rng.permutation(n)
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
@@ -290,7 +290,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             model.train()
             loss_sum, seen = 0.0, 0
             with model.join():
-                for idx in _batches(len(y_train), cfg["batch_size"], rng):
+                for idx in shuffled_batches(len(y_train), cfg["batch_size"], rng):
                     batch = torch.as_tensor(idx, device=device)
                     optimizer.zero_grad()
                     loss = loss_fn(model(x_train[batch]), y_train[batch])
