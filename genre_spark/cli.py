@@ -168,7 +168,7 @@ def ingest_spotify(
         sink = spotify.RichProgress(console) if progress else spotify.ProgressSink()
         with spotify.log_to(console, verbose), sink:
             summary = spotify.run(ctx.lake, ctx.settings, client=client, progress=sink)
-        table = Table(title=f"spotify plan {summary.plan_id} ({summary.provider} features)")
+        table = Table(title=f"spotify plan {summary.plan_id}, features from {summary.providers}")
         for column in ("genre", "requested", "in silver"):
             table.add_column(column)
         for genre, count in summary.per_genre.items():

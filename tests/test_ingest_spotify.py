@@ -10,6 +10,7 @@ fetching only what bronze lacks. The client secret appears nowhere.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import logging
@@ -250,7 +251,7 @@ def test_fault_matrix_every_requested_track_in_silver_or_quarantine_once(
         clients.append(client_for(settings, fake))
         summary = spotify.run(lake, settings, client=clients[-1])
         assert_all_accounted_for(lake, catalog, fake)
-        assert summary.provider == case.provider
+        assert summary.providers == {case.provider: summary.requested}
         assert summary.requested == len(expected_plan(catalog))
         survived = Counter[str]()
         for client in clients:
@@ -323,6 +324,27 @@ def test_killed_run_resumes_to_the_same_silver_fetching_only_the_rest_then_nothi
         ingest(lake, settings, fake)  # a finished plan: nothing left to fetch
         assert sum(fake.requests.values()) == calls
         assert lake.content_hash("silver.tracks") == reference
+
+
+def test_plan_takes_owned_playlists_first_then_search_and_resumes_from_stored_pages(
+    lake: Lake, settings: Settings, catalog: Catalog
+) -> None:
+    jazz, rock = catalog.search["jazz"], catalog.search["rock"]
+    listed = [jazz[5], None, rock[0], jazz[5], jazz[7]]  # a local file, a rock track, a repeat
+    with_playlist = dataclasses.replace(catalog, playlists={"pl1": listed})
+    with FakeSpotify(with_playlist, client_secret=SECRET) as fake:
+        configure(settings, fake, playlists={"jazz": ["pl1"]})
+        plan = spotify.SpotifyIngest(lake, settings, client_for(settings, fake)).plan()
+        requests = dict(fake.requests)
+        replanned = spotify.SpotifyIngest(lake, settings, client_for(settings, fake)).plan()
+        assert fake.requests == requests  # the stored plan: no request at all
+    rock_plan = rock[:PER_GENRE]
+    jazz_plan = [jazz[5], jazz[7]] + [t for t in jazz if t not in [*rock_plan, jazz[5], jazz[7]]]
+    expected = [(t, "rock") for t in rock_plan] + [(t, "jazz") for t in jazz_plan[:PER_GENRE]]
+    assert [(p.track_id, p.genre) for p in plan] == expected
+    assert [p.position for p in plan] == list(range(len(expected)))
+    assert replanned == plan
+    assert requests == {"token": 1, "search": 2, "playlist": 1}
 
 
 # --- flatten (pure) --------------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -284,7 +285,7 @@ class Progress:
     """What bronze already holds for the plan's tracks."""
 
     tracks: set[str] = field(default_factory=set)
-    features: set[str] = field(default_factory=set)
+    features: dict[str, str] = field(default_factory=dict)
     artist_of: dict[str, str] = field(default_factory=dict)
     artists: set[str] = field(default_factory=set)
 
@@ -300,6 +301,7 @@ def _stored_progress(lake: Any, plan: list[PlannedTrack]) -> Progress:
         .select(
             "kind",
             "object_id",
+            "provider",
             F.get_json_object("body", "$.artists[0].id").alias("artist_id"),
         )
         .collect()
@@ -311,7 +313,7 @@ def _stored_progress(lake: Any, plan: list[PlannedTrack]) -> Progress:
             if r.artist_id:
                 progress.artist_of[r.object_id] = r.artist_id
         else:
-            progress.features.add(r.object_id)
+            progress.features[r.object_id] = r.provider
     artist_ids = set(progress.artist_of.values())
     if artist_ids:
         wanted_artists = lake.spark.createDataFrame([(a,) for a in artist_ids], "object_id string")
@@ -424,7 +426,7 @@ class SpotifyIngestSummary:
     plan_id: str
     requested: int
     per_genre: dict[str, int]
-    provider: str
+    providers: dict[str, int]
     commits: int
     responses: int
     faults: dict[str, Any]
@@ -450,6 +452,7 @@ class SpotifyIngest:
         self.progress = progress or ProgressSink()
         self.store = ResponseStore(lake, self.cfg.checkpoint_batch)
         self.plan_id = plan_id(self.cfg)
+        self.done = Progress()
 
     def run(self) -> SpotifyIngestSummary:
         try:
@@ -467,7 +470,7 @@ class SpotifyIngest:
             plan_id=self.plan_id,
             requested=len(plan),
             per_genre=per_genre,
-            provider=self.provider.name,
+            providers=dict(Counter(self.done.features[t.track_id] for t in plan)),
             commits=self.store.commits,
             responses=self.store.rows,
             faults=self.client.stats.as_dict(),
@@ -571,25 +574,24 @@ class SpotifyIngest:
     # --- 2. fetch ------------------------------------------------------------------
 
     def fetch(self, plan: list[PlannedTrack]) -> None:
-        done = _stored_progress(self.lake, plan)
+        done = self.done = _stored_progress(self.lake, plan)
+        complete = {
+            t.track_id for t in plan if t.track_id in done.tracks and t.track_id in done.features
+        }
         for genre in self.cfg.genres:
-            mine = [t for t in plan if t.genre == genre]
-            complete = sum(
-                1 for t in mine if t.track_id in done.tracks and t.track_id in done.features
-            )
-            self.progress.start(genre, len(mine), complete)
+            mine = [t.track_id for t in plan if t.genre == genre]
+            self.progress.start(genre, len(mine), len(complete.intersection(mine)))
         start = 0
         while start < len(plan):
             chunk = plan[start : start + self.provider.batch_size]
             start += len(chunk)
-            self._features([t.track_id for t in chunk if t.track_id not in done.features])
+            self._features([t.track_id for t in chunk if t.track_id not in done.features], done)
             for track in chunk:
-                complete = track.track_id in done.tracks and track.track_id in done.features
                 self._track(track.track_id, done)
-                if not complete:
+                if track.track_id not in complete:
                     self.progress.advance(track.genre)
 
-    def _features(self, track_ids: list[str]) -> None:
+    def _features(self, track_ids: list[str], done: Progress) -> None:
         if not track_ids:
             return
         try:
@@ -607,6 +609,7 @@ class SpotifyIngest:
                 provider=self.provider.name,
                 reject_reason=None if features is not None else reason,
             )
+            done.features[track_id] = self.provider.name
 
     def _track(self, track_id: str, done: Progress) -> None:
         if track_id not in done.tracks:
