@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 
 from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
+from genre_spark.pipeline import PipelineResult, run_pipeline
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +50,34 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def lake(spark: SparkSession, settings: Settings) -> Lake:
     return Lake(spark, settings.lake, settings.engine)
+
+
+#: A small but complete pipeline: every stage, every table, in about two minutes.
+SMALL_PIPELINE = {
+    "ingest.synthetic.tracks": 1500,
+    "ingest.synthetic.partitions": 2,
+    "train.epochs": 4,
+    "train.patience": 2,
+    "train.references.rf_trees": 10,
+    "train.references.gbt_max_iter": 5,
+    "train.references.lr_max_iter": 30,
+    "report.sample_size": 500,
+}
+
+
+def small_pipeline_settings(root: Path) -> Settings:
+    return load_settings(
+        overrides={"lake": str(root / "lake"), "reports": str(root / "reports"), **SMALL_PIPELINE},
+        environ={},
+    )
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Settings, Lake, PipelineResult]:
+    """Run the whole pipeline once on a small synthetic catalog; tests share the lake it wrote."""
+    settings = small_pipeline_settings(tmp_path_factory.mktemp("pipeline"))
+    lake = Lake(spark, settings.lake, settings.engine)
+    result = run_pipeline(lake, settings)
+    return settings, lake, result
