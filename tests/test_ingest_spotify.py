@@ -10,6 +10,7 @@ fetching only what bronze lacks. The client secret appears nowhere.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import functools
 import json
@@ -235,7 +236,7 @@ def test_fault_matrix_every_requested_track_in_silver_or_quarantine_once(
     name: str, lake: Lake, settings: Settings, catalog: Catalog
 ) -> None:
     case = CASES[name]
-    fake_kwargs = dict(case.fake)
+    fake_kwargs = copy.deepcopy(case.fake)  # Faults count what they saw: fresh ones per run
     if name == "unknown_provider_ids":
         fake_kwargs["unknown_features"] = set(catalog.search["rock"][:3])
     if name == "malformed_json":
@@ -332,19 +333,27 @@ def test_plan_takes_owned_playlists_first_then_search_and_resumes_from_stored_pa
     jazz, rock = catalog.search["jazz"], catalog.search["rock"]
     listed = [jazz[5], None, rock[0], jazz[5], jazz[7]]  # a local file, a rock track, a repeat
     with_playlist = dataclasses.replace(catalog, playlists={"pl1": listed})
+
+    def plan_now(per_genre: int) -> list[spotify.PlannedTrack]:
+        configure(settings, fake, playlists={"jazz": ["pl1"]}, per_genre=per_genre)
+        return spotify.SpotifyIngest(lake, settings, client_for(settings, fake)).plan()
+
+    def expected(per_genre: int) -> list[tuple[str, str]]:
+        rock_plan = rock[:per_genre]
+        first = [jazz[5], jazz[7]]
+        jazz_plan = first + [t for t in jazz if t not in [*rock_plan, *first]]
+        return [(t, "rock") for t in rock_plan] + [(t, "jazz") for t in jazz_plan[:per_genre]]
+
     with FakeSpotify(with_playlist, client_secret=SECRET) as fake:
-        configure(settings, fake, playlists={"jazz": ["pl1"]})
-        plan = spotify.SpotifyIngest(lake, settings, client_for(settings, fake)).plan()
+        plan = plan_now(PER_GENRE)
         requests = dict(fake.requests)
-        replanned = spotify.SpotifyIngest(lake, settings, client_for(settings, fake)).plan()
-        assert fake.requests == requests  # the stored plan: no request at all
-    rock_plan = rock[:PER_GENRE]
-    jazz_plan = [jazz[5], jazz[7]] + [t for t in jazz if t not in [*rock_plan, jazz[5], jazz[7]]]
-    expected = [(t, "rock") for t in rock_plan] + [(t, "jazz") for t in jazz_plan[:PER_GENRE]]
-    assert [(p.track_id, p.genre) for p in plan] == expected
-    assert [p.position for p in plan] == list(range(len(expected)))
-    assert replanned == plan
+        assert plan_now(PER_GENRE) == plan  # the stored plan
+        smaller = plan_now(PER_GENRE - 2)  # a new plan, from the stored pages
+        assert fake.requests == requests  # neither asked anything
     assert requests == {"token": 1, "search": 2, "playlist": 1}
+    assert [(p.track_id, p.genre) for p in plan] == expected(PER_GENRE)
+    assert [p.position for p in plan] == list(range(len(plan)))
+    assert [(p.track_id, p.genre) for p in smaller] == expected(PER_GENRE - 2)
 
 
 # --- flatten (pure) --------------------------------------------------------------------

@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings, SpotifySettings
+from genre_spark.ingest.land import IngestSummary, land, refresh_silver
 from genre_spark.ingest.providers import AudioFeatureProvider, make_provider
 from genre_spark.ingest.spotify_client import (
     IngestStop,
@@ -52,6 +53,7 @@ from genre_spark.ingest.spotify_client import (
     SpotifyClient,
     load_credentials,
 )
+from genre_spark.lake import Lake
 from genre_spark.schema import INGESTED_AT, REJECT_REASON, SOURCE, raw_schema
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ def _playlist_ids(page: dict[str, Any]) -> list[str | None]:
         usable = (
             isinstance(item, dict)
             and not entry.get("is_local")
-            and item.get("type", "track") == "track"
+            and (item.get("type") or "track") == "track"
         )
         ids.append(item.get("id") if usable else None)
     return ids
@@ -180,7 +182,7 @@ def response_row(
 class ResponseStore:
     """Buffers responses and appends them to bronze, ``checkpoint_batch`` per atomic commit."""
 
-    def __init__(self, lake: Any, checkpoint_batch: int) -> None:
+    def __init__(self, lake: Lake, checkpoint_batch: int) -> None:
         self.lake = lake
         self.checkpoint_batch = checkpoint_batch
         self.buffer: list[tuple[Any, ...]] = []
@@ -216,7 +218,7 @@ class ResponseStore:
 
 
 def _latest(responses: DataFrame, *kinds: str) -> DataFrame:
-    """The newest row per (kind, object_id) of the given kinds."""
+    """The newest row per request key among the given kinds."""
     newest = Window.partitionBy("kind", "request_key").orderBy(F.col("fetched_at").desc())
     return (
         responses.where(F.col("kind").isin(*kinds))
@@ -226,7 +228,7 @@ def _latest(responses: DataFrame, *kinds: str) -> DataFrame:
     )
 
 
-def _stored_plan(lake: Any, pid: str) -> list[PlannedTrack] | None:
+def _stored_plan(lake: Lake, pid: str) -> list[PlannedTrack] | None:
     if not lake.exists(RESPONSES):
         return None
     rows = (
@@ -246,7 +248,7 @@ class PageSummary:
     next: str | None
 
 
-def _stored_pages(lake: Any, genres: list[str]) -> dict[str, PageSummary]:
+def _stored_pages(lake: Lake, genres: list[str]) -> dict[str, PageSummary]:
     """Ids and ``next`` of the search/playlist pages stored for these genres (no bodies)."""
     if not lake.exists(RESPONSES):
         return {}
@@ -258,25 +260,12 @@ def _stored_pages(lake: Any, genres: list[str]) -> dict[str, PageSummary]:
         "body",
         "items array<struct<is_local: boolean, item: struct<id: string, type: string>>>, next string",
     )
-    rows = pages.select(
-        "request_key",
-        "kind",
-        search.alias("s"),
-        playlist.alias("p"),
-    ).collect()
     stored = {}
-    for r in rows:
-        if r.kind == "search":
-            ids = [i.id for i in r.s["items"] or []]
-            stored[r.request_key] = PageSummary(ids, r.s["next"])
-        else:
-            ids = [
-                i.item.id
-                if i.item and not i.is_local and (i.item.type or "track") == "track"
-                else None
-                for i in r.p["items"] or []
-            ]
-            stored[r.request_key] = PageSummary(ids, r.p["next"])
+    for r in pages.select("request_key", "kind", search.alias("s"), playlist.alias("p")).collect():
+        page = (r.s if r.kind == "search" else r.p).asDict(recursive=True)
+        page["items"] = page["items"] or []
+        ids_of = _search_ids if r.kind == "search" else _playlist_ids
+        stored[r.request_key] = PageSummary(ids_of(page), page["next"])
     return stored
 
 
@@ -290,7 +279,7 @@ class Progress:
     artists: set[str] = field(default_factory=set)
 
 
-def _stored_progress(lake: Any, plan: list[PlannedTrack]) -> Progress:
+def _stored_progress(lake: Lake, plan: list[PlannedTrack]) -> Progress:
     if not lake.exists(RESPONSES):
         return Progress()
     wanted = lake.spark.createDataFrame([(p.track_id,) for p in plan], "object_id string")
@@ -430,7 +419,7 @@ class SpotifyIngestSummary:
     commits: int
     responses: int
     faults: dict[str, Any]
-    silver: Any
+    silver: IngestSummary
 
 
 class SpotifyIngest:
@@ -438,7 +427,7 @@ class SpotifyIngest:
 
     def __init__(
         self,
-        lake: Any,
+        lake: Lake,
         settings: Settings,
         client: SpotifyClient,
         provider: AudioFeatureProvider | None = None,
@@ -647,9 +636,7 @@ class SpotifyIngest:
 
     # --- 3. flatten, land, silver --------------------------------------------------
 
-    def land(self) -> Any:
-        from genre_spark.ingest.land import land, refresh_silver
-
+    def land(self) -> IngestSummary:
         raw = responses_to_raw(self.lake.read(RESPONSES), self.plan_id)
         land(self.lake, raw, SOURCE_NAME)
         return refresh_silver(self.lake, self.settings)
@@ -721,7 +708,7 @@ def responses_to_raw(responses: DataFrame, pid: str) -> DataFrame:
 
 
 def run(
-    lake: Any,
+    lake: Lake,
     settings: Settings,
     client: SpotifyClient | None = None,
     progress: ProgressSink | None = None,
