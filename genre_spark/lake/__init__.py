@@ -1,0 +1,152 @@
+"""The Delta lake every stage reads and writes: one API, two engines.
+
+``Lake(spark, root)`` picks delta-spark when Delta's JVM classes are present
+and delta-rs otherwise (ARCHITECTURE decision 1). Every write is one atomic
+Delta commit; every table is reachable by path and, after ``register_sql``,
+as ``layer.name`` in Spark SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
+from genre_spark.lake.deltars import ConcurrentWriteError, DeltaRsEngine
+from genre_spark.lake.deltaspark import DeltaSparkEngine
+from genre_spark.schema import TIME_COLUMNS
+
+__all__ = [
+    "TABLES",
+    "ConcurrentWriteError",
+    "Lake",
+    "TableInfo",
+    "TableNotFoundError",
+    "UnknownTableError",
+    "content_hash",
+]
+
+EngineName = Literal["auto", "delta-spark", "delta-rs"]
+
+
+class TableNotFoundError(LookupError):
+    """A catalogue table that has not been written yet."""
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    path: str
+    version: int
+    rows: int
+
+
+def delta_jvm_available(spark: SparkSession) -> bool:
+    """True when Delta's JVM connector is on the driver's classpath."""
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
+        return True
+    except Exception:
+        return False
+
+
+def content_hash(df: DataFrame) -> str:
+    """An order-independent fingerprint of a DataFrame's rows, wall-clock columns left out.
+
+    Two runs over the same input must give the same rows; only the time they
+    ran may differ. Computed by executors: a count and a sum of row hashes.
+    """
+    columns = sorted(c for c in df.columns if c not in TIME_COLUMNS)
+    row_hash = F.xxhash64(*[F.col(f"`{c}`") for c in columns]).cast("decimal(38,0)")
+    result = df.agg(F.count(F.lit(1)).alias("n"), F.sum(row_hash).alias("h")).first()
+    return f"{result['n']}:{result['h'] or 0}:{','.join(columns)}"
+
+
+class Lake:
+    """The lake at ``root``: read, write, merge and inspect catalogue tables."""
+
+    def __init__(self, spark: SparkSession, root: str, engine: EngineName = "auto") -> None:
+        self.spark = spark
+        self.root = root
+        if engine == "auto":
+            engine = "delta-spark" if delta_jvm_available(spark) else "delta-rs"
+        self.engine = DeltaSparkEngine(spark) if engine == "delta-spark" else DeltaRsEngine(spark)
+
+    def path(self, name: str) -> str:
+        return table_path(self.root, name)
+
+    def exists(self, name: str) -> bool:
+        return self.engine.exists(self.path(name))
+
+    def _require(self, name: str) -> str:
+        path = self.path(name)
+        if not self.engine.exists(path):
+            raise TableNotFoundError(
+                f"table {name} does not exist yet at {path}; run the stage that writes it "
+                f"({spec(name).written_by}) first"
+            )
+        return path
+
+    def read(self, name: str, version: int | None = None) -> DataFrame:
+        return self.engine.read(self._require(name), version)
+
+    def write(
+        self, df: DataFrame, name: str, mode: Literal["overwrite", "append"] = "overwrite"
+    ) -> int:
+        """Overwrite or append as one atomic commit; returns the new version."""
+        if mode not in ("overwrite", "append"):
+            raise ValueError(f"mode must be 'overwrite' or 'append', got {mode!r}")
+        path = self.path(name)
+        self.engine.write(df, path, overwrite=mode == "overwrite", operation=mode.upper())
+        self._register(name)
+        return self.engine.version(path)
+
+    def merge(self, df: DataFrame, name: str, keys: list[str]) -> int:
+        """Upsert on ``keys`` (unique in ``df``): matched rows replaced, new rows inserted."""
+        path = self.path(name)
+        self.engine.merge(df, path, keys)
+        self._register(name)
+        return self.engine.version(path)
+
+    def version(self, name: str) -> int:
+        return self.engine.version(self._require(name))
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        return self.engine.history(self._require(name))
+
+    def files(self, name: str) -> list[str]:
+        """The data files of the current snapshot, sorted: what training ranks split between them."""
+        return self.engine.files(self._require(name))
+
+    def vacuum(self, name: str) -> list[str]:
+        """Delete files that no current snapshot reads (old versions, killed writers' leftovers)."""
+        return self.engine.vacuum(self._require(name))
+
+    def tables(self) -> list[TableInfo]:
+        """Every catalogue table written so far, with its version and row count."""
+        infos = []
+        for name in TABLES:
+            path = self.path(name)
+            if self.engine.exists(path):
+                infos.append(
+                    TableInfo(name, path, self.engine.version(path), self.engine.rows(path))
+                )
+        return infos
+
+    def content_hash(self, name: str) -> str:
+        return content_hash(self.read(name))
+
+    def register_sql(self) -> None:
+        """Make every existing table queryable as ``layer.name`` in Spark SQL."""
+        for name in TABLES:
+            if self.engine.exists(self.path(name)):
+                self._register(name)
+
+    def _register(self, name: str) -> None:
+        layer = name.split(".", 1)[0]
+        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+        self.spark.sql(f"DROP TABLE IF EXISTS {name}")
+        self.spark.sql(self.engine.sql_ddl(name, self.path(name)))

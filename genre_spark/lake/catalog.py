@@ -1,0 +1,76 @@
+"""The table catalogue: every lake table's name, grain and writer, in one place.
+
+A table named ``layer.name`` lives at ``<lake>/<layer>/<name>``, so any Delta
+reader (Spark, DuckDB's ``delta_scan``, Polars' ``read_delta``) finds it by path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class UnknownTableError(KeyError):
+    """A table name that is not in the catalogue."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    grain: str
+    written_by: str
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec("bronze.tracks_raw", "one row per source row, values as received", "ingest"),
+        TableSpec(
+            "bronze.quarantine", "one row per rejected row, with reason", "ingest (validate)"
+        ),
+        TableSpec(
+            "bronze.spotify_responses",
+            "one row per fetched Spotify/provider object",
+            "ingest spotify",
+        ),
+        TableSpec("silver.tracks", "one typed, valid row per track_id", "ingest (validate)"),
+        TableSpec(
+            "gold.features", "one row per track: split, scaled vector, outlier flags", "prepare"
+        ),
+        TableSpec("gold.normalizer", "one row per feature: center, scale", "prepare"),
+        TableSpec(
+            "gold.outlier_params", "one row per DBSCAN run: eps, min_samples, counts", "prepare"
+        ),
+        TableSpec(
+            "gold.genre_baselines",
+            "one row per (genre, feature): mean, median, std, quartiles",
+            "prepare",
+        ),
+        TableSpec("gold.genre_matches", "one row per (track, genre): match score", "prepare"),
+        TableSpec("gold.genre_playlists", "top-N tracks per genre audience", "prepare"),
+        TableSpec(
+            "gold.trends_by_year", "one row per (year, genre): counts, means, share", "prepare"
+        ),
+        TableSpec("gold.models", "one row per registered model version", "train"),
+        TableSpec("gold.reference_predictions", "one row per (track, reference model)", "train"),
+        TableSpec("gold.scored", "one row per (track_id, model_version)", "score"),
+        TableSpec("gold.confusion", "one row per (model, split, true, predicted)", "evaluate"),
+        TableSpec("gold.evaluation", "one row per (model, split, genre or average)", "evaluate"),
+    )
+}
+
+
+def spec(name: str) -> TableSpec:
+    """Look a table up, with an error that lists the known names."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise UnknownTableError(f"unknown table {name!r}; known tables: {sorted(TABLES)}") from None
+
+
+def table_path(root: str, name: str) -> str:
+    """``<root>/<layer>/<name>`` for a catalogue table (URIs such as s3a:// are kept as they are)."""
+    layer, table = spec(name).name.split(".", 1)
+    if "://" in root:
+        return f"{root.rstrip('/')}/{layer}/{table}"
+    return os.path.join(os.path.abspath(root), layer, table)
