@@ -8,8 +8,10 @@ same GenreCNN size, batch size and epoch count (early stopping off), trained
 
 * with ``train.fit``: TorchDistributor, ``--processes`` DDP processes, each
   reading its own files (start-up, data loading and all-reduces included);
-* with a plain single-process torch loop over all rows in memory (torch's
-  default threads), data loading included.
+* with a plain single-process torch loop over all rows in memory, data
+  loading included, with ``--threads`` intra-op threads (default 1, what
+  TorchDistributor gives each rank: torch's default of one thread per core
+  busy-waits badly when other processes share the cores).
 
 accuracy: a fresh lake, ``ingest synthetic`` and ``prepare`` with the
 configured defaults (5,500 tracks, 10 genres), then ``genre train`` and the
@@ -71,7 +73,7 @@ def plain_torch(files: list[str], train: TrainSettings, features: list[str]) -> 
     return training.scores(training.confusion(yv.numpy(), predicted, len(index)))["macro_f1"]
 
 
-def speed(settings: Settings, rows: int, files: int) -> None:
+def speed(settings: Settings, rows: int, files: int, threads: int) -> None:
     spark = get_spark(settings)
     lake = Lake(spark, settings.lake, settings.engine)
     genres = [f"genre{i:02d}" for i in range(10)]
@@ -82,19 +84,20 @@ def speed(settings: Settings, rows: int, files: int) -> None:
     paths = lake.files("gold.features")
     with measured() as distributed:
         result = training.fit(spark, paths, settings.train, settings.features)
+    torch.set_num_threads(threads)
     with measured() as single:
         single_f1 = plain_torch(paths, settings.train, settings.features)
     t = settings.train
     print(header(" ".join(sys.argv)))
     print(
         "| rows | epochs | batch | channels x depth | TorchDistributor (processes) | s | val macro-F1 "
-        "| plain torch s | val macro-F1 | ratio |"
+        "| plain torch (threads) | s | val macro-F1 | ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {rows:,} | {t.epochs} | {t.batch_size} | {t.channels} x {t.depth} | {t.num_processes} "
         f"(local_mode={t.local_mode}) | {distributed.seconds:.1f} | {result.metrics['val_macro_f1']:.4f} "
-        f"| {single.seconds:.1f} | {single_f1:.4f} | {distributed.seconds / single.seconds:.2f} |"
+        f"| 1 process ({threads}) | {single.seconds:.1f} | {single_f1:.4f} | {distributed.seconds / single.seconds:.2f} |"
     )
 
 
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: train.epochs")
     parser.add_argument("--processes", type=int, default=None, help="default: train.num_processes")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--threads", type=int, default=1, help="plain torch's intra-op threads")
     parser.add_argument("--workdir", default=None, help="keep the lake here (default: a temp dir)")
     parser.add_argument("--set", action="append", default=[], help="a settings override key=value")
     args = parser.parse_args()
@@ -160,7 +164,9 @@ def main() -> None:
     overrides.update(dict(parse_override(o) for o in args.set))
     settings = load_settings(overrides=overrides)
     try:
-        speed(settings, args.rows, args.files) if args.mode == "speed" else accuracy(settings)
+        speed(settings, args.rows, args.files, args.threads) if args.mode == "speed" else accuracy(
+            settings
+        )
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
