@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyspark
 
@@ -51,12 +52,22 @@ class Cluster:
     logs: Path
 
 
-def _alive_workers(ui: str) -> int:
+def _master_state(ui: str) -> dict[str, Any]:
+    """The master's status page as JSON (workers, running and completed applications)."""
     try:
         with urllib.request.urlopen(f"{ui}/json/", timeout=2) as response:
-            return int(json.load(response).get("aliveworkers", 0))
+            return dict(json.load(response))
     except OSError:
-        return 0
+        return {}
+
+
+def _alive_workers(ui: str) -> int:
+    return int(_master_state(ui).get("aliveworkers", 0))
+
+
+def completed_applications(cluster: Cluster) -> list[str]:
+    """Names of the applications that ran to completion on this master."""
+    return [app["name"] for app in _master_state(cluster.ui).get("completedapps", [])]
 
 
 @contextmanager
