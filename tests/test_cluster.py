@@ -11,15 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_PIPELINE
 from pyspark.sql import DataFrame
 from pyspark.testing import assertDataFrameEqual
+from standalone import completed_applications, spark_submit, standalone_cluster
 
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
 from genre_spark.pipeline import PipelineResult
 from genre_spark.schema import TIME_COLUMNS
-from tests.conftest import SMALL_PIPELINE
-from tests.standalone import completed_applications, spark_submit, standalone_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
