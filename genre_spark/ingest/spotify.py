@@ -54,7 +54,7 @@ from genre_spark.ingest.spotify_client import (
     load_credentials,
 )
 from genre_spark.lake import Lake
-from genre_spark.schema import INGESTED_AT, REJECT_REASON, SOURCE, raw_schema
+from genre_spark.schema import FEATURES, INGESTED_AT, REJECT_REASON, SOURCE, raw_schema
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +68,9 @@ NO_AUDIO_FEATURES = "no_audio_features"
 MALFORMED_RESPONSE = "malformed_response"
 NOT_FETCHED = "not_fetched"
 
-#: Feature fields read from either provider's object (Spotify units, as received).
-FEATURE_FIELDS = (
-    "tempo",
-    "energy",
-    "danceability",
-    "loudness",
-    "liveness",
-    "valence",
-    "acousticness",
-    "speechiness",
-    "instrumentalness",
-    "key",
-    "mode",
-    "duration_ms",
-)
+#: Feature fields read from either provider's object (Spotify units, as received):
+#: the model's features plus key and mode.
+FEATURE_FIELDS = (*FEATURES, "key", "mode")
 
 
 def responses_schema() -> T.StructType:
