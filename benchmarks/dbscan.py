@@ -18,16 +18,11 @@ workers the JVM starts (where the per-slab KD-trees live).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import threading
 import time
-from contextlib import suppress
-from dataclasses import dataclass, field
 
 import numpy as np
-import psutil
-from measure import header, measured  # benchmarks/ is on sys.path when run as a script
+from measure import RolePeaks, header, measured  # benchmarks/ is on sys.path when run as a script
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -39,47 +34,6 @@ from genre_spark.session import get_spark
 
 BLOBS = 10
 OUTLIER_SHARE = 0.01
-
-
-@dataclass
-class RolePeaks:
-    """Peak RSS (MB) of this Python process, its JVM, and the JVM's Python workers."""
-
-    python: float = 0.0
-    jvm: float = 0.0
-    workers: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def sample(self) -> None:
-        me = psutil.Process(os.getpid())
-        python, jvm, workers = 0, 0, 0
-        for proc in [me, *me.children(recursive=True)]:
-            with suppress(psutil.Error):
-                rss = proc.memory_info().rss
-                if proc.pid == me.pid:
-                    python += rss
-                elif "java" in proc.name():
-                    jvm += rss
-                else:
-                    workers += rss
-        mb = 2**20
-        self.python = max(self.python, python / mb)
-        self.jvm = max(self.jvm, jvm / mb)
-        self.workers = max(self.workers, workers / mb)
-
-    def __enter__(self) -> RolePeaks:
-        def loop() -> None:
-            while not self._stop.wait(0.2):
-                self.sample()
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
 
 
 def blob_mixture(spark: SparkSession, rows: int, dim: int, partitions: int, seed: int) -> DataFrame:

@@ -58,6 +58,57 @@ def measured(interval: float = 0.2) -> Iterator[Measurement]:
         result.peak_rss_mb = max(peak[0], _tree_rss(me)) / 2**20
 
 
+@dataclass
+class RolePeaks:
+    """Peak RSS (MB) of a Python driver process, its JVM, and the other processes under it.
+
+    In local mode the JVM is the Spark driver and the executors; "workers" are
+    the Python processes under the tree (Spark's Python workers, TorchDistributor
+    ranks). ``driver`` is the peak of Python + JVM sampled together: what must
+    not grow with the catalog.
+    """
+
+    pid: int = field(default_factory=os.getpid)
+    python: float = 0.0
+    jvm: float = 0.0
+    workers: float = 0.0
+    driver: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample(self) -> None:
+        with suppress(psutil.Error):
+            root = psutil.Process(self.pid)
+            python, jvm, workers = 0, 0, 0
+            for proc in [root, *root.children(recursive=True)]:
+                with suppress(psutil.Error):
+                    rss = proc.memory_info().rss
+                    if proc.pid == root.pid:
+                        python += rss
+                    elif "java" in proc.name():
+                        jvm += rss
+                    else:
+                        workers += rss
+            mb = 2**20
+            self.python = max(self.python, python / mb)
+            self.jvm = max(self.jvm, jvm / mb)
+            self.workers = max(self.workers, workers / mb)
+            self.driver = max(self.driver, (python + jvm) / mb)
+
+    def __enter__(self) -> RolePeaks:
+        def loop() -> None:
+            while not self._stop.wait(0.2):
+                self.sample()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
 def machine() -> str:
     """One line naming the machine the numbers came from."""
     memory = psutil.virtual_memory().total / 2**30

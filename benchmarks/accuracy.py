@@ -1,0 +1,163 @@
+"""Accuracy on real data: the tuned CNN beside three MLlib references, same split, test set.
+
+    python benchmarks/accuracy.py                        # both data sets, the recorded settings
+    python benchmarks/accuracy.py --dataset tidytuesday --trials 6 --tune-epochs 5
+
+For each data set, in a fresh lake and through the ``genre`` CLI (what a user
+runs), one subprocess per command:
+
+1. ``genre pipeline --csv FILE``: ingest (silver is one row per track_id;
+   a track_id seen under two genres is quarantined as conflicting, so the
+   split cannot leak a track into both train and test), prepare (split,
+   normalizer, DBSCAN), train the default CNN, fit logistic regression, random
+   forest and gradient-boosted trees on the same gold.features split, score,
+   evaluate, report;
+2. ``genre tune``: Optuna on validation macro-F1 only; the best configuration
+   is retrained and registered;
+3. ``genre score`` + ``genre evaluate``: the tuned version's test metrics.
+
+Then gold.evaluation (test split) is read with delta-rs and printed as
+Markdown: accuracy, macro-F1 and per-genre F1 of every model, plus the
+quarantine reasons (how many rows the dedup removed).
+
+Top 2000 has no instrumentalness, key or mode: ``features`` is set to the nine
+features it has (no imputed column), genres are coarsened with the default
+genre map and only the 6 largest coarse genres are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from deltalake import DeltaTable
+from measure import header, measured  # benchmarks/ is on sys.path when run as a script
+
+DATA = Path("/work/shared/data")
+GENRE = str(Path(sys.executable).with_name("genre"))
+NINE = "[tempo,energy,danceability,loudness,liveness,valence,duration_ms,acousticness,speechiness]"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    csv: Path
+    overrides: tuple[str, ...]
+
+
+DATASETS = {
+    "tidytuesday": Dataset("tidytuesday", DATA / "tidytuesday_spotify_songs.csv.gz", ()),
+    "top2000": Dataset(
+        "top2000",
+        DATA / "spotify_top2000.csv",
+        (f"features={NINE}", "validation.top_genres=6", "validation.min_per_genre=0"),
+    ),
+}
+
+
+def genre(*args: str, log: Path) -> float:
+    """Run one ``genre`` command, its output appended to ``log``; returns wall seconds."""
+    with measured() as m, log.open("a") as out:
+        out.write(f"\n$ genre {' '.join(args)}\n")
+        out.flush()
+        subprocess.run([GENRE, *args], check=True, stdout=out, stderr=subprocess.STDOUT)
+    return m.seconds
+
+
+def table(lake: Path, name: str) -> pd.DataFrame:
+    layer, table_name = name.split(".")
+    return DeltaTable(str(lake / layer / table_name)).to_pandas()
+
+
+def run_dataset(data: Dataset, workdir: Path, trials: int, tune_epochs: int) -> str:
+    lake = workdir / data.name / "lake"
+    log = workdir / f"{data.name}.log"
+    common = ["--lake", str(lake), "--set", f"reports={workdir / data.name / 'reports'}"]
+    for o in data.overrides:
+        common += ["--set", o]
+    tune_sets = ["--set", f"tune.trials={trials}", "--set", f"tune.epochs={tune_epochs}"]
+    seconds = {
+        "pipeline": genre("pipeline", "--csv", str(data.csv), *common, log=log),
+        "tune": genre("tune", *common, *tune_sets, log=log),
+    }
+    seconds["score+evaluate"] = genre("score", *common, log=log) + genre(
+        "evaluate", *common, log=log
+    )
+    return results_markdown(data, lake, seconds, trials, tune_epochs)
+
+
+def results_markdown(
+    data: Dataset, lake: Path, seconds: dict[str, float], trials: int, tune_epochs: int
+) -> str:
+    evaluation = table(lake, "gold.evaluation")
+    test = evaluation[evaluation["split"] == "test"]
+    models = table(lake, "gold.models").sort_values("created_at")
+    names = {f"cnn:{v}": f"CNN v{v}" for v in models["version"]}
+    if len(models) > 1:
+        first, last = models["version"].iloc[0], models["version"].iloc[-1]
+        names[f"cnn:{first}"] = f"CNN v{first} (defaults)"
+        names[f"cnn:{last}"] = f"CNN v{last} (tuned: {trials} trials x {tune_epochs} epochs)"
+    genres = sorted(
+        set(test["genre"]) - {"macro avg", "weighted avg", "accuracy"},
+    )
+    rows = []
+    for model, part in test.groupby("model"):
+        by = part.set_index("genre")
+        rows.append(
+            (
+                by.loc["macro avg", "f1"],
+                f"| {names.get(model, model)} | {by.loc['macro avg', 'accuracy']:.4f} "
+                f"| {by.loc['macro avg', 'f1']:.4f} | "
+                + " | ".join(f"{by.loc[g, 'f1']:.3f}" for g in genres)
+                + " |",
+            )
+        )
+    support = test[test["genre"] == "macro avg"]["support"].iloc[0]
+    silver = len(table(lake, "silver.tracks"))
+    quarantine = table(lake, "bronze.quarantine")["reason"].value_counts()
+    lines = [
+        f"**{data.name}** (`{data.csv.name}`; overrides: {', '.join(data.overrides) or 'none'}): "
+        f"silver {silver:,} tracks, test split {support:,} tracks; quarantined: "
+        + (", ".join(f"{r} {n:,}" for r, n in quarantine.items()) or "none"),
+        "",
+        "| model (test split) | accuracy | macro-F1 | "
+        + " | ".join(f"F1 {g}" for g in genres)
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(genres),
+        *[row for _, row in sorted(rows, reverse=True)],
+        "",
+        "wall s: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", choices=[*DATASETS, "all"], default="all")
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--tune-epochs", type=int, default=5)
+    parser.add_argument("--workdir", default=None, help="keep lakes and logs here (default: temp)")
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genre-accuracy-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    chosen = list(DATASETS) if args.dataset == "all" else [args.dataset]
+    try:
+        print(header("python benchmarks/accuracy.py " + " ".join(sys.argv[1:])))
+        for name in chosen:
+            print(run_dataset(DATASETS[name], workdir, args.trials, args.tune_epochs), flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Ingest speed: `genre ingest synthetic` (Spark -> Delta) against pandas + deltalake.write_deltalake.
+
+    python benchmarks/ingest_speed.py --tracks 100000
+    python benchmarks/ingest_speed.py --tracks 1000000
+
+Spark side, in a fresh lake, timed in two parts: ``land`` (generate the
+catalogue in executors, append it to bronze.tracks_raw as strings) and
+``refresh_silver`` (genre map, typing, range and required checks, dedup by
+track_id, conflicting genres to quarantine, then bronze.quarantine and
+silver.tracks, each one Delta commit, counts read back).
+
+Reference, the same rows: bronze.tracks_raw is read into pandas through
+delta-rs BEFORE the clock starts (so the reference pays no generation), then
+timed: write the raw rows to a Delta table (land), type every canonical column
+(``pd.to_numeric(errors="coerce")``), quarantine rows with a missing required
+field, an unparseable or out-of-range value, or a track_id under two genres,
+keep one row per track_id (later copies to quarantine, as Spark does), and write quarantine and silver with
+``write_deltalake``. No genre map (the synthetic genres are already coarse)
+and no quarantine ``record`` JSON: the reference does a little less work.
+The ratio is Spark rows/s / pandas rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from deltalake import DeltaTable, write_deltalake
+from measure import RolePeaks, header, measured  # benchmarks/ is on sys.path when run as a script
+from pyspark.sql import types as T
+
+from genre_spark.config import load_settings
+from genre_spark.ingest.land import land, refresh_silver
+from genre_spark.ingest.synthetic import SOURCE_NAME, generate
+from genre_spark.lake import Lake
+from genre_spark.schema import TRACK_FIELDS
+from genre_spark.session import get_spark
+
+
+def pandas_ingest(raw: pd.DataFrame, out: Path) -> tuple[int, int]:
+    """Land, type, check, dedup and write ``raw`` with pandas + delta-rs; (silver, quarantined)."""
+    write_deltalake(str(out / "bronze"), raw, mode="overwrite")
+    typed = raw.copy()
+    bad = raw["reject_reason"].notna().to_numpy()
+    for field in TRACK_FIELDS:
+        column = raw[field.name]
+        if isinstance(field.dtype, T.StringType):
+            value = column
+        else:
+            value = pd.to_numeric(column, errors="coerce")
+            bad |= (column.notna() & value.isna()).to_numpy()
+            if field.low is not None:
+                bad |= ((value < field.low) | (value > field.high)).fillna(False).to_numpy()
+            if isinstance(field.dtype, T.IntegerType):
+                value = value.astype("Int32")
+        if field.required:
+            bad |= value.isna().to_numpy()
+        typed[field.name] = value
+    kept = typed[~bad]
+    genres_per_id = kept.groupby("track_id")["genre"].transform("nunique")
+    conflict = np.zeros(len(typed), dtype=bool)
+    conflict[np.flatnonzero(~bad)[(genres_per_id > 1).to_numpy()]] = True
+    clean = ~bad & ~conflict
+    duplicate = np.zeros(len(typed), dtype=bool)
+    duplicate[np.flatnonzero(clean)[typed[clean].duplicated("track_id").to_numpy()]] = True
+    quarantine = typed[~clean | duplicate]
+    silver = typed[clean & ~duplicate]
+    write_deltalake(str(out / "quarantine"), quarantine.astype(str), mode="overwrite")
+    write_deltalake(str(out / "silver"), silver.drop(columns=["reject_reason"]), mode="overwrite")
+    return len(silver), len(quarantine)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=100_000)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--workdir", default=None, help="default: a temporary folder, removed")
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ingest-bench-"))
+    settings = load_settings(
+        overrides={
+            "lake": str(workdir / "lake"),
+            "spark.master": args.master,
+            "ingest.synthetic.tracks": args.tracks,
+        }
+    )
+    spark = get_spark(settings)
+    try:
+        lake = Lake(spark, settings.lake, settings.engine)
+        with RolePeaks() as peaks, measured() as landing:
+            land(lake, generate(spark, settings.ingest.synthetic), SOURCE_NAME)
+        with RolePeaks() as silver_peaks, measured() as silvering:
+            summary = refresh_silver(lake, settings)
+        raw = DeltaTable(str(Path(settings.lake) / "bronze" / "tracks_raw")).to_pandas()
+        with RolePeaks() as reference_peaks, measured() as reference:
+            ref_silver, ref_quarantined = pandas_ingest(raw, workdir / "pandas")
+    finally:
+        spark.stop()
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    spark_s = landing.seconds + silvering.seconds
+    rows = summary.rows_in
+    print(header("python benchmarks/ingest_speed.py " + " ".join(sys.argv[1:])))
+    print(
+        "| rows in | spark land s | spark validate+silver s | spark rows/s | silver / quarantined "
+        "| pandas+write_deltalake s | pandas rows/s | silver / quarantined | spark / pandas "
+        "| spark driver py+JVM MB | pandas process MB |"
+    )
+    print("|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|")
+    print(
+        f"| {rows:,} | {landing.seconds:.1f} | {silvering.seconds:.1f} | {rows / spark_s:,.0f} "
+        f"| {summary.silver_rows:,} / {summary.quarantined:,} | {reference.seconds:.1f} "
+        f"| {rows / reference.seconds:,.0f} | {ref_silver:,} / {ref_quarantined:,} "
+        f"| {reference.seconds / spark_s:.2f} "
+        f"| {max(peaks.driver, silver_peaks.driver):,.0f} | {reference_peaks.python:,.0f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
