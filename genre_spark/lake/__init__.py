@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
 from genre_spark.lake.deltars import ConcurrentWriteError, DeltaRsEngine
@@ -53,6 +54,16 @@ def delta_jvm_available(spark: SparkSession) -> bool:
         return False
 
 
+def _hashable(name: str, data_type: T.DataType) -> Column:
+    """A column Spark can hash: a map becomes its entries sorted by key.
+
+    Spark refuses to hash maps (equal maps may iterate in different orders);
+    sorted entries are the same for equal maps whatever order they were built in.
+    """
+    column = F.col(f"`{name}`")
+    return F.array_sort(F.map_entries(column)) if isinstance(data_type, T.MapType) else column
+
+
 def content_hash(df: DataFrame) -> str:
     """An order-independent fingerprint of a DataFrame's rows, wall-clock columns left out.
 
@@ -60,7 +71,8 @@ def content_hash(df: DataFrame) -> str:
     ran may differ. Computed by executors: a count and a sum of row hashes.
     """
     columns = sorted(c for c in df.columns if c not in TIME_COLUMNS)
-    row_hash = F.xxhash64(*[F.col(f"`{c}`") for c in columns]).cast("decimal(38,0)")
+    types = {f.name: f.dataType for f in df.schema.fields}
+    row_hash = F.xxhash64(*[_hashable(c, types[c]) for c in columns]).cast("decimal(38,0)")
     result = df.agg(F.count(F.lit(1)).alias("n"), F.sum(row_hash).alias("h")).first()
     return f"{result['n']}:{result['h'] or 0}:{','.join(columns)}"
 

@@ -257,6 +257,7 @@ class DeltaRsEngine:
         return self.spark.read.schema(schema).parquet(*files)
 
     def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> None:
+        _activate(df.sparkSession)
         (
             df.write.format(FORMAT)
             .mode("overwrite" if overwrite else "append")
@@ -319,6 +320,18 @@ class DeltaRsEngine:
         source = sql_source(path)
         self.spark.dataSource.register(source)
         return f"CREATE TABLE {qualified} USING {source.name()}"
+
+
+def _activate(spark: SparkSession) -> None:
+    """Make ``spark`` the active session of this thread before a ``genre_delta`` write.
+
+    Spark looks Python data sources up in the thread's active session; a job
+    started from a new Python thread has none (its JVM thread is new), and
+    the write would fail with DATA_SOURCE_NOT_FOUND.
+    """
+    jvm = spark.sparkContext._jvm
+    if jvm is not None:
+        jvm.org.apache.spark.sql.SparkSession.setActiveSession(spark._jsparkSession)
 
 
 def _orphans(path: str) -> list[str]:
