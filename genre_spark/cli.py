@@ -411,8 +411,9 @@ def train(
         with _epoch_bar(ctx.settings.train.epochs, "training") as on_epoch:
             outcome = training.run(ctx.lake, ctx.settings, on_epoch=on_epoch)
         metrics = outcome.result.metrics
+        action = "identical to, so re-used," if outcome.reused else "registered"
         out.print(
-            f"registered {ctx.settings.mlflow.model_name} version {outcome.version} "
+            f"{action} {ctx.settings.mlflow.model_name} version {outcome.version} "
             f"(best epoch {int(metrics['best_epoch'])}/{int(metrics['epochs_run'])}): "
             f"val accuracy {metrics['val_accuracy']:.4f}, val macro-F1 {metrics['val_macro_f1']:.4f}; "
             f"MLflow run {outcome.run_id}"

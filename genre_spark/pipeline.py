@@ -85,8 +85,9 @@ def _train(lake: Lake, settings: Settings, state: PipelineState) -> str:
     outcome = run(lake, settings)
     state.model_version, state.mlflow_run_id = outcome.version, outcome.run_id
     metrics = outcome.result.metrics
+    reused = " (identical re-train: existing version re-used)" if outcome.reused else ""
     return (
-        f"model version {outcome.version}: val macro-F1 {metrics['val_macro_f1']:.4f}, "
+        f"model version {outcome.version}{reused}: val macro-F1 {metrics['val_macro_f1']:.4f}, "
         f"val accuracy {metrics['val_accuracy']:.4f}"
     )
 

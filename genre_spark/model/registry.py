@@ -19,6 +19,7 @@ artifact location.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +41,10 @@ from genre_spark.lake import Lake
 MODELS_TABLE = "gold.models"
 ARTIFACT_NAME = "model"
 KIND = "cnn"
+#: Model-version tag: the fingerprint of what was registered (see ``model_fingerprint``).
+FINGERPRINT_TAG = "genre_spark.fingerprint"
+#: Run tag: the existing version an identical re-train re-used.
+REUSED_TAG = "reused_version"
 
 MODELS_SCHEMA = T.StructType(
     [
@@ -194,6 +199,11 @@ def register_model(
 ) -> str:
     """Log ``model`` to MLflow, register a new version, mirror it into gold.models; returns the version.
 
+    Idempotent: when a version with the same fingerprint (weights, params,
+    genres, features) is already registered, the run is logged but that
+    version is returned (and tagged on the run as ``reused_version``) instead
+    of registering a duplicate; gold.models is left unchanged.
+
     ``run_id`` continues an existing run (training or tuning opened it);
     without it the active run is used, or a new one started. ``metrics``
     must hold ``val_accuracy`` and ``val_macro_f1`` (what gold.models shows
@@ -205,14 +215,64 @@ def register_model(
     if missing:
         raise ValueError(f"metrics must include {sorted(missing)}")
     use_tracking(settings)
+    fingerprint = model_fingerprint(model, params, genres, features)
     with within_run(run_id) as run:
         uri = log_model_run(
             model, params=params, metrics=metrics, genres=genres, features=features, history=history
         )
-        version = str(mlflow.register_model(uri, settings.mlflow.model_name).version)
+        existing = version_with_fingerprint(settings, fingerprint)
+        if existing is not None:
+            mlflow.set_tag(REUSED_TAG, existing)
+            return existing
+        name = settings.mlflow.model_name
+        version = str(mlflow.register_model(uri, name).version)
+        mlflow.MlflowClient().set_model_version_tag(name, version, FINGERPRINT_TAG, fingerprint)
         mlflow.set_tag("registered_version", version)
         _mirror(lake, version, params, metrics, run.info.run_id, genres, features)
     return version
+
+
+def model_fingerprint(
+    model: torch.nn.Module, params: dict[str, Any], genres: list[str], features: list[str]
+) -> str:
+    """What makes two registrations the same model: weights, params, genre and feature order.
+
+    Training is deterministic (seeded init, per-rank shuffles, files sorted by
+    partition), so re-training on the same gold.features gives the same
+    fingerprint; registering it again would only add a duplicate version and
+    make every downstream table (scored, confusion, evaluation) change name.
+    """
+    digest = hashlib.sha256(
+        json.dumps(
+            {"params": params, "genres": list(genres), "features": list(features)},
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def version_with_fingerprint(settings: Settings, fingerprint: str) -> str | None:
+    """The registered version carrying ``fingerprint``, if any (the oldest one)."""
+    from mlflow import MlflowClient
+
+    name = settings.mlflow.model_name
+    try:
+        versions = MlflowClient().search_model_versions(f"name='{name}'")
+    except Exception:  # no registered model of that name yet
+        return None
+    same = [int(v.version) for v in versions if v.tags.get(FINGERPRINT_TAG) == fingerprint]
+    return str(min(same)) if same else None
+
+
+def reused_version(run_id: str) -> str | None:
+    """The version a run re-used instead of registering an identical model again, if it did."""
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_run(run_id).data.tags.get(REUSED_TAG)
 
 
 def _mirror(

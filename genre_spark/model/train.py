@@ -91,6 +91,8 @@ class TrainOutcome:
     version: str
     run_id: str
     result: TrainResult
+    #: True when training reproduced an already registered model, whose version was re-used.
+    reused: bool = False
 
 
 # --- metrics from confusion counts (all ranks compute the same numbers) -----------------
@@ -483,7 +485,12 @@ def run(
     """
     import mlflow
 
-    from genre_spark.model.registry import register_model, use_tracking, within_run
+    from genre_spark.model.registry import (
+        register_model,
+        reused_version,
+        use_tracking,
+        within_run,
+    )
 
     train = train or settings.train
     files = lake.files(FEATURES_TABLE)
@@ -504,4 +511,5 @@ def run(
             history=result.history,
             run_id=active.info.run_id,
         )
-    return TrainOutcome(version=version, run_id=active.info.run_id, result=result)
+    reused = reused_version(active.info.run_id) is not None
+    return TrainOutcome(version=version, run_id=active.info.run_id, result=result, reused=reused)
