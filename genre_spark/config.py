@@ -86,7 +86,9 @@ class SpotifySettings(_Section):
     read_timeout_s: float = Field(15.0, gt=0)
     transport_retries: int = Field(2, ge=0, description="quick urllib3 retries on 5xx/connect")
     max_attempts: int = Field(6, ge=1, description="attempts per request under the retry policy")
-    backoff_s: float = Field(1.0, ge=0.0, description="first 5xx/timeout backoff, doubled per retry")
+    backoff_s: float = Field(
+        1.0, ge=0.0, description="first 5xx/timeout backoff, doubled per retry"
+    )
     backoff_max_s: float = Field(60.0, ge=0.0)
     max_retry_after_s: float = Field(
         120.0, ge=0.0, description="longest Retry-After honoured; beyond it: checkpoint and stop"
