@@ -33,7 +33,7 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="100000,1000000", help="speed sizes, comma-separated")
     parser.add_argument("--only", default="score,train,dbscan,ingest,pipeline", help="speed items")
-    parser.add_argument("--dbscan-rows", default="200000", help="DBSCAN rows checked vs sklearn")
+    parser.add_argument("--dbscan-rows", default="100000", help="DBSCAN rows checked vs sklearn")
     parser.add_argument("--trials", default="6", help="tune trials per data set")
     parser.add_argument("--tune-epochs", default="5", help="epochs per tune trial")
     parser.add_argument("--dataset", default="all", help="tidytuesday | top2000 | all")

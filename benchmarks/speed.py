@@ -9,7 +9,8 @@ Items, in the order they run (the cheap, important ones first):
 * ``train``: benchmarks/train_speed.py speed (TorchDistributor vs a plain torch loop), at
   the smallest size only, --train-epochs epochs on both sides;
 * ``dbscan``: benchmarks/dbscan.py at --dbscan-rows with scikit-learn on the
-  same rows, then alone at 1M;
+  same rows (100k by default: scikit-learn at 200k held > 4 GB and still grew
+  after 21 min on the shared 2 cores), then alone at each larger size;
 * ``ingest``: benchmarks/ingest_speed.py (Spark ingest vs pandas + write_deltalake);
 * ``pipeline``: ``genre pipeline --tracks N`` in a subprocess, wall time and
   the peak RSS of its process tree split into driver (Python + JVM) and the
@@ -123,7 +124,7 @@ def main() -> None:
         "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=list(SIZES)
     )
     parser.add_argument("--train-epochs", type=int, default=3, help="both sides of train speed")
-    parser.add_argument("--dbscan-rows", type=int, default=200_000, help="rows checked vs sklearn")
+    parser.add_argument("--dbscan-rows", type=int, default=100_000, help="rows checked vs sklearn")
     parser.add_argument(
         "--only",
         type=lambda s: s.split(","),
