@@ -94,11 +94,19 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
     bronze = lake.read(RAW_TABLE)
     staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
     result = validate(staged, options.allowed_genres)
-    silver, excluded, report = select_genres(
-        result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
-    )
-    lake.write(result.quarantine.unionByName(excluded), QUARANTINE_TABLE, mode="overwrite")
-    lake.write(silver, SILVER_TABLE, mode="overwrite")
+    # Persisted once: the genre counts, the quarantine write and the silver
+    # write all read the validated rows, which would otherwise re-read and
+    # re-validate bronze three times.
+    valid, rejected = result.silver.persist(), result.quarantine.persist()
+    try:
+        silver, excluded, report = select_genres(
+            valid, options.top_genres, options.cap_per_genre, options.min_per_genre
+        )
+        lake.write(rejected.unionByName(excluded), QUARANTINE_TABLE, mode="overwrite")
+        lake.write(silver, SILVER_TABLE, mode="overwrite")
+    finally:
+        valid.unpersist()
+        rejected.unpersist()
     reasons = _counts(lake.read(QUARANTINE_TABLE), "reason")
     genres = _counts(lake.read(SILVER_TABLE), "genre")
     summary = IngestSummary(
