@@ -61,6 +61,17 @@ def script(name: str, *args: str) -> str:
     return done.stdout
 
 
+def echoed(proc: subprocess.Popen[str]) -> str:
+    """The process's output, also echoed line by line to stderr: a 1M run's progress is visible."""
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stderr.write(line)
+        lines.append(line)
+    proc.wait()
+    return "".join(lines)
+
+
 def pipeline(tracks: int, workdir: Path) -> str:
     """``genre pipeline --tracks N`` in a subprocess, its process tree's peak RSS by role."""
     lake = workdir / f"pipeline-{tracks}"
@@ -71,7 +82,7 @@ def pipeline(tracks: int, workdir: Path) -> str:
     with measured() as wall:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         with RolePeaks(pid=proc.pid) as peaks:
-            output, _ = proc.communicate()
+            output = echoed(proc)
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, args, output)
     stages = dict(zip(STAGE_START.findall(output), STAGE_DONE.findall(output), strict=False))

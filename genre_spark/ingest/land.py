@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from genre_spark.config import Settings
 from genre_spark.ingest.genres import coarsen, load_genre_map, select_genres
-from genre_spark.ingest.validate import validate, with_record
+from genre_spark.ingest.validate import decide, split_decided, with_record
 from genre_spark.lake import Lake
 from genre_spark.schema import INGESTED_AT, SOURCE, raw_schema
 
@@ -93,20 +93,19 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
     options = settings.validation
     bronze = lake.read(RAW_TABLE)
     staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
-    result = validate(staged, options.allowed_genres)
     # Persisted once: the genre counts, the quarantine write and the silver
-    # write all read the validated rows, which would otherwise re-read and
-    # re-validate bronze three times.
-    valid, rejected = result.silver.persist(), result.quarantine.persist()
+    # write all read the decided rows, which would otherwise re-read bronze
+    # and re-run the checks and the per-track_id window three times.
+    decided = decide(staged, options.allowed_genres).persist()
     try:
+        result = split_decided(decided)
         silver, excluded, report = select_genres(
-            valid, options.top_genres, options.cap_per_genre, options.min_per_genre
+            result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
         )
-        lake.write(rejected.unionByName(excluded), QUARANTINE_TABLE, mode="overwrite")
+        lake.write(result.quarantine.unionByName(excluded), QUARANTINE_TABLE, mode="overwrite")
         lake.write(silver, SILVER_TABLE, mode="overwrite")
     finally:
-        valid.unpersist()
-        rejected.unpersist()
+        decided.unpersist()
     reasons = _counts(lake.read(QUARANTINE_TABLE), "reason")
     genres = _counts(lake.read(SILVER_TABLE), "genre")
     summary = IngestSummary(

@@ -165,18 +165,22 @@ def _dedup_reason(passed: Column) -> Column:
     )
 
 
-def validate(raw: DataFrame, allowed_genres: Sequence[str] | None = None) -> ValidationResult:
-    """Type and check ``raw`` (``schema.raw_schema()`` columns); see the module doc for the order.
+def decide(raw: DataFrame, allowed_genres: Sequence[str] | None = None) -> DataFrame:
+    """Every row of ``raw`` with its reason to reject it (``_reason``, null: valid).
 
-    A pure DataFrame function: nothing is read or written, nothing collected.
-    ``raw`` may carry a ``record`` column (``with_record``) holding the row as
-    first received; otherwise the record is built from ``raw`` itself.
+    The expensive half of ``validate`` (parsing, the checks, the per-track_id
+    window): a caller that reads both outcomes can persist this once and
+    ``split_decided`` it, instead of computing it for each outcome.
     """
     first = _first_failure(allowed_genres)
     checked = _with_numbers(with_record(raw)).withColumn(_REASON, first)
-    decided = checked.withColumn(
+    return checked.withColumn(
         _REASON, F.coalesce(F.col(_REASON), _dedup_reason(F.col(_REASON).isNull()))
     )
+
+
+def split_decided(decided: DataFrame) -> ValidationResult:
+    """``decide``'s rows as typed silver rows and quarantine rows (a projection, nothing computed)."""
     silver_columns = [_typed(f).alias(f.name) for f in TRACK_FIELDS] + [
         F.col(SOURCE),
         F.coalesce(F.col(INGESTED_AT), F.current_timestamp()).alias(INGESTED_AT),
@@ -188,3 +192,13 @@ def validate(raw: DataFrame, allowed_genres: Sequence[str] | None = None) -> Val
     )
     quarantine = quarantine_rows(decided.filter(F.col(_REASON).isNotNull()), F.col(_REASON))
     return ValidationResult(silver=silver, quarantine=quarantine)
+
+
+def validate(raw: DataFrame, allowed_genres: Sequence[str] | None = None) -> ValidationResult:
+    """Type and check ``raw`` (``schema.raw_schema()`` columns); see the module doc for the order.
+
+    A pure DataFrame function: nothing is read or written, nothing collected.
+    ``raw`` may carry a ``record`` column (``with_record``) holding the row as
+    first received; otherwise the record is built from ``raw`` itself.
+    """
+    return split_decided(decide(raw, allowed_genres))
