@@ -1,7 +1,7 @@
 """Accuracy on real data: the tuned CNN beside three MLlib references, same split, test set.
 
     python benchmarks/accuracy.py                        # both data sets, the recorded settings
-    python benchmarks/accuracy.py --dataset tidytuesday --trials 6 --tune-epochs 5
+    python benchmarks/accuracy.py --dataset tidytuesday --trials 20 --tune-epochs 12
 
 For each data set, in a fresh lake and through the ``genre`` CLI (what a user
 runs), one subprocess per command:
@@ -153,8 +153,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset", choices=[*DATASETS, "all"], default="all")
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--tune-epochs", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--tune-epochs", type=int, default=12)
     parser.add_argument("--workdir", default=None, help="keep lakes and logs here (default: temp)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genre-accuracy-"))
