@@ -209,15 +209,20 @@ def run(lake: Lake) -> EvaluationResult:
         )
     else:
         notes.append("gold.reference_predictions not found: only the CNN was evaluated")
-    confusion_version = lake.write(confusion(predictions), "gold.confusion")
-    counts = lake.read("gold.confusion")
-    models = sorted(r["model"] for r in counts.select("model").distinct().collect())
-    if not models:
-        raise NothingToEvaluateError(
-            "no scored track is in gold.features (no truth to compare with): "
-            "run `genre score` on silver.tracks after `genre prepare`"
-        )
-    evaluation_version = lake.write(metrics(counts), "gold.evaluation")
+    # Small (models x genres x genres rows) and read three times: persisted, and
+    # checked before anything is written, so an empty input leaves both tables as they were.
+    counts = confusion(predictions).persist()
+    try:
+        models = sorted(r["model"] for r in counts.select("model").distinct().collect())
+        if not models:
+            raise NothingToEvaluateError(
+                "no scored track is in gold.features (no truth to compare with): "
+                "run `genre score` on silver.tracks after `genre prepare`"
+            )
+        confusion_version = lake.write(counts, "gold.confusion")
+        evaluation_version = lake.write(metrics(lake.read("gold.confusion")), "gold.evaluation")
+    finally:
+        counts.unpersist()
     for note in notes:
         log.warning(note)
     return EvaluationResult(models, confusion_version, evaluation_version, notes)

@@ -162,3 +162,23 @@ def test_run_without_references_notes_it(spark: SparkSession, lake: Lake) -> Non
     assert "gold.reference_predictions not found" in printed
     accuracy = lake.read("gold.evaluation").where("genre = 'accuracy'").first()
     assert (accuracy["accuracy"], accuracy["support"]) == (0.5, 2)
+
+
+def test_nothing_to_evaluate_writes_nothing(spark: SparkSession, lake: Lake) -> None:
+    """Scored tracks without truth: a clear error, and neither output table is touched."""
+    features = spark.createDataFrame(
+        [("a", "jazz", "test", [0.0], False, True)],
+        "track_id string, genre string, split string, features array<double>, "
+        "is_outlier boolean, is_core boolean",
+    )
+    scored = spark.createDataFrame(
+        [("elsewhere", "v1", "jazz", {"jazz": 1.0}, ["jazz"], NOW)],
+        "track_id string, model_version string, predicted_genre string, "
+        "probabilities map<string,double>, top3 array<string>, scored_at timestamp",
+    )
+    lake.write(features, "gold.features")
+    lake.write(scored, "gold.scored")
+    with pytest.raises(evaluate.NothingToEvaluateError, match="no scored track"):
+        evaluate.run(lake)
+    assert not lake.exists("gold.confusion")
+    assert not lake.exists("gold.evaluation")
