@@ -40,7 +40,7 @@ from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import register_model
-from genre_spark.prepare.normalize import fit_normalizer
+from genre_spark.prepare.normalize import fit_normalizer, normalizer_parameters
 from genre_spark.session import get_spark
 
 GENRES = [f"genre{i:02d}" for i in range(10)]
@@ -60,6 +60,7 @@ def build_lake(spark: SparkSession, settings: Settings, n: int) -> tuple[Lake, G
     partitions = max(2, spark.sparkContext.defaultParallelism)
     lake.write(tracks(spark, n, settings.features, partitions), "silver.tracks")
     lake.write(fit_normalizer(lake.read("silver.tracks"), settings.features), "gold.normalizer")
+    normalizer = normalizer_parameters(lake.read("gold.normalizer"), settings.features)
     t = settings.train
     torch.manual_seed(0)
     model = GenreCNN(
@@ -73,6 +74,7 @@ def build_lake(spark: SparkSession, settings: Settings, n: int) -> tuple[Lake, G
         metrics={"val_accuracy": 0.0, "val_macro_f1": 0.0},
         genres=GENRES,
         features=list(settings.features),
+        normalizer=normalizer,
     )
     return lake, model, version
 
@@ -108,7 +110,7 @@ def main() -> None:
         lake, model, version = build_lake(spark, settings, args.tracks)
         spec = score.model_spec(settings, version)
         source = lake.read("silver.tracks")
-        normalizer = lake.read("gold.normalizer")
+        normalizer = score.model_normalizer(lake, spec)
 
         def noop(df: DataFrame) -> None:
             score.score(df, normalizer, spec, settings).write.format("noop").mode(

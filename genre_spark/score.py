@@ -1,8 +1,10 @@
 """Batch scoring: a registered model over a whole catalogue, into gold.scored.
 
 How it runs (ARCHITECTURE decision 7). The raw feature columns are scaled by
-``apply_normalizer`` with the stored gold.normalizer, the very function
-training's inputs went through, in the order of the model's own feature list.
+``apply_normalizer`` with the centers and scales the model was trained with
+(stored in the registered model from gold.normalizer at training time, so a
+later ``genre prepare`` cannot change them), the very function training's
+inputs went through, in the order of the model's own feature list.
 The scaled vectors go to the model through ``predict_batch_udf``: each Python
 worker loads the model once (``load_model(settings, version)`` inside
 ``make_predict_fn``, cached for the worker's life) and runs it on Arrow
@@ -39,7 +41,7 @@ from pyspark.sql import types as T
 
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
-from genre_spark.prepare.normalize import apply_normalizer
+from genre_spark.prepare.normalize import Normalizer, apply_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class ModelSpec:
     version: str
     genres: tuple[str, ...]
     features: tuple[str, ...]
+    #: (feature, center, scale) the model was trained with; empty: use gold.normalizer.
+    normalizer: tuple[tuple[str, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,10 +183,11 @@ def _ranked(probabilities: Column, genres: Sequence[str]) -> Column:
     return F.transform(order, lambda s: F.get(labels, s["i"]))
 
 
-def score(df: DataFrame, normalizer: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
+def score(df: DataFrame, normalizer: Normalizer, model: ModelSpec, settings: Settings) -> DataFrame:
     """gold.scored rows for every scorable row of ``df`` (raw feature columns + track_id).
 
-    Pure: reads nothing, writes nothing. ``normalizer`` is gold.normalizer;
+    Pure: reads nothing, writes nothing. ``normalizer`` is the model's own
+    (``model_normalizer``) or gold.normalizer rows;
     ``model`` names the registered version whose weights each worker loads.
     """
     features = list(model.features)
@@ -212,7 +217,20 @@ def model_spec(settings: Settings, version: str | None = None) -> ModelSpec:
     from genre_spark.model.registry import load_model
 
     loaded = load_model(settings, version)
-    return ModelSpec(loaded.version, tuple(loaded.genres), tuple(loaded.features))
+    normalizer = tuple((f, c, s) for f, (c, s) in (loaded.normalizer or {}).items())
+    return ModelSpec(loaded.version, tuple(loaded.genres), tuple(loaded.features), normalizer)
+
+
+def model_normalizer(lake: Lake, model: ModelSpec) -> Normalizer:
+    """The scaling the model was trained with; gold.normalizer for a model that carries none."""
+    if model.normalizer:
+        return {f: (c, s) for f, c, s in model.normalizer}
+    log.warning(
+        "model version %s carries no normalizer (registered without one): scaling with the "
+        "current gold.normalizer",
+        model.version,
+    )
+    return lake.read("gold.normalizer")
 
 
 def run(
@@ -238,7 +256,7 @@ def run(
             "repeated track_id row(s); gold.scored keeps one row per (track_id, model_version), "
             "so deduplicate the table first"
         )
-    scored = score(source, lake.read("gold.normalizer"), model, settings)
+    scored = score(source, model_normalizer(lake, model), model, settings)
     version = lake.merge(scored, SCORED_TABLE, keys=KEYS)
     skipped = counts.missing_feature if settings.score.missing == "skip" else 0
     result = ScoreResult(

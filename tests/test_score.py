@@ -17,8 +17,13 @@ from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake, content_hash
 from genre_spark.model.cnn import GenreCNN
-from genre_spark.model.registry import register_model
-from genre_spark.prepare.normalize import apply_normalizer, fit_normalizer
+from genre_spark.model.registry import load_model, register_model
+from genre_spark.prepare.normalize import (
+    Normalizer,
+    apply_normalizer,
+    fit_normalizer,
+    normalizer_parameters,
+)
 from genre_spark.schema import FEATURES
 
 GENRES = ["folk", "jazz", "metal", "pop"]
@@ -39,7 +44,9 @@ def _catalogue(spark: SparkSession, n: int, seed: int) -> DataFrame:
     return spark.createDataFrame(rows, ddl)
 
 
-def _register(lake: Lake, settings: Settings, seed: int) -> tuple[str, GenreCNN]:
+def _register(
+    lake: Lake, settings: Settings, seed: int, normalizer: Normalizer | None = None
+) -> tuple[str, GenreCNN]:
     torch.manual_seed(seed)
     model = GenreCNN(len(FEATURES), len(GENRES), channels=4, depth=1, kernel_size=3, dropout=0.0)
     version = register_model(
@@ -50,6 +57,7 @@ def _register(lake: Lake, settings: Settings, seed: int) -> tuple[str, GenreCNN]
         metrics={"val_accuracy": 0.5, "val_macro_f1": 0.4},
         genres=GENRES,
         features=list(FEATURES),
+        normalizer=normalizer,
     )
     return version, model.eval()
 
@@ -70,12 +78,17 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     yield settings, lake, version, model, first
 
 
-def _expected(lake: Lake, model: torch.nn.Module, version: str) -> dict[str, tuple]:
-    """In-process torch on the same normalized inputs: {track_id: (predicted, probs, top3)}."""
+def _expected(
+    lake: Lake, model: torch.nn.Module, version: str, normalizer: Normalizer | None = None
+) -> dict[str, tuple]:
+    """In-process torch on the same normalized inputs: {track_id: (predicted, probs, top3)}.
+
+    ``normalizer``: the scaling the model was registered with (default: gold.normalizer).
+    """
     rows = (
         apply_normalizer(
             lake.read("silver.tracks").where("track_id is not null"),
-            lake.read("gold.normalizer"),
+            lake.read("gold.normalizer") if normalizer is None else normalizer,
             FEATURES,
         )
         .select("track_id", "features")
@@ -160,6 +173,24 @@ def test_new_version_adds_rows_beside_the_old_ones(env: tuple) -> None:
     expected = _expected(lake, second_model, second_version)
     kept = {k: v for k, v in expected.items() if int(k.rsplit("-", 1)[1]) % 17}
     _assert_scores(table.where(F.col("model_version") == second_version), kept)
+
+
+def test_a_version_is_scored_with_the_normalizer_it_was_trained_with(env: tuple) -> None:
+    """gold.normalizer re-fitted after training (a later prepare) does not change the scores."""
+    settings, lake, _, _, _ = env
+    silver = lake.read("silver.tracks").where("track_id is not null")
+    trained_with = normalizer_parameters(
+        fit_normalizer(silver.where("track_id < 't1-0060'"), FEATURES), FEATURES
+    )
+    current = normalizer_parameters(lake.read("gold.normalizer"), FEATURES)
+    assert trained_with["tempo"] != current["tempo"]
+    version, model = _register(lake, settings, seed=5, normalizer=trained_with)
+    assert load_model(settings, version).normalizer == trained_with
+
+    score.run(lake, settings, model_version=version)
+
+    scored = lake.read("gold.scored").where(F.col("model_version") == version)
+    _assert_scores(scored, _expected(lake, model, version, trained_with))
 
 
 def test_repeated_track_ids_fail_before_writing(env: tuple) -> None:

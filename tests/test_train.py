@@ -59,10 +59,22 @@ def _features_with_poisoned_test_split(spark: SparkSession, settings: Settings) 
     return blobs.withColumn("features", poisoned)
 
 
+def _write_normalizer(lake: Lake, features: list[str]) -> dict[str, tuple[float, float]]:
+    """A gold.normalizer for the blob features (already scaled), with distinct numbers to trace."""
+    numbers = {f: (float(i), 1.0 + i / 10) for i, f in enumerate(features)}
+    rows = [(f, c, s) for f, (c, s) in numbers.items()]
+    lake.write(
+        lake.spark.createDataFrame(rows, "feature string, center double, scale double"),
+        "gold.normalizer",
+    )
+    return numbers
+
+
 @pytest.fixture(scope="module")
 def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
     lake = Lake(spark, module_settings.lake)
     lake.write(_features_with_poisoned_test_split(spark, module_settings), "gold.features")
+    normalizer = _write_normalizer(lake, list(module_settings.features))
     epochs: list[dict[str, Any]] = []
     outcome = train.run(lake, module_settings, on_epoch=epochs.append)
     return {
@@ -70,6 +82,7 @@ def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
         "outcome": outcome,
         "epochs": epochs,
         "files": lake.files("gold.features"),
+        "normalizer": normalizer,
     }
 
 
@@ -114,6 +127,7 @@ def test_registered_model_predicts_like_the_trained_weights(
             assert loaded.version == trained["outcome"].version
             assert loaded.genres == GENRES
             assert loaded.features == list(module_settings.features)
+            assert loaded.normalizer == trained["normalizer"]
             assert not loaded.model.training
             torch.testing.assert_close(loaded.model(x), expected, atol=1e-6, rtol=0)
 
@@ -169,6 +183,9 @@ def test_mlflow_run_has_params_curves_and_artifacts(
     run = client.get_run(run_id)
     assert run.data.params["learning_rate"] == str(module_settings.train.learning_rate)
     assert run.data.tags["registered_version"] == trained["outcome"].version
+    assert run.data.tags["normalizer_table_version"] == str(
+        trained["lake"].version("gold.normalizer")
+    )
     curve = client.get_metric_history(run_id, "epoch_val_macro_f1")
     assert [m.step for m in curve] == [1, 2, 3]
     assert [m.value for m in curve] == [
@@ -255,6 +272,7 @@ def test_tune_searches_on_validation_then_registers_the_best(
     )
     lake = Lake(spark, settings.lake)
     lake.write(_features_with_poisoned_test_split(spark, settings), "gold.features")
+    _write_normalizer(lake, list(settings.features))
     seen: list[tuple[int, dict[str, Any], float]] = []
     outcome = tune.run(lake, settings, on_trial=lambda n, p, v: seen.append((n, p, v)))
 

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +75,9 @@ class LoadedModel:
     features: list[str]
     run_id: str
     params: dict[str, Any]
+    #: ``{feature: (center, scale)}`` the model was trained with; None for a
+    #: model registered without one (scoring then uses gold.normalizer).
+    normalizer: dict[str, tuple[float, float]] | None = None
 
 
 def _quiet_mlflow() -> None:
@@ -165,9 +168,13 @@ def log_model_run(
     genres: list[str],
     features: list[str],
     history: list[dict[str, Any]] | None = None,
+    normalizer: Mapping[str, tuple[float, float]] | None = None,
 ) -> str:
     """Params, final metrics, per-epoch curves and the model artifact into the active run.
 
+    ``normalizer`` (``{feature: (center, scale)}``, what the training inputs
+    were scaled with) goes into the model's metadata beside its genres and
+    features, so the model scores new rows exactly as it was trained.
     Returns the logged model's URI (what :func:`register_model` registers).
     """
     import mlflow
@@ -178,7 +185,12 @@ def log_model_run(
     info = mlflow.pytorch.log_model(
         model.to("cpu").eval(),
         name=ARTIFACT_NAME,
-        metadata={"genres": list(genres), "features": list(features), "params": params},
+        metadata={
+            "genres": list(genres),
+            "features": list(features),
+            "params": params,
+            **({"normalizer": {f: list(cs) for f, cs in normalizer.items()}} if normalizer else {}),
+        },
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         serialization_format="pickle",
     )
@@ -196,6 +208,7 @@ def register_model(
     features: list[str],
     history: list[dict[str, Any]] | None = None,
     run_id: str | None = None,
+    normalizer: Mapping[str, tuple[float, float]] | None = None,
 ) -> str:
     """Log ``model`` to MLflow, register a new version, mirror it into gold.models; returns the version.
 
@@ -218,7 +231,13 @@ def register_model(
     fingerprint = model_fingerprint(model, params, genres, features)
     with within_run(run_id) as run:
         uri = log_model_run(
-            model, params=params, metrics=metrics, genres=genres, features=features, history=history
+            model,
+            params=params,
+            metrics=metrics,
+            genres=genres,
+            features=features,
+            history=history,
+            normalizer=normalizer,
         )
         existing = version_with_fingerprint(settings, fingerprint)
         if existing is not None:
@@ -351,4 +370,9 @@ def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
         features=list(metadata.get("features", [])),
         run_id=run_id,
         params=dict(metadata.get("params", {})),
+        normalizer=(
+            {f: (float(c), float(sc)) for f, (c, sc) in metadata["normalizer"].items()}
+            if metadata.get("normalizer")
+            else None
+        ),
     )

@@ -35,8 +35,10 @@ from pyspark.sql import SparkSession
 from genre_spark.config import Settings, TrainSettings
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN, architecture
+from genre_spark.prepare.normalize import normalizer_parameters
 
 FEATURES_TABLE = "gold.features"
+NORMALIZER_TABLE = "gold.normalizer"
 #: TrainSettings fields that shape one training run (logged as MLflow params).
 HYPERPARAMETERS = (
     "epochs",
@@ -494,10 +496,15 @@ def run(
 
     train = train or settings.train
     files = lake.files(FEATURES_TABLE)
+    # Read with the features it scaled; the model carries these numbers (see register_model).
+    normalizer_version = lake.version(NORMALIZER_TABLE)
+    normalizer = normalizer_parameters(
+        lake.read(NORMALIZER_TABLE, normalizer_version), settings.features
+    )
     params = params_of(train, len(files))
     use_tracking(settings)
     with within_run(None, run_name=run_name) as active:
-        mlflow.set_tag("stage", "train")
+        mlflow.set_tags({"stage": "train", "normalizer_table_version": str(normalizer_version)})
         result = fit(lake.spark, files, train, settings.features, on_epoch)
         mlflow.log_dict({str(r): f for r, f in result.shards.items()}, "shards.json")
         version = register_model(
@@ -510,6 +517,7 @@ def run(
             features=result.features,
             history=result.history,
             run_id=active.info.run_id,
+            normalizer=normalizer,
         )
     reused = reused_version(active.info.run_id) is not None
     return TrainOutcome(version=version, run_id=active.info.run_id, result=result, reused=reused)

@@ -65,6 +65,7 @@ def run(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     files = lake.files(training.FEATURES_TABLE)
+    lake.version(training.NORMALIZER_TABLE)  # the retrained model needs it: fail before the search
     trials = settings.tune.trials
     sampler = optuna.samplers.TPESampler(
         seed=settings.tune.seed, n_startup_trials=min(10, max(2, trials // 3))

@@ -6,6 +6,9 @@ numbers it was never trained on. So ``fit_normalizer`` sees only train rows,
 its result is stored as gold.normalizer (one row per feature: center, scale),
 and ``apply_normalizer`` is the single function that training and scoring call
 to turn raw Spotify values into the model's vector (ARCHITECTURE decision 3).
+Training stores the numbers it read from gold.normalizer in the registered
+model, and scoring applies those, so re-running prepare later (new tracks, a
+new fit) cannot change how an existing model version is scored.
 
 Methods (``settings.prepare.scaler``):
 
@@ -29,14 +32,17 @@ A feature with no value at all in the train split cannot be fitted: that is a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal, TypeAlias
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 Method = Literal["standard", "robust"]
+#: gold.normalizer rows, or the same numbers as ``{feature: (center, scale)}``
+#: (what a registered model carries, so it is scaled as it was trained).
+Normalizer: TypeAlias = DataFrame | Mapping[str, tuple[float | None, float | None]]
 
 #: A scale below this is treated as zero (scikit-learn's ``_handle_zeros_in_scale``).
 ZERO_SCALE = 10 * float(np.finfo(np.float64).eps)
@@ -109,17 +115,20 @@ def fit_normalizer(
 
 
 def normalizer_parameters(
-    normalizer: DataFrame, features: Sequence[str]
+    normalizer: Normalizer, features: Sequence[str]
 ) -> dict[str, tuple[float, float]]:
     """``{feature: (center, scale)}`` for ``features``, checked.
 
     The normalizer has one row per feature, so collecting it is cheap; this is
     also how ``run`` fails fast, before writing, when a feature cannot be fitted.
     """
-    rows = normalizer.select("feature", "center", "scale").collect()
-    fitted = {r["feature"]: (r["center"], r["scale"]) for r in rows}
-    if len(fitted) != len(rows):
-        raise NormalizerError("the normalizer has more than one row for a feature")
+    if isinstance(normalizer, DataFrame):
+        rows = normalizer.select("feature", "center", "scale").collect()
+        fitted = {r["feature"]: (r["center"], r["scale"]) for r in rows}
+        if len(fitted) != len(rows):
+            raise NormalizerError("the normalizer has more than one row for a feature")
+    else:
+        fitted = dict(normalizer)
     missing = [f for f in features if f not in fitted]
     if missing:
         raise FeatureNotInNormalizerError(
@@ -136,7 +145,7 @@ def normalizer_parameters(
 
 
 def scaled_columns(
-    normalizer: DataFrame, features: Sequence[str], impute: bool = True
+    normalizer: Normalizer, features: Sequence[str], impute: bool = True
 ) -> list[Column]:
     """One scaled column per feature, in ``features`` order; a null becomes 0 when ``impute``."""
     columns = []
@@ -148,7 +157,7 @@ def scaled_columns(
 
 def apply_normalizer(
     df: DataFrame,
-    normalizer: DataFrame,
+    normalizer: Normalizer,
     features: Sequence[str],
     output_col: str = "features",
     impute: bool = True,
