@@ -21,7 +21,12 @@ runs), one subprocess per command:
 
 Then gold.evaluation (test split) is read with delta-rs and printed as
 Markdown: accuracy, macro-F1 and per-genre F1 of every model, plus the
-quarantine reasons (how many rows the dedup removed).
+quarantine reasons (how many rows the dedup removed). Last, the CNN and the
+reference that are best on *validation* are compared on the test tracks with
+a paired bootstrap (the same resampled tracks for both models): the gap in
+macro-F1 and its 95 % interval, which says whether a difference is larger
+than the test set's noise. ``--tables-only`` re-prints all of this from the
+lakes a previous run left in ``--workdir``.
 
 Top 2000 has no instrumentalness, key or mode: ``features`` is set to the nine
 features it has (no imputed column), genres are coarsened with the default
@@ -38,9 +43,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from deltalake import DeltaTable
 from measure import header, measured  # benchmarks/ is on sys.path when run as a script
+from sklearn.metrics import f1_score
 
 DATA = Path("/work/shared/data")
 GENRE = str(Path(sys.executable).with_name("genre"))
@@ -99,6 +106,56 @@ def run_dataset(data: Dataset, workdir: Path, trials: int, tune_epochs: int) -> 
     return results_markdown(data, lake, seconds, trials, tune_epochs)
 
 
+def test_predictions(lake: Path) -> pd.DataFrame:
+    """Test-split predictions of every model: model, track_id, genre (truth), predicted."""
+    features = table(lake, "gold.features")
+    truth = features.loc[features["split"] == "test", ["track_id", "genre"]]
+    scored = table(lake, "gold.scored")
+    cnn = scored.merge(truth, on="track_id").rename(columns={"predicted_genre": "predicted"})
+    cnn["model"] = "cnn:" + cnn["model_version"]
+    references = table(lake, "gold.reference_predictions")
+    references = references[references["split"] == "test"]
+    columns = ["model", "track_id", "genre", "predicted"]
+    return pd.concat([cnn[columns], references[columns]], ignore_index=True)
+
+
+def paired_bootstrap(
+    predictions: pd.DataFrame, a: str, b: str, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Test macro-F1 of ``a`` minus ``b``, and the 2.5 / 97.5 % points over resampled tracks."""
+    wide = predictions.pivot(index="track_id", columns="model", values="predicted")
+    truth = predictions.drop_duplicates("track_id").set_index("track_id")["genre"]
+    y, pa, pb = truth.loc[wide.index].to_numpy(), wide[a].to_numpy(), wide[b].to_numpy()
+    labels = np.unique(y)
+
+    def gap(rows: np.ndarray) -> float:
+        return f1_score(y[rows], pa[rows], labels=labels, average="macro") - f1_score(
+            y[rows], pb[rows], labels=labels, average="macro"
+        )
+
+    rng = np.random.default_rng(seed)
+    draws = [gap(rng.integers(0, len(y), len(y))) for _ in range(resamples)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return gap(np.arange(len(y))), float(low), float(high)
+
+
+def comparison_line(lake: Path, val_f1: pd.Series, names: dict[str, str]) -> str:
+    """The best-on-validation CNN against the best-on-validation reference, on test tracks."""
+    cnns = val_f1[val_f1.index.str.startswith("cnn:")]
+    references = val_f1[~val_f1.index.str.startswith("cnn:")]
+    if cnns.empty or references.empty:
+        return ""
+    cnn, reference = cnns.idxmax(), references.idxmax()
+    predictions = test_predictions(lake)
+    difference, low, high = paired_bootstrap(predictions, cnn, reference)
+    n = predictions["track_id"].nunique()
+    return (
+        f"Best on validation: {names.get(cnn, cnn)} vs {reference}. Test macro-F1 difference "
+        f"(CNN - reference): {difference:+.4f}, 95 % paired-bootstrap interval "
+        f"[{low:+.4f}, {high:+.4f}] (2,000 resamples of the {n:,} test tracks)."
+    )
+
+
 def results_markdown(
     data: Dataset, lake: Path, seconds: dict[str, float], trials: int, tune_epochs: int
 ) -> str:
@@ -142,7 +199,9 @@ def results_markdown(
         "|---|---:|---:|---:|" + "---:|" * len(genres),
         *[row for _, row in sorted(rows, reverse=True)],
         "",
-        "wall s: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+        comparison_line(lake, val_f1, names),
+        "",
+        ("wall s: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())) if seconds else "",
         "",
     ]
     return "\n".join(lines)
@@ -156,14 +215,28 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--tune-epochs", type=int, default=12)
     parser.add_argument("--workdir", default=None, help="keep lakes and logs here (default: temp)")
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="run nothing: re-print the tables from the lakes a run left in --workdir",
+    )
     args = parser.parse_args()
+    if args.tables_only and not args.workdir:
+        parser.error("--tables-only needs the --workdir of a previous run")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genre-accuracy-"))
     workdir.mkdir(parents=True, exist_ok=True)
     chosen = list(DATASETS) if args.dataset == "all" else [args.dataset]
     try:
         print(header("python benchmarks/accuracy.py " + " ".join(sys.argv[1:])))
         for name in chosen:
-            print(run_dataset(DATASETS[name], workdir, args.trials, args.tune_epochs), flush=True)
+            if args.tables_only:
+                data = DATASETS[name]
+                lake = workdir / name / "lake"
+                print(results_markdown(data, lake, {}, args.trials, args.tune_epochs), flush=True)
+            else:
+                print(
+                    run_dataset(DATASETS[name], workdir, args.trials, args.tune_epochs), flush=True
+                )
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
