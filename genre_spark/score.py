@@ -8,9 +8,10 @@ inputs went through, in the order of the model's own feature list.
 The scaled vectors go to the model through ``predict_batch_udf``: each Python
 worker loads the model once (``load_model(settings, version)`` inside
 ``make_predict_fn``, cached for the worker's life) and runs it on Arrow
-batches of ``score.batch_size`` rows. Only the softmax is computed in Python;
-the label, the probability map and the top 3 are column expressions over the
-model's genre list (label index = position, stored with the model).
+batches of ``score.batch_size`` rows. The softmax and the ranking (the label
+indices of the top 3, one numpy argsort per batch) are computed there; the
+genre names, the probability map and the top 3 are column expressions over
+the model's genre list (label index = position, stored with the model).
 
 Output rows (gold.scored): track_id, model_version, predicted_genre,
 probabilities (map genre -> softmax probability), top3 (genres by falling
@@ -137,14 +138,21 @@ def input_counts(df: DataFrame, features: Sequence[str]) -> InputCounts:
 
 
 def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..., Column]:
-    """predict_batch_udf returning one probability column per genre; the model loads once per worker.
+    """predict_batch_udf: per genre its probability ``p<i>``, and the label indices ``r<k>`` of the top k.
 
-    Scalar output columns (not one array column) let Arrow move the result as
-    plain float columns instead of one Python array per row.
+    The model loads once per worker. Scalar output columns (not one array
+    column) let Arrow move the result as plain columns instead of one Python
+    array per row. The ranking is one vectorised numpy argsort per batch:
+    ranking in the JVM needs higher-order functions (a sort of structs per
+    row), which Spark interprets row by row; that cost half as much again as
+    the model itself (BENCHMARKS.md, section 2). A stable sort of the
+    negated probabilities keeps equal probabilities in label order, which is
+    ``torch.argmax``'s tie rule.
     """
     from pyspark.ml.functions import predict_batch_udf
 
     names = [f"p{i}" for i in range(n_genres)]
+    ranks = [f"r{k}" for k in range(min(TOP_K, n_genres))]
 
     def make_predict_fn() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
         import torch
@@ -163,24 +171,19 @@ def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..
             x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
             with torch.inference_mode():
                 probabilities = torch.softmax(model(x), dim=1).double().numpy()
-            return {name: probabilities[:, i] for i, name in enumerate(names)}
+            order = np.argsort(-probabilities, axis=1, kind="stable").astype(np.int32)
+            return {
+                **{name: probabilities[:, i] for i, name in enumerate(names)},
+                **{rank: order[:, k] for k, rank in enumerate(ranks)},
+            }
 
         return predict
 
+    fields = [T.StructField(n, T.DoubleType()) for n in names]
+    fields += [T.StructField(r, T.IntegerType()) for r in ranks]
     return predict_batch_udf(
-        make_predict_fn,
-        return_type=T.StructType([T.StructField(n, T.DoubleType()) for n in names]),
-        batch_size=settings.score.batch_size,
+        make_predict_fn, return_type=T.StructType(fields), batch_size=settings.score.batch_size
     )
-
-
-def _ranked(probabilities: Column, genres: Sequence[str]) -> Column:
-    """Genres by falling probability; equal probabilities keep label order (torch.argmax's tie rule)."""
-    labels = F.array(*[F.lit(g) for g in genres])
-    order = F.sort_array(
-        F.transform(probabilities, lambda p, i: F.struct((-p).alias("p"), i.alias("i")))
-    )
-    return F.transform(order, lambda s: F.get(labels, s["i"]))
 
 
 def score(df: DataFrame, normalizer: Normalizer, model: ModelSpec, settings: Settings) -> DataFrame:
@@ -194,20 +197,20 @@ def score(df: DataFrame, normalizer: Normalizer, model: ModelSpec, settings: Set
     require_columns(df, model, "the input")
     rows = scorable(df.select("track_id", *features), features, settings.score.missing)
     scaled = apply_normalizer(rows, normalizer, features, output_col="_x")
-    softmax = _softmax_udf(settings, model.version, len(model.genres))
+    n_genres = len(model.genres)
+    softmax = _softmax_udf(settings, model.version, n_genres)
     vector = F.struct(*[F.col("_x")[i].alias(f) for i, f in enumerate(features)])
-    with_probs = scaled.select("track_id", softmax(vector).alias("_s")).select(
-        "track_id", F.array(*[F.col("_s")[f"p{i}"] for i in range(len(model.genres))]).alias("_p")
-    )
-    ranked = _ranked(F.col("_p"), model.genres)
-    return with_probs.select(
+    predicted = scaled.select("track_id", softmax(vector).alias("_s"))
+    labels = F.array(*[F.lit(g) for g in model.genres])
+    top = [F.get(labels, F.col(f"_s.r{k}")) for k in range(min(TOP_K, n_genres))]
+    return predicted.select(
         "track_id",
         F.lit(model.version).alias("model_version"),
-        ranked[0].alias("predicted_genre"),
-        F.map_from_arrays(F.array(*[F.lit(g) for g in model.genres]), F.col("_p")).alias(
+        top[0].alias("predicted_genre"),
+        F.map_from_arrays(labels, F.array(*[F.col(f"_s.p{i}") for i in range(n_genres)])).alias(
             "probabilities"
         ),
-        F.slice(ranked, 1, TOP_K).alias("top3"),
+        F.array(*top).alias("top3"),
         F.current_timestamp().alias("scored_at"),
     )
 
