@@ -6,8 +6,8 @@
 Items, in the order they run (the cheap, important ones first):
 
 * ``score``: benchmarks/score_speed.py (predict_batch_udf vs in-process torch);
-* ``train``: benchmarks/train_speed.py speed (TorchDistributor vs a plain torch loop), at
-  the smallest size only, --train-epochs epochs on both sides;
+* ``train``: benchmarks/train_speed.py speed (TorchDistributor vs a plain torch loop),
+  --train-epochs epochs on both sides;
 * ``dbscan``: benchmarks/dbscan.py at --dbscan-rows with scikit-learn on the
   same rows (200k by default; scikit-learn's memory grows
   with the eps-neighbourhoods, several GB at 200k), then alone at each larger size;
@@ -108,18 +108,16 @@ def pipeline(tracks: int, workdir: Path) -> str:
 def items(args: argparse.Namespace, workdir: Path) -> list[tuple[str, Callable[[], str]]]:
     """(name, thunk) in run order: every item at the small size, then every item at the large."""
     plan: list[tuple[str, Callable[[], str]]] = []
+    epochs = str(args.train_epochs)
     for n in args.sizes:
         plan.append(("score", lambda n=n: script("score_speed.py", "--tracks", str(n))))
-        if n == min(args.sizes):
-            epochs = str(args.train_epochs)
-            plan.append(
-                (
-                    "train",
-                    lambda n=n, e=epochs: script(
-                        "train_speed.py", "speed", "--rows", str(n), "--epochs", e
-                    ),
-                )
+        plan.append(
+            (
+                "train",
+                lambda n=n: script("train_speed.py", "speed", "--rows", str(n), "--epochs", epochs),
             )
+        )
+        if n == min(args.sizes):
             rows = str(args.dbscan_rows)
             plan.append(
                 ("dbscan", lambda r=rows: script("dbscan.py", "--rows", r, "--sklearn-rows", r))
