@@ -136,7 +136,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {result.n_points} | {args.dim} | {result.eps:.4f} | {result.min_samples} "
-        f"| {result.n_outliers} | {run.seconds:.1f} | {run.peak_rss_mb:.0f} "
+        f"| {result.n_outliers} | {run.seconds:.1f} | {peaks.total:.0f} "
         f"| {peaks.python:.0f} | {peaks.jvm:.0f} | {peaks.workers:.0f} | {sk} |"
     )
     spark.stop()

@@ -1,8 +1,8 @@
-"""What every benchmark measures the same way: wall time, peak driver RSS, the machine.
+"""What every benchmark measures the same way: wall time, peak RSS, the machine.
 
 The driver of a local Spark application is two processes, this Python
 interpreter and the JVM it started, so peak RSS is sampled over both (and any
-other child processes) in a background thread.
+other child processes) in a background thread, by ``RolePeaks``.
 """
 
 from __future__ import annotations
@@ -22,40 +22,17 @@ import psutil
 @dataclass
 class Measurement:
     seconds: float = 0.0
-    peak_rss_mb: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
-
-
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for proc in [process, *process.children(recursive=True)]:
-        with suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total
 
 
 @contextmanager
-def measured(interval: float = 0.2) -> Iterator[Measurement]:
-    """Time the block and sample the RSS of this process and its children."""
+def measured() -> Iterator[Measurement]:
+    """Time the block (wall clock); memory is ``RolePeaks``' job."""
     result = Measurement()
-    me = psutil.Process(os.getpid())
-    stop = threading.Event()
-    peak = [_tree_rss(me)]
-
-    def sample() -> None:
-        while not stop.wait(interval):
-            peak[0] = max(peak[0], _tree_rss(me))
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
     start = time.perf_counter()
     try:
         yield result
     finally:
         result.seconds = time.perf_counter() - start
-        stop.set()
-        thread.join()
-        result.peak_rss_mb = max(peak[0], _tree_rss(me)) / 2**20
 
 
 @dataclass
@@ -65,7 +42,7 @@ class RolePeaks:
     In local mode the JVM is the Spark driver and the executors; "workers" are
     the Python processes under the tree (Spark's Python workers, TorchDistributor
     ranks). ``driver`` is the peak of Python + JVM sampled together: what must
-    not grow with the catalog.
+    not grow with the catalog; ``total`` the peak of the whole tree.
     """
 
     pid: int = field(default_factory=os.getpid)
@@ -73,6 +50,7 @@ class RolePeaks:
     jvm: float = 0.0
     workers: float = 0.0
     driver: float = 0.0
+    total: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def sample(self) -> None:
@@ -93,8 +71,11 @@ class RolePeaks:
             self.jvm = max(self.jvm, jvm / mb)
             self.workers = max(self.workers, workers / mb)
             self.driver = max(self.driver, (python + jvm) / mb)
+            self.total = max(self.total, (python + jvm + workers) / mb)
 
     def __enter__(self) -> RolePeaks:
+        self.sample()
+
         def loop() -> None:
             while not self._stop.wait(0.2):
                 self.sample()

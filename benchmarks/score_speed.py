@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from measure import header, measured  # benchmarks/ is on sys.path when run as a script
+from measure import RolePeaks, header, measured  # benchmarks/ is on sys.path when run as a script
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -123,11 +123,11 @@ def main() -> None:
         for _ in range(args.repeat):
             with measured() as spark_noop:
                 noop(source)
-            with measured() as spark_run:
+            with RolePeaks() as tree, measured() as spark_run:
                 score.run(lake, settings, version, "silver.tracks")
             noop_seconds.append(spark_noop.seconds)
             run_seconds.append(spark_run.seconds)
-            peak_mb = max(peak_mb, spark_run.peak_rss_mb)
+            peak_mb = max(peak_mb, tree.total)
         torch_rate = max(
             torch_rows_per_second(
                 model, args.tracks, len(settings.features), settings.score.batch_size
