@@ -115,11 +115,6 @@ def _assert_scores(scored: DataFrame, expected: dict[str, tuple]) -> None:
         np.testing.assert_allclose([row["probabilities"][g] for g in GENRES], probs, atol=1e-5)
 
 
-def _without_time(df: DataFrame) -> DataFrame:
-    """gold.scored in a hashable shape: the map as its sorted entries."""
-    return df.withColumn("probabilities", F.array_sort(F.map_entries("probabilities")))
-
-
 def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -> None:
     settings, lake, version, model, first = env
 
@@ -129,7 +124,7 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     scored = lake.read("gold.scored")
     assert scored.columns == list(score.SCORED_COLUMNS)
     _assert_scores(scored.where(F.col("model_version") == version), _expected(lake, model, version))
-    before = content_hash(_without_time(scored))
+    before = content_hash(scored)
 
     cli = CliRunner().invoke(
         app,
@@ -152,12 +147,12 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     assert lake.version("gold.scored") > first.table_version
     rescored = lake.read("gold.scored")
     assert rescored.groupBy(*score.KEYS).count().where("count > 1").count() == 0
-    assert content_hash(_without_time(rescored)) == before
+    assert content_hash(rescored) == before
 
 
 def test_new_version_adds_rows_beside_the_old_ones(env: tuple) -> None:
     settings, lake, first_version, _, _ = env
-    old = content_hash(_without_time(lake.read("gold.scored")))
+    old = content_hash(lake.read("gold.scored"))
     second_version, second_model = _register(lake, settings, seed=4)
     skip = settings.model_copy(
         update={"score": settings.score.model_copy(update={"missing": "skip"})}
@@ -169,7 +164,7 @@ def test_new_version_adds_rows_beside_the_old_ones(env: tuple) -> None:
     gaps = len(range(0, N_TRACKS, 17))
     assert (result.scored, result.missing_feature) == (N_TRACKS - 1 - gaps, gaps)
     table = lake.read("gold.scored")
-    assert content_hash(_without_time(table.where(F.col("model_version") == first_version))) == old
+    assert content_hash(table.where(F.col("model_version") == first_version)) == old
     expected = _expected(lake, second_model, second_version)
     kept = {k: v for k, v in expected.items() if int(k.rsplit("-", 1)[1]) % 17}
     _assert_scores(table.where(F.col("model_version") == second_version), kept)
