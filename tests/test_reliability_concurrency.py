@@ -86,6 +86,18 @@ def test_two_threads_overwrite_at_once_final_table_is_exactly_one_input(
     assert len(lake.history(TABLE)) == 1 + len(results)
 
 
+def test_threads_registering_one_table_for_sql_at_once_all_succeed(
+    spark: SparkSession, lake: Lake
+) -> None:
+    """Every write re-registers its SQL table; registrations from many threads must not collide."""
+    lake.write(frame(spark, 0, 100, "v0"), TABLE)
+    for _ in range(3):
+        results, errors = run_both([lake.register_sql] * 6)
+        assert errors == [], [str(e)[:500] for e in errors]
+        assert len(results) == 6
+    assert spark.sql(f"SELECT count(*) AS n FROM {TABLE}").first()["n"] == 100
+
+
 # --- the forced race at the commit ---------------------------------------------------
 
 

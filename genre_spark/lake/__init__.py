@@ -8,6 +8,7 @@ as ``layer.name`` in Spark SQL.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,6 +32,12 @@ __all__ = [
 ]
 
 EngineName = Literal["auto", "delta-spark", "delta-rs"]
+
+#: Serialises catalogue (re)registration: Spark's session catalogue is shared by
+#: every thread of the driver, and two writers re-registering one table
+#: (drop, then create) could otherwise interleave into TABLE_OR_VIEW_ALREADY_EXISTS
+#: after both of their commits had landed.
+_CATALOG_LOCK = threading.Lock()
 
 
 class TableNotFoundError(LookupError):
@@ -158,7 +165,9 @@ class Lake:
                 self._register(name)
 
     def _register(self, name: str) -> None:
+        """(Re)create the SQL table ``name`` over its folder, so SQL sees its current schema."""
         layer = name.split(".", 1)[0]
-        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
-        self.spark.sql(f"DROP TABLE IF EXISTS {name}")
-        self.spark.sql(self.engine.sql_ddl(name, self.path(name)))
+        with _CATALOG_LOCK:
+            self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+            self.spark.sql(f"DROP TABLE IF EXISTS {name}")
+            self.spark.sql(self.engine.sql_ddl(name, self.path(name)))
