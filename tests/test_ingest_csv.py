@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -126,7 +127,8 @@ def test_top2000_is_recognised_and_brought_to_spotify_units(
     read = read_csv(spark, str(top2000(tmp_path)))
     assert read.mapping.name == "spotify_top2000"
     assert (read.records, read.empty_lines, read.malformed, read.rows_in) == (3, 0, 0, 3)
-    common = {"source": "csv:top.csv", "instrumentalness": None, "key": None, "mode": None}
+    source = f"csv:{tmp_path / 'top.csv'}"
+    common = {"source": source, "instrumentalness": None, "key": None, "mode": None}
     expected = [
         {
             **common,
@@ -170,7 +172,7 @@ def test_tidytuesday_is_recognised_and_lands_one_row_per_track(
         "danceability": "0.714", "loudness": "-7.635", "liveness": "0.116", "valence": "0.649",
         "duration_ms": "282707", "acousticness": "0.041", "speechiness": "0.176",
         "instrumentalness": "2.26e-4", "key": "6", "mode": "1", "popularity": "0",
-        "source": "csv:songs.csv.gz", "source_row": 2,
+        "source": f"csv:{path}", "source_row": 2,
     }  # fmt: skip
     assert [r.year for r in read.raw.orderBy("source_row").collect()] == [
         "2019", "2012", "1998", "2019", "1998",
@@ -181,7 +183,7 @@ def test_tidytuesday_is_recognised_and_lands_one_row_per_track(
     summary = report.summary
     assert (summary.rows_in, summary.silver_rows, summary.quarantined) == (5, 2, 3)
     assert summary.reasons == {"conflicting_genre": 2, "duplicate_track_id": 1}
-    common = {"source": "csv:songs.csv.gz", "popularity": None}
+    common = {"source": f"csv:{path}", "popularity": None}
     assertDataFrameEqual(
         lake.read("silver.tracks").drop(INGESTED_AT),
         silver_frame(
@@ -233,8 +235,8 @@ def test_unfamiliar_export_gets_in_with_a_mapping_file_alone(
     assert report.summary.reasons == {"duplicate_track_id": 1, "missing:tempo": 1}
     listen = reference_id("Beyonce", "Listen (From the Motion Picture Dreamgirls)")
     sources = lake.read("bronze.tracks_raw").filter(f"track_id = '{listen}'").select("source")
-    assertDataFrameEqual(sources, [("csv:top.csv",), ("csv:odd export.csv",)])
-    source = "csv:odd export.csv"
+    source = f"csv:{path}"
+    assertDataFrameEqual(sources, [(f"csv:{tmp_path / 'top.csv'}",), (source,)])
     expected = [
         {
             "track_id": reference_id("Energy 52", "Café del Mar"), "title": "Café del Mar",
@@ -263,6 +265,29 @@ def test_unfamiliar_export_gets_in_with_a_mapping_file_alone(
     assertDataFrameEqual(
         lake.read("silver.tracks").drop(INGESTED_AT), silver_frame(spark, expected)
     )
+
+
+def test_same_file_name_in_two_folders_is_two_sources_same_file_twice_is_one(
+    spark: SparkSession, lake: Lake, settings: Settings, tmp_path: Path
+) -> None:
+    """A source is its whole location: neither export replaces the other's rows."""
+    settings.validation.genre_map = None
+    for year in ("2023", "2024"):
+        (tmp_path / year).mkdir()
+    first = top2000(tmp_path / "2023", TOP2000_ROWS[:1])
+    second = top2000(tmp_path / "2024", TOP2000_ROWS[2:])
+    run_csv(lake, settings, first)
+    report = run_csv(lake, settings, second)
+    assert report.summary.rows_in == 2 and report.summary.silver_rows == 2
+    sources = lake.read("bronze.tracks_raw").select("source", "title")
+    expected = [(f"csv:{first}", "Sunrise"), (f"csv:{second}", "Echoes")]
+    assertDataFrameEqual(sources, expected)
+
+    # The first file again, named by a relative path and as a file: URI: still one source.
+    relative = os.path.relpath(first)
+    assert run_csv(lake, settings, relative).summary.rows_in == 2
+    assert run_csv(lake, settings, first.as_uri()).summary.rows_in == 2
+    assertDataFrameEqual(lake.read("bronze.tracks_raw").select("source", "title"), expected)
 
 
 def test_empty_lines_are_counted_and_malformed_rows_quarantined(

@@ -16,10 +16,12 @@ nothing that grows with the file.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
@@ -112,8 +114,18 @@ class CsvIngestReport:
 
 
 def source_name(path: str) -> str:
-    """``csv:<file name>``: the key under which ``land`` replaces this file's rows."""
-    return f"csv:{Path(path.rstrip('/')).name}"
+    """``csv:<absolute path or URI>``: the key under which ``land`` replaces this file's rows.
+
+    The whole location, not the file name: two exports that share a name in
+    different folders are two sources, and one must not replace the other's
+    rows. A local path (``file:`` URIs included) is made absolute, so the same
+    file named two ways is one source.
+    """
+    location = path.rstrip("/")
+    parsed = urlparse(location)
+    if parsed.scheme in ("", "file"):
+        location = os.path.abspath(parsed.path if parsed.scheme else location)
+    return f"csv:{location}"
 
 
 def _col(name: str) -> Column:
