@@ -86,7 +86,8 @@ def _kill_own_group_instead_of_committing(lake_root: str) -> None:
 
     class KillingSource(deltars.DeltaRsSource):
         def writer(self, schema: Any, overwrite: bool) -> KillingWriter:
-            return KillingWriter(self._path(), schema, overwrite, "OVERWRITE")
+            write_id = self.options.get("write_id")
+            return KillingWriter(self._path(), schema, overwrite, "OVERWRITE", write_id)
 
     SparkSession.getActiveSession().dataSource.register(KillingSource)  # type: ignore[union-attr]
 

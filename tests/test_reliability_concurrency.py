@@ -64,11 +64,33 @@ def test_two_threads_append_at_once_both_rows_present_exactly_once(
         [lambda: lake.write(a, TABLE, "append"), lambda: lake.write(b, TABLE, "append")]
     )
     assert errors == [], [str(e)[:3000] for e in errors]
-    # Lake.write returns the table's version after its commit: under a concurrent
-    # writer that can be the other writer's later commit (a documented limit).
-    assert max(results) == 2 and set(results) <= {1, 2}
+    # Each write returns its own commit's version, whichever committed last.
+    assert sorted(results) == [1, 2]
     assertDataFrameEqual(lake.read(TABLE), frame(spark, 0, 100, "v0").union(a).union(b))
     assert sorted(h["operation"] for h in lake.history(TABLE)) == ["APPEND", "APPEND", "OVERWRITE"]
+
+
+def test_each_write_returns_its_own_version_when_both_commit_before_either_asks(
+    spark: SparkSession, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both appends commit, then meet before looking up their version: the latest is 2 for both."""
+    lake.write(frame(spark, 0, 100, "v0"), TABLE)
+    committed = threading.Barrier(2, timeout=120)
+    real = deltars.committed_version
+
+    def after_both_commits(path: str, write_id: str) -> int:
+        committed.wait()
+        return real(path, write_id)
+
+    monkeypatch.setattr(deltars, "committed_version", after_both_commits)
+    tags = {"a": frame(spark, 1000, 300, "a"), "b": frame(spark, 2000, 300, "b")}
+    results, errors = run_both(
+        [lambda t=t: (t, lake.write(tags[t], TABLE, "append")) for t in tags]
+    )
+    assert errors == [] and lake.version(TABLE) == 2
+    for tag, version in results:  # the version a write returned holds its rows, not the other's
+        added = lake.read(TABLE, version).exceptAll(lake.read(TABLE, version - 1))
+        assertDataFrameEqual(added, tags[tag])
 
 
 def test_two_threads_overwrite_at_once_final_table_is_exactly_one_input(
@@ -84,6 +106,7 @@ def test_two_threads_overwrite_at_once_final_table_is_exactly_one_input(
     assert len(tags) == 1
     assertDataFrameEqual(final, a if tags == {"a"} else b)
     assert len(lake.history(TABLE)) == 1 + len(results)
+    assert sorted(results) == list(range(1, 1 + len(results)))
 
 
 def test_threads_registering_one_table_for_sql_at_once_all_succeed(

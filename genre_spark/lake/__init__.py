@@ -115,20 +115,23 @@ class Lake:
     def write(
         self, df: DataFrame, name: str, mode: Literal["overwrite", "append"] = "overwrite"
     ) -> int:
-        """Overwrite or append as one atomic commit; returns the new version."""
+        """Overwrite or append as one atomic commit; returns the version of that commit."""
         if mode not in ("overwrite", "append"):
             raise ValueError(f"mode must be 'overwrite' or 'append', got {mode!r}")
-        path = self.path(name)
-        self.engine.write(df, path, overwrite=mode == "overwrite", operation=mode.upper())
+        version = self.engine.write(
+            df, self.path(name), overwrite=mode == "overwrite", operation=mode.upper()
+        )
         self._register(name)
-        return self.engine.version(path)
+        return version
 
     def merge(self, df: DataFrame, name: str, keys: list[str]) -> int:
-        """Upsert on ``keys`` (unique in ``df``): matched rows replaced, new rows inserted."""
-        path = self.path(name)
-        self.engine.merge(df, path, keys)
+        """Upsert on ``keys`` (unique in ``df``): matched rows replaced, new rows inserted.
+
+        Returns the version of the merge's commit.
+        """
+        version = self.engine.merge(df, self.path(name), keys)
         self._register(name)
-        return self.engine.version(path)
+        return version
 
     def version(self, name: str) -> int:
         return self.engine.version(self._require(name))

@@ -68,11 +68,19 @@ class _FilesWritten(WriterCommitMessage):
 
 
 class _DeltaRsWriter(DataSourceArrowWriter):
-    def __init__(self, path: str, schema: T.StructType, overwrite: bool, operation: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        schema: T.StructType,
+        overwrite: bool,
+        operation: str,
+        write_id: str | None,
+    ) -> None:
         self.path = path
         self.arrow_schema = _arrow_schema(schema)
         self.overwrite = overwrite
         self.operation = operation
+        self.write_id = write_id
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> _FilesWritten:
         import pyarrow.parquet as pq
@@ -110,7 +118,9 @@ class _DeltaRsWriter(DataSourceArrowWriter):
 
     def commit(self, messages: list[_FilesWritten | None]) -> None:
         files = [f for m in messages if m is not None for f in m.files]
-        commit_files(self.path, self.arrow_schema, files, self.overwrite, self.operation)
+        commit_files(
+            self.path, self.arrow_schema, files, self.overwrite, self.operation, self.write_id
+        )
 
     def abort(self, messages: list[_FilesWritten | None]) -> None:
         for message in messages:
@@ -143,7 +153,7 @@ class DeltaRsSource(DataSource):
     """``genre_delta``: a Delta table through delta-rs, for ``df.write`` and SQL tables.
 
     Options: ``table_path`` (table folder), ``version`` (time travel, read only),
-    ``operation`` (recorded in the commit, write only).
+    ``operation`` and ``write_id`` (recorded in the commit, write only).
     """
 
     #: Set on the per-table subclasses that SQL tables use (see ``sql_source``):
@@ -163,7 +173,8 @@ class DeltaRsSource(DataSource):
 
     def writer(self, schema: T.StructType, overwrite: bool) -> _DeltaRsWriter:
         operation = self.options.get("operation", "OVERWRITE" if overwrite else "APPEND")
-        return _DeltaRsWriter(self._path(), schema, overwrite, operation)
+        write_id = self.options.get("write_id")
+        return _DeltaRsWriter(self._path(), schema, overwrite, operation, write_id)
 
     def _path(self) -> str:
         path = self.options.get("table_path", self.default_path)
@@ -190,8 +201,19 @@ def _local(uri: str) -> str:
     return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
+#: Commit metadata keys: the operation shown in history, and the id of the write
+#: that made the commit (how a writer finds its own version among concurrent ones).
+OPERATION_KEY = "genre_spark.operation"
+WRITE_ID_KEY = "genre_spark.write_id"
+
+
 def commit_files(
-    path: str, arrow_schema: pa.Schema, files: list[dict[str, Any]], overwrite: bool, operation: str
+    path: str,
+    arrow_schema: pa.Schema,
+    files: list[dict[str, Any]],
+    overwrite: bool,
+    operation: str,
+    write_id: str | None = None,
 ) -> None:
     """Commit files already written into the table folder as one Delta transaction."""
     from deltalake import DeltaTable, Schema
@@ -209,7 +231,10 @@ def commit_files(
         )
         for f in files
     ]
-    props = CommitProperties(custom_metadata={"genre_spark.operation": operation})
+    metadata = {OPERATION_KEY: operation}
+    if write_id is not None:
+        metadata[WRITE_ID_KEY] = write_id
+    props = CommitProperties(custom_metadata=metadata)
     schema = Schema.from_arrow(arrow_schema)
     try:
         if DeltaTable.is_deltatable(path):
@@ -226,6 +251,22 @@ def commit_files(
             )
     except CommitFailedError as exc:
         raise ConcurrentWriteError(f"commit to {path} lost to a concurrent writer: {exc}") from exc
+
+
+def committed_version(path: str, write_id: str) -> int:
+    """The version of the commit made by write ``write_id``.
+
+    Searched in the newest commits first: another writer may have committed
+    after this one, so the table's latest version is not necessarily ours.
+    """
+    from deltalake import DeltaTable
+
+    table = DeltaTable(path)
+    for limit in (32, None):
+        for commit in table.history(limit=limit):
+            if commit.get(WRITE_ID_KEY) == write_id:
+                return int(commit["version"])
+    raise RuntimeError(f"write {write_id} reported success but no commit of {path} carries it")
 
 
 def snapshot_files(path: str, version: int | None = None) -> list[str]:
@@ -256,17 +297,21 @@ class DeltaRsEngine:
             return self.spark.createDataFrame([], schema)
         return self.spark.read.schema(schema).parquet(*files)
 
-    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> None:
+    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
+        """One commit of ``df``; returns that commit's version."""
         _activate(df.sparkSession)
+        write_id = uuid.uuid4().hex
         (
             df.write.format(FORMAT)
             .mode("overwrite" if overwrite else "append")
             .option("table_path", path)
             .option("operation", operation)
+            .option("write_id", write_id)
             .save()
         )
+        return committed_version(path, write_id)
 
-    def merge(self, df: DataFrame, path: str, keys: list[str]) -> None:
+    def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
         """Upsert by copy-on-write: the table without the incoming keys, plus the incoming rows.
 
         One overwrite commit, computed by executors; the old files stay in the
@@ -274,11 +319,10 @@ class DeltaRsEngine:
         is safe.
         """
         if not self.exists(path):
-            self.write(df, path, overwrite=True, operation="MERGE")
-            return
+            return self.write(df, path, overwrite=True, operation="MERGE")
         target = self.read(path)
         kept = target.join(df.select(*keys).distinct(), on=keys, how="left_anti")
-        self.write(kept.unionByName(df.select(*target.columns)), path, True, "MERGE")
+        return self.write(kept.unionByName(df.select(*target.columns)), path, True, "MERGE")
 
     def version(self, path: str) -> int:
         from deltalake import DeltaTable
@@ -292,7 +336,7 @@ class DeltaRsEngine:
             {
                 "version": h.get("version"),
                 "timestamp": h.get("timestamp"),
-                "operation": h.get("genre_spark.operation", h.get("operation")),
+                "operation": h.get(OPERATION_KEY, h.get("operation")),
             }
             for h in DeltaTable(path).history()
         ]

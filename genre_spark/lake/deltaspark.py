@@ -34,7 +34,12 @@ class DeltaSparkEngine:
             reader = reader.option("versionAsOf", version)
         return reader.load(path)
 
-    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> None:
+    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
+        """One commit of ``df``; returns the table's latest version after it.
+
+        Not necessarily this commit's under a concurrent writer (the delta-rs
+        engine finds its own commit by a write id; not done here, untested).
+        """
         (
             df.write.format("delta")
             .mode("overwrite" if overwrite else "append")
@@ -42,11 +47,12 @@ class DeltaSparkEngine:
             .option("userMetadata", operation)
             .save(path)
         )
+        return self.version(path)
 
-    def merge(self, df: DataFrame, path: str, keys: list[str]) -> None:
+    def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
+        """Delta's MERGE; returns the latest version after it (see ``write``)."""
         if not self.exists(path):
-            self.write(df, path, overwrite=True, operation="MERGE")
-            return
+            return self.write(df, path, overwrite=True, operation="MERGE")
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
         (
             self._table(path)
@@ -56,6 +62,7 @@ class DeltaSparkEngine:
             .whenNotMatchedInsertAll()
             .execute()
         )
+        return self.version(path)
 
     def version(self, path: str) -> int:
         return int(self._table(path).history(1).first()["version"])
