@@ -75,7 +75,7 @@ def build_lake(spark: SparkSession, settings: Settings, n: int) -> tuple[Lake, G
         genres=GENRES,
         features=list(settings.features),
         normalizer=normalizer,
-    )
+    ).version
     return lake, model, version
 
 

@@ -13,7 +13,13 @@ from pyspark.sql import SparkSession
 from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
-from genre_spark.model.registry import ModelNotFoundError, list_versions, load_model, register_model
+from genre_spark.model.registry import (
+    ModelNotFoundError,
+    Registration,
+    list_versions,
+    load_model,
+    register_model,
+)
 
 GENRES = ["jazz", "pop", "rock"]
 
@@ -45,7 +51,7 @@ def registered(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) ->
             genres=GENRES,
             features=list(settings.features),
             history=[{"epoch": 1, "loss": 1.2}, {"epoch": 2, "loss": 0.9}],
-        )
+        ).version
         for model, f1 in ((models["1"], 0.7), (models["2"], 0.8))
     ]
     return {
@@ -94,6 +100,35 @@ def test_gold_models_mirrors_every_version(registered: dict[str, Any]) -> None:
     assert rows["2"]["mlflow_run_id"] == load_model(registered["settings"], "2").run_id
     assert rows["1"]["genres"] == GENRES and rows["1"]["kind"] == "cnn"
     assert rows["1"]["created_at"] <= rows["2"]["created_at"]
+
+
+def test_an_identical_model_reuses_its_version_and_says_so(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    import mlflow
+
+    settings = load_settings(overrides={"lake": str(tmp_path / "lake")}, environ={})
+    lake = Lake(spark, settings.lake)
+
+    def register(params: dict[str, Any]) -> Registration:
+        return register_model(
+            lake,
+            settings,
+            _model(1),
+            params=params,
+            metrics={"val_accuracy": 0.75, "val_macro_f1": 0.7},
+            genres=GENRES,
+            features=list(settings.features),
+        )
+
+    assert register({"note": "first"}) == Registration("1", reused=False)
+    models_version = lake.version("gold.models")
+    assert register({"note": "first"}) == Registration("1", reused=True)  # same weights, params
+    assert lake.version("gold.models") == models_version  # nothing mirrored again
+    assert register({"note": "other"}) == Registration("2", reused=False)
+    name = settings.mlflow.model_name
+    versions = mlflow.MlflowClient(settings.tracking_uri).search_model_versions(f"name='{name}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
 
 
 def test_runs_and_artifacts_live_under_the_lake(registered: dict[str, Any]) -> None:

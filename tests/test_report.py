@@ -92,7 +92,7 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
         genres=GENRES,
         features=list(FEATURES),
         history=history,
-    )
+    ).version
     tracks = _tracks(spark, 400)
     rng = np.random.default_rng(9)
     feature_rows, scored_rows, reference_rows = [], [], []

@@ -58,7 +58,7 @@ def _register(
         genres=GENRES,
         features=list(FEATURES),
         normalizer=normalizer,
-    )
+    ).version
     return version, model.eval()
 
 

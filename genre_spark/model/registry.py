@@ -61,6 +61,14 @@ MODELS_SCHEMA = T.StructType(
 )
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What ``register_model`` did: the version, and whether it was an existing identical one."""
+
+    version: str
+    reused: bool
+
+
 class ModelNotFoundError(LookupError):
     """No registered model, or no such version of it."""
 
@@ -209,13 +217,14 @@ def register_model(
     history: list[dict[str, Any]] | None = None,
     run_id: str | None = None,
     normalizer: Mapping[str, tuple[float, float]] | None = None,
-) -> str:
-    """Log ``model`` to MLflow, register a new version, mirror it into gold.models; returns the version.
+) -> Registration:
+    """Log ``model`` to MLflow, register a new version, mirror it into gold.models.
 
     Idempotent: when a version with the same fingerprint (weights, params,
     genres, features) is already registered, the run is logged but that
-    version is returned (and tagged on the run as ``reused_version``) instead
-    of registering a duplicate; gold.models is left unchanged.
+    version is returned with ``reused`` set (and tagged on the run as
+    ``reused_version``) instead of registering a duplicate; gold.models is left
+    unchanged.
 
     ``run_id`` continues an existing run (training or tuning opened it);
     without it the active run is used, or a new one started. ``metrics``
@@ -242,13 +251,13 @@ def register_model(
         existing = version_with_fingerprint(settings, fingerprint)
         if existing is not None:
             mlflow.set_tag(REUSED_TAG, existing)
-            return existing
+            return Registration(existing, reused=True)
         name = settings.mlflow.model_name
         version = str(mlflow.register_model(uri, name).version)
         mlflow.MlflowClient().set_model_version_tag(name, version, FINGERPRINT_TAG, fingerprint)
         mlflow.set_tag("registered_version", version)
         _mirror(lake, version, params, metrics, run.info.run_id, genres, features)
-    return version
+    return Registration(version, reused=False)
 
 
 def model_fingerprint(
@@ -285,13 +294,6 @@ def version_with_fingerprint(settings: Settings, fingerprint: str) -> str | None
         return None
     same = [int(v.version) for v in versions if v.tags.get(FINGERPRINT_TAG) == fingerprint]
     return str(min(same)) if same else None
-
-
-def reused_version(run_id: str) -> str | None:
-    """The version a run re-used instead of registering an identical model again, if it did."""
-    from mlflow import MlflowClient
-
-    return MlflowClient().get_run(run_id).data.tags.get(REUSED_TAG)
 
 
 def _mirror(

@@ -489,7 +489,6 @@ def run(
 
     from genre_spark.model.registry import (
         register_model,
-        reused_version,
         use_tracking,
         within_run,
     )
@@ -507,7 +506,7 @@ def run(
         mlflow.set_tags({"stage": "train", "normalizer_table_version": str(normalizer_version)})
         result = fit(lake.spark, files, train, settings.features, on_epoch)
         mlflow.log_dict({str(r): f for r, f in result.shards.items()}, "shards.json")
-        version = register_model(
+        registration = register_model(
             lake,
             settings,
             result.model(),
@@ -519,5 +518,9 @@ def run(
             run_id=active.info.run_id,
             normalizer=normalizer,
         )
-    reused = reused_version(active.info.run_id) is not None
-    return TrainOutcome(version=version, run_id=active.info.run_id, result=result, reused=reused)
+    return TrainOutcome(
+        version=registration.version,
+        run_id=active.info.run_id,
+        result=result,
+        reused=registration.reused,
+    )
