@@ -30,6 +30,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from genre_spark.lake import Lake
+from genre_spark.prepare.manifest import require_complete
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def run(lake: Lake) -> EvaluationResult:
     re-run with the same inputs writes the same rows.
     """
     notes: list[str] = []
+    require_complete(lake)
     predictions = cnn_predictions(lake.read("gold.scored"), lake.read("gold.features"))
     if lake.exists("gold.reference_predictions"):
         predictions = predictions.unionByName(

@@ -71,7 +71,15 @@ REJECT_REASON = "reject_reason"
 #: Columns holding wall-clock times: excluded when comparing table contents
 #: for idempotence, because a re-run is the same data at a later time.
 TIME_COLUMNS: frozenset[str] = frozenset(
-    {"ingested_at", "quarantined_at", "fitted_at", "computed_at", "created_at", "scored_at"}
+    {
+        "ingested_at",
+        "quarantined_at",
+        "fitted_at",
+        "computed_at",
+        "created_at",
+        "scored_at",
+        "prepared_at",
+    }
 )
 
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in TRACK_FIELDS}

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
+from genre_spark.prepare import run as prepare_run
+from genre_spark.prepare.manifest import MANIFEST, IncompletePrepareError, require_complete
 from genre_spark.prepare.normalize import FeatureNotFittedError
 from genre_spark.prepare.run import TABLES, PrepareSummary, run
 from genre_spark.prepare.split import assign_split
@@ -167,6 +169,47 @@ def test_a_rerun_through_the_cli_writes_identical_tables(prepared: Prepared) -> 
     assert "outlier(s)" in result.output and "gold.genre_playlists: 40 rows" in result.output
     assert {name: lake.version(name) for name in TABLES} == {n: v + 1 for n, v in versions.items()}
     assert {name: lake.content_hash(name) for name in TABLES} == before
+
+
+def test_manifest_names_the_version_of_every_table_written(prepared: Prepared) -> None:
+    lake = prepared.lake
+    rows = {r.table: (r.version, r.state) for r in lake.read(MANIFEST).collect()}
+    assert rows == {name: (lake.version(name), "complete") for name in TABLES}
+    require_complete(lake)  # nothing to object to
+
+
+def test_a_prepare_that_stops_part_way_is_refused_downstream_until_rerun(
+    spark: SparkSession, settings: Settings, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake.write(silver_frame(spark, silver_pandas(n_per_genre=40, seed=5)), "silver.tracks")
+    run(lake, settings)
+    complete = {name: lake.version(name) for name in TABLES}
+
+    def stop(*args: object) -> None:
+        raise MemoryError("simulated: the run dies after gold.outlier_params")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(prepare_run, "genre_baselines", stop)
+        with pytest.raises(MemoryError):
+            run(lake, settings)
+    moved = {name for name in TABLES if lake.version(name) != complete[name]}
+    assert moved == {"gold.normalizer", "gold.features", "gold.outlier_params"}
+
+    with pytest.raises(IncompletePrepareError, match="did not finish"):
+        require_complete(lake)
+    for stage in ("train", "references", "evaluate", "report", "tune"):
+        refused = CliRunner().invoke(app, [stage, "--lake", settings.lake])
+        said = " ".join(refused.output.split())  # as printed, line wrapping undone
+        assert refused.exit_code == 1, (stage, refused.output)
+        assert "IncompletePrepareError" in said and "did not finish" in said, (stage, said)
+
+    run(lake, settings)  # the repair
+    require_complete(lake)
+
+    # A prepare table rewritten by anything but prepare no longer belongs to the set.
+    normalizer = lake.write(lake.read("gold.normalizer"), "gold.normalizer")
+    with pytest.raises(IncompletePrepareError, match=rf"gold.normalizer \(version {normalizer}"):
+        require_complete(lake)
 
 
 def test_readme_sql_examples(spark: SparkSession, prepared: Prepared) -> None:

@@ -25,9 +25,10 @@ from genre_spark.model.registry import load_model
 from genre_spark.pipeline import PipelineResult, run_pipeline
 
 #: Tables whose ``version`` column is lineage, not content: the silver.tracks
-#: version the fit read. A re-run's ingest commits an identical silver.tracks as
-#: a new version, so the fit id moves with it while every value stays the same.
-LINEAGE = ("gold.normalizer", "gold.outlier_params")
+#: version the fit read, or (the manifest) the version of each prepare table.
+#: A re-run commits identical tables as new versions, so these ids move with
+#: them while every value stays the same.
+LINEAGE = ("gold.normalizer", "gold.outlier_params", "gold.prepare_manifest")
 
 
 def content(lake: Lake, name: str) -> str:

@@ -51,6 +51,11 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "gold.trends_by_year", "one row per (year, genre): counts, means, share", "prepare"
         ),
+        TableSpec(
+            "gold.prepare_manifest",
+            "one row per prepare table: the version its last complete run wrote",
+            "prepare",
+        ),
         TableSpec("gold.models", "one row per registered model version", "train"),
         TableSpec("gold.reference_predictions", "one row per (track, reference model)", "train"),
         TableSpec("gold.scored", "one row per (track_id, model_version)", "score"),

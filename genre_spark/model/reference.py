@@ -39,6 +39,7 @@ from pyspark.sql import functions as F
 from genre_spark.config import ReferenceSettings, Settings
 from genre_spark.lake import Lake
 from genre_spark.model.train import FEATURES_TABLE, confusion, scores
+from genre_spark.prepare.manifest import require_complete
 
 PREDICTIONS_TABLE = "gold.reference_predictions"
 MODELS = ("logistic_regression", "random_forest", "gradient_boosted_trees")
@@ -150,6 +151,7 @@ def run(lake: Lake, settings: Settings) -> ReferenceOutcome:
 
     from genre_spark.model.registry import use_tracking
 
+    require_complete(lake)
     features = lake.read(FEATURES_TABLE)
     genres = training_genres(features)
     labelled = with_label(features, genres).persist()

@@ -35,6 +35,7 @@ from pyspark.sql import SparkSession
 from genre_spark.config import Settings, TrainSettings
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN, architecture
+from genre_spark.prepare.manifest import require_complete
 from genre_spark.prepare.normalize import normalizer_parameters
 
 FEATURES_TABLE = "gold.features"
@@ -494,6 +495,7 @@ def run(
     )
 
     train = train or settings.train
+    require_complete(lake)
     files = lake.files(FEATURES_TABLE)
     # Read with the features it scaled; the model carries these numbers (see register_model).
     normalizer_version = lake.version(NORMALIZER_TABLE)

@@ -18,6 +18,7 @@ from typing import Any
 from genre_spark.config import Settings, TrainSettings
 from genre_spark.lake import Lake
 from genre_spark.model import train as training
+from genre_spark.prepare.manifest import require_complete
 
 TrialCallback = Callable[[int, dict[str, Any], float], None]
 
@@ -64,6 +65,7 @@ def run(
     from genre_spark.model.registry import log_model_run, use_tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    require_complete(lake)
     files = lake.files(training.FEATURES_TABLE)
     lake.version(training.NORMALIZER_TABLE)  # the retrained model needs it: fail before the search
     trials = settings.tune.trials

@@ -6,7 +6,9 @@ Delta overwrite, and the stage is idempotent: the same silver version and
 settings give the same table contents (only ``fitted_at``/``computed_at``
 differ). All reads use the one silver.tracks version recorded in
 gold.normalizer, so the tables agree with each other even if ingest commits
-meanwhile.
+meanwhile. gold.prepare_manifest brackets the writes (``running`` before,
+``complete`` after), so a run that stops part-way is refused downstream
+instead of mixing (see ``manifest``).
 """
 
 from __future__ import annotations
@@ -19,28 +21,19 @@ from pyspark.sql import types as T
 
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
+from genre_spark.prepare import manifest
 from genre_spark.prepare.baselines import (
     genre_baselines,
     genre_matches,
     genre_parameters,
     genre_playlists,
 )
+from genre_spark.prepare.manifest import TABLES
 from genre_spark.prepare.normalize import apply_normalizer, fit_normalizer, normalizer_parameters
 from genre_spark.prepare.outliers import OutlierResult, flag_outliers
 from genre_spark.prepare.split import SPLITS, assign_split
 from genre_spark.prepare.trends import trends_by_year
 from genre_spark.schema import FEATURES
-
-#: The tables this stage writes, in the order it writes them.
-TABLES: tuple[str, ...] = (
-    "gold.normalizer",
-    "gold.features",
-    "gold.outlier_params",
-    "gold.genre_baselines",
-    "gold.genre_matches",
-    "gold.genre_playlists",
-    "gold.trends_by_year",
-)
 
 _FEATURE_COLUMNS = (
     "track_id",
@@ -178,7 +171,9 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
         train = tracks.where(F.col("split") == "train")
 
         normalizer = _fit(tracks, settings, version)
-        lake.write(normalizer, "gold.normalizer")
+        manifest.mark_running(lake)
+        written: dict[str, int] = {}
+        written["gold.normalizer"] = lake.write(normalizer, "gold.normalizer")
 
         vectors = apply_normalizer(tracks, normalizer, features)
         result = _outliers(vectors, settings)
@@ -193,19 +188,26 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
             .repartition(partitions, "track_id")
             .sortWithinPartitions("track_id")
         )
-        lake.write(gold_features, "gold.features")
+        written["gold.features"] = lake.write(gold_features, "gold.features")
         result.flags.unpersist()
-        lake.write(outlier_params(result, features, version), "gold.outlier_params")
+        params = outlier_params(result, features, version)
+        written["gold.outlier_params"] = lake.write(params, "gold.outlier_params")
 
-        lake.write(genre_baselines(train, FEATURES), "gold.genre_baselines")
+        baselines = genre_baselines(train, FEATURES)
+        written["gold.genre_baselines"] = lake.write(baselines, "gold.genre_baselines")
         with_gaps = apply_normalizer(tracks, normalizer, features, impute=False)
         parameters = genre_parameters(with_gaps.where(F.col("split") == "train"))
-        lake.write(genre_matches(with_gaps, parameters, len(features)), "gold.genre_matches")
+        matches = genre_matches(with_gaps, parameters, len(features))
+        written["gold.genre_matches"] = lake.write(matches, "gold.genre_matches")
         playlists = genre_playlists(
-            lake.read("gold.genre_matches"), tracks, settings.prepare.playlist_size
+            lake.read("gold.genre_matches", written["gold.genre_matches"]),
+            tracks,
+            settings.prepare.playlist_size,
         )
-        lake.write(playlists, "gold.genre_playlists")
-        lake.write(trends_by_year(tracks, FEATURES), "gold.trends_by_year")
+        written["gold.genre_playlists"] = lake.write(playlists, "gold.genre_playlists")
+        trends = trends_by_year(tracks, FEATURES)
+        written["gold.trends_by_year"] = lake.write(trends, "gold.trends_by_year")
+        manifest.mark_complete(lake, written)
     finally:
         tracks.unpersist()
     rows = {info.name: info.rows for info in lake.tables() if info.name in TABLES}

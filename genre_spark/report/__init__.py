@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from genre_spark.config import Settings
 from genre_spark.evaluate import AVERAGE_ROWS, MACRO, WEIGHTED
 from genre_spark.lake import Lake
+from genre_spark.prepare.manifest import require_complete
 from genre_spark.report import data, plots
 from genre_spark.report.data import MissingInputError, ModelInfo
 from genre_spark.report.html import Section, page, table
@@ -222,6 +223,7 @@ def run(lake: Lake, settings: Settings, model_version: str | None = None) -> Pat
 
     ``model_version`` None or "latest" reports on the newest registered version.
     """
+    require_complete(lake)
     model = data.model_info(lake, model_version)
     folder = Path(settings.reports) / model.version
     folder.mkdir(parents=True, exist_ok=True)
