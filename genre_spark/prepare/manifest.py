@@ -75,10 +75,11 @@ def require_complete(lake: Lake) -> None:
             f"the last `genre prepare` (started {started} UTC) did not finish, or is still "
             f"running: the gold tables may mix two runs; {again}"
         )
+    current = {r.table: lake.version(r.table) for r in rows}
     changed = [
-        f"{r.table} (version {lake.version(r.table)}, prepare wrote {r.version})"
+        f"{r.table} (version {current[r.table]}, prepare wrote {r.version})"
         for r in rows
-        if lake.version(r.table) != r.version
+        if current[r.table] != r.version
     ]
     if changed:
         raise IncompletePrepareError(
