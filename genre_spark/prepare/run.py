@@ -173,7 +173,12 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
         normalizer = _fit(tracks, settings, version)
         manifest.mark_running(lake)
         written: dict[str, int] = {}
-        written["gold.normalizer"] = lake.write(normalizer, "gold.normalizer")
+
+        def write(df: DataFrame, name: str) -> None:
+            """Overwrite ``name``; its version goes into the manifest once every table is written."""
+            written[name] = lake.write(df, name)
+
+        write(normalizer, "gold.normalizer")
 
         vectors = apply_normalizer(tracks, normalizer, features)
         result = _outliers(vectors, settings)
@@ -188,25 +193,21 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
             .repartition(partitions, "track_id")
             .sortWithinPartitions("track_id")
         )
-        written["gold.features"] = lake.write(gold_features, "gold.features")
+        write(gold_features, "gold.features")
         result.flags.unpersist()
-        params = outlier_params(result, features, version)
-        written["gold.outlier_params"] = lake.write(params, "gold.outlier_params")
+        write(outlier_params(result, features, version), "gold.outlier_params")
 
-        baselines = genre_baselines(train, FEATURES)
-        written["gold.genre_baselines"] = lake.write(baselines, "gold.genre_baselines")
+        write(genre_baselines(train, FEATURES), "gold.genre_baselines")
         with_gaps = apply_normalizer(tracks, normalizer, features, impute=False)
         parameters = genre_parameters(with_gaps.where(F.col("split") == "train"))
-        matches = genre_matches(with_gaps, parameters, len(features))
-        written["gold.genre_matches"] = lake.write(matches, "gold.genre_matches")
+        write(genre_matches(with_gaps, parameters, len(features)), "gold.genre_matches")
         playlists = genre_playlists(
             lake.read("gold.genre_matches", written["gold.genre_matches"]),
             tracks,
             settings.prepare.playlist_size,
         )
-        written["gold.genre_playlists"] = lake.write(playlists, "gold.genre_playlists")
-        trends = trends_by_year(tracks, FEATURES)
-        written["gold.trends_by_year"] = lake.write(trends, "gold.trends_by_year")
+        write(playlists, "gold.genre_playlists")
+        write(trends_by_year(tracks, FEATURES), "gold.trends_by_year")
         manifest.mark_complete(lake, written)
     finally:
         tracks.unpersist()
