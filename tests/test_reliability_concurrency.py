@@ -70,19 +70,27 @@ def test_two_threads_append_at_once_both_rows_present_exactly_once(
     assert sorted(h["operation"] for h in lake.history(TABLE)) == ["APPEND", "APPEND", "OVERWRITE"]
 
 
+def hold_for_both(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, timeout: float = 60
+) -> threading.Barrier:
+    """Make ``owner.name`` wait until two threads have called it, then run the real one."""
+    barrier = threading.Barrier(2, timeout=timeout)
+    real = getattr(owner, name)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        barrier.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, held)
+    return barrier
+
+
 def test_each_write_returns_its_own_version_when_both_commit_before_either_asks(
     spark: SparkSession, lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both appends commit, then meet before looking up their version: the latest is 2 for both."""
     lake.write(frame(spark, 0, 100, "v0"), TABLE)
-    committed = threading.Barrier(2, timeout=120)
-    real = deltars.committed_version
-
-    def after_both_commits(path: str, write_id: str) -> int:
-        committed.wait()
-        return real(path, write_id)
-
-    monkeypatch.setattr(deltars, "committed_version", after_both_commits)
+    hold_for_both(monkeypatch, deltars, "committed_version", timeout=120)
     tags = {"a": frame(spark, 1000, 300, "a"), "b": frame(spark, 2000, 300, "b")}
     results, errors = run_both(
         [lambda t=t: (t, lake.write(tags[t], TABLE, "append")) for t in tags]
@@ -141,15 +149,7 @@ def part_file(folder: str, ids: range, tag: str) -> dict[str, Any]:
 @pytest.fixture
 def held_commits(monkeypatch: pytest.MonkeyPatch) -> threading.Barrier:
     """Both writers load their snapshot, then meet here before either commits."""
-    barrier = threading.Barrier(2, timeout=60)
-    real = DeltaTable.create_write_transaction
-
-    def held(self: DeltaTable, *args: Any, **kwargs: Any) -> Any:
-        barrier.wait()
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaTable, "create_write_transaction", held)
-    return barrier
+    return hold_for_both(monkeypatch, DeltaTable, "create_write_transaction")
 
 
 SCHEMA = pa.schema([("track_id", pa.string()), ("note", pa.string())])
