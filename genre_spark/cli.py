@@ -11,15 +11,18 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from genre_spark.config import ConfigError, Settings, load_settings, parse_override
+
+if TYPE_CHECKING:
+    from genre_spark.ingest.spotify.events import ProgressEvent
 
 app = typer.Typer(
     help="genre-spark: classify music genres from Spotify track metadata with Spark, Delta and PyTorch.",
@@ -115,6 +118,63 @@ def handled(verbose: bool) -> Iterator[None]:
 # --- ingest -------------------------------------------------------------------
 
 
+class SpotifyBars:
+    """A rich progress bar per genre on stderr, driven by the ingester's progress events."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description:>14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from genre_spark.ingest.spotify.events import Fetching, Planning, TrackDone
+
+        if isinstance(event, Planning):
+            self.progress.console.log(f"planning: searching {event.genre}")
+        elif isinstance(event, Fetching):
+            self.tasks[event.genre] = self.progress.add_task(
+                event.genre, total=event.total, completed=event.done
+            )
+        elif isinstance(event, TrackDone):
+            self.progress.advance(self.tasks[event.genre])
+
+
+@contextmanager
+def log_to_console(verbose: bool) -> Iterator[None]:
+    """The library's log (every wait, every checkpoint) on the CLI's console, for one command.
+
+    WARNING and above (waits, short genres) always; INFO (checkpoints, token
+    refreshes) with ``--verbose``.
+    """
+    import logging
+
+    from rich.logging import RichHandler
+
+    ours = logging.getLogger("genre_spark")
+    saved = ours.level
+    handler = RichHandler(console=console, show_path=False)
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(saved)
+
+
 @ingest_app.command("spotify")
 def ingest_spotify(
     genres: Annotated[
@@ -144,12 +204,11 @@ def ingest_spotify(
     from rich.table import Table
 
     with handled(verbose):
-        from genre_spark.ingest import spotify
-        from genre_spark.ingest.spotify_client import (
-            MissingCredentialsError,
-            SpotifyClient,
-            load_credentials,
-        )
+        from genre_spark.ingest.spotify.client import SpotifyClient
+        from genre_spark.ingest.spotify.credentials import load_credentials
+        from genre_spark.ingest.spotify.errors import MissingCredentialsError
+        from genre_spark.ingest.spotify.events import ignore
+        from genre_spark.ingest.spotify.runner import run
 
         names = [g.strip() for g in genres.split(",") if g.strip()] if genres else None
         extra = {
@@ -165,9 +224,9 @@ def ingest_spotify(
             raise UsageError(str(exc)) from None
         client = SpotifyClient(cfg, credentials)
         ctx.lake  # noqa: B018 - start Spark before the progress bars take the terminal
-        sink = spotify.RichProgress(console) if progress else spotify.ProgressSink()
-        with spotify.log_to(console, verbose), sink:
-            summary = spotify.run(ctx.lake, ctx.settings, client=client, progress=sink)
+        bars = SpotifyBars(console) if progress else None
+        with log_to_console(verbose), bars.progress if bars else nullcontext():
+            summary = run(ctx.lake, ctx.settings, client=client, progress=bars or ignore)
         table = Table(title=f"spotify plan {summary.plan_id}, features from {summary.providers}")
         for column in ("genre", "requested", "in silver"):
             table.add_column(column)

@@ -84,8 +84,9 @@ class SpotifySettings(_Section):
     checkpoint_batch: int = Field(200, ge=1, description="responses per bronze commit")
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(15.0, gt=0)
-    transport_retries: int = Field(2, ge=0, description="quick urllib3 retries on 5xx/connect")
-    max_attempts: int = Field(6, ge=1, description="attempts per request under the retry policy")
+    max_attempts: int = Field(
+        6, ge=1, description="requests sent per call at most (the only retry layer)"
+    )
     backoff_s: float = Field(
         1.0, ge=0.0, description="first 5xx/timeout backoff, doubled per retry"
     )

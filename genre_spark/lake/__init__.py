@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,6 +20,9 @@ from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
 from genre_spark.lake.deltars import ConcurrentWriteError, DeltaRsEngine
 from genre_spark.lake.deltaspark import DeltaSparkEngine
 from genre_spark.schema import TIME_COLUMNS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "TABLES",
@@ -123,6 +126,15 @@ class Lake:
         )
         self._register(name)
         return version
+
+    def append_arrow(self, name: str, table: pa.Table) -> int:
+        """Append rows already on the driver (API responses) as one atomic commit; returns its version.
+
+        No Spark job on the delta-rs engine, and no SQL re-registration: an
+        append keeps the schema, and a registered SQL table reads the latest
+        snapshot (``register_sql`` registers tables created since).
+        """
+        return self.engine.append_arrow(self.path(name), table)
 
     def merge(self, df: DataFrame, name: str, keys: list[str]) -> int:
         """Upsert on ``keys`` (unique in ``df``): matched rows replaced, new rows inserted.

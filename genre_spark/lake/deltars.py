@@ -311,6 +311,37 @@ class DeltaRsEngine:
         )
         return committed_version(path, write_id)
 
+    def append_arrow(self, path: str, table: pa.Table) -> int:
+        """Append rows the driver already holds as one commit, with no Spark job.
+
+        For small batches (API responses): ``write_deltalake`` from the driver,
+        tagged with a write id like ``write`` so a concurrent writer's later
+        commit is not taken for this one. Rows are cast to the table's schema
+        (all columns nullable when this commit creates it, as ``write`` does).
+        """
+        from deltalake import write_deltalake
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import CommitProperties
+
+        if self.exists(path):
+            schema = _table_arrow_schema(path)
+        else:
+            schema = pa.schema([f.with_nullable(True) for f in table.schema])
+        write_id = uuid.uuid4().hex
+        metadata = {OPERATION_KEY: "APPEND", WRITE_ID_KEY: write_id}
+        try:
+            write_deltalake(
+                path,
+                table.cast(schema),
+                mode="append",
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            )
+        except CommitFailedError as exc:
+            raise ConcurrentWriteError(
+                f"append to {path} lost to a concurrent writer: {exc}"
+            ) from exc
+        return committed_version(path, write_id)
+
     def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
         """Upsert by copy-on-write: the table without the incoming keys, plus the incoming rows.
 

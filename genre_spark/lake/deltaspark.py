@@ -7,9 +7,12 @@ the connector cannot be downloaded on these machines (PLATFORM.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class DeltaSparkEngine:
@@ -48,6 +51,11 @@ class DeltaSparkEngine:
             .save(path)
         )
         return self.version(path)
+
+    def append_arrow(self, path: str, table: pa.Table) -> int:
+        """Append rows the driver already holds: Spark makes them a DataFrame, then ``write``."""
+        df = self.spark.createDataFrame(table)
+        return self.write(df, path, overwrite=False, operation="APPEND")
 
     def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
         """Delta's MERGE; returns the latest version after it (see ``write``)."""
