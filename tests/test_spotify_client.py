@@ -254,6 +254,72 @@ def test_debug_logs_of_the_token_exchange_carry_no_secret(
     assert SECRET not in caplog.text and basic not in caplog.text
 
 
+def test_spotipy_debug_lines_mask_the_basic_header_and_every_token(
+    fake_factory: Callable[..., FakeSpotify], catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """spotipy logs request headers at DEBUG: they are there, with the credentials masked."""
+    fake = fake_factory(faults=[Fault("track", "expire", after=1)])
+    caplog.set_level(logging.DEBUG)
+    client = make_client(fake)
+    for track_id in catalog.search["rock"][:3]:
+        client.track(track_id)
+    basic = base64.b64encode(f"{fake.client_id}:{SECRET}".encode()).decode()
+    spotipy_lines = [r.getMessage() for r in caplog.records if r.name.startswith("spotipy")]
+    assert any("Basic ***" in line and "/api/token" in line for line in spotipy_lines)
+    assert sum("Bearer ***" in line for line in spotipy_lines) == fake.requests["track"] == 4
+    assert len(fake.tokens) == 2  # the expired one and its replacement
+    for needle in (SECRET, basic, *fake.tokens):
+        assert needle not in caplog.text
+
+
+def test_spotipy_error_lines_are_debug_only_the_policy_speaks_for_them(
+    fake_factory: Callable[..., FakeSpotify], catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = fake_factory(faults=[Fault("track", "5xx", times=1, status=503)])
+    caplog.set_level(logging.INFO)
+    client = make_client(fake)
+    assert client.track(catalog.search["rock"][0])["id"] == catalog.search["rock"][0]
+    with pytest.raises(NotFoundError):
+        client.track(sorted(catalog.missing)[0])
+    assert [r for r in caplog.records if r.name.startswith("spotipy")] == []
+    assert len(waits_logged(caplog)) == 1
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(NotFoundError):
+        client.track(sorted(catalog.missing)[0])
+    errors = [r for r in caplog.records if r.getMessage().startswith("HTTP Error for GET")]
+    assert [(r.name, r.levelno) for r in errors] == [("spotipy.client", logging.DEBUG)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "survived_as"),
+    [("5xx", "token_endpoint"), ("malformed", "token_endpoint"), ("slow", "timeout")],
+)
+def test_a_failing_token_endpoint_is_retried_by_the_policy(
+    fake_factory: Callable[..., FakeSpotify], catalog: Catalog, kind: str, survived_as: str
+) -> None:
+    fake = fake_factory(faults=[Fault("token", kind)])
+    client = make_client(fake)
+    track_id = catalog.search["jazz"][0]
+    assert client.track(track_id)["id"] == track_id
+    assert client.stats.survived[survived_as] == fake.injected[kind] == 1
+    assert (fake.requests["token"], fake.requests["track"]) == (2, 1)
+
+
+def test_malformed_audio_features_are_retried(
+    fake_factory: Callable[..., FakeSpotify], catalog: Catalog
+) -> None:
+    fake = fake_factory(audio_features_allowed=True, faults=[Fault("audio_features", "malformed")])
+    client = make_client(fake)
+    ids = catalog.search["jazz"][:4]
+    got = client.audio_features(ids)
+    assert [f["tempo"] if f else None for f in got] == [
+        f["tempo"] if f else None for f in expected_features(catalog, ids).values()
+    ]
+    assert client.stats.survived["malformed"] == fake.injected["malformed"] == 1
+    assert fake.requests["audio_features"] == 2
+
+
 def test_search_limit_above_ten_is_rejected_by_config() -> None:
     with pytest.raises(ValidationError, match="search_limit"):
         SpotifySettings(search_limit=50)
