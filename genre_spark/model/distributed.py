@@ -32,7 +32,6 @@ torchrun's exit barrier.
 
 from __future__ import annotations
 
-import gc
 import os
 import socket
 import threading
@@ -178,9 +177,9 @@ def log(line: str) -> None:
 def run_rank(train_fn: Callable[[dict[str, Any]], T], cfg: dict[str, Any]) -> T:
     """What TorchDistributor runs in every process: ``train_fn(cfg)``, its fate reported.
 
-    The garbage collection after ``train_fn`` frees the DDP wrapper (it sits in
-    reference cycles) and with it the last reference to the process group, so
-    gloo's threads are joined here and not during interpreter teardown.
+    When ``train_fn`` returns, its DDP wrapper (the last holder of the process
+    group, see :func:`init_process_group`) is freed, and gloo's threads are
+    joined here, not in interpreter teardown.
     """
     global _reporter
     rank = int(os.environ["RANK"])
@@ -192,8 +191,6 @@ def run_rank(train_fn: Callable[[dict[str, Any]], T], cfg: dict[str, Any]) -> T:
         with suppress(Exception):
             _reporter.failed(exc)
         raise
-    finally:
-        gc.collect()
     _reporter.set(state=DONE)
     return result
 

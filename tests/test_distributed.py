@@ -1,0 +1,350 @@
+"""Distributed training fails fast and loud: a killed or hung rank is named, nothing is registered.
+
+Faults are real: the rank's own process (the torchrun worker, found among this
+test's descendants by the RANK its agent gave it) is sent SIGKILL or SIGSTOP
+while it trains, in local mode and in barrier mode on local[2].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from sklearn.metrics import f1_score
+
+from genre_spark.config import Settings, load_settings
+from genre_spark.lake import Lake
+from genre_spark.model import distributed, train
+from genre_spark.model.data import blob_features, read_shard
+from genre_spark.model.registry import load_model
+
+GENRES = ["blues", "folk", "metal"]
+ROOT = Path(__file__).resolve().parent.parent
+#: Short in tests, so that a hung rank fails its peers quickly (the default is 300 s).
+TIMEOUT_S = 30.0
+#: Long enough that a rank killed at epoch 2 dies mid-training.
+EPOCHS = 40
+
+
+def _settings(root: Path, **train_overrides: Any) -> Settings:
+    return load_settings(
+        overrides={
+            "lake": str(root / "lake"),
+            "train": {
+                "epochs": EPOCHS,
+                "patience": EPOCHS,
+                "batch_size": 64,
+                "channels": 4,
+                "depth": 1,
+                "num_processes": 2,
+                "collective_timeout_s": TIMEOUT_S,
+                **train_overrides,
+            },
+        },
+        environ={},
+    )
+
+
+def _write_inputs(lake: Lake, settings: Settings, features: Any) -> None:
+    lake.write(features, "gold.features")
+    rows = [(f, 0.0, 1.0) for f in settings.features]
+    lake.write(
+        lake.spark.createDataFrame(rows, "feature string, center double, scale double"),
+        "gold.normalizer",
+    )
+
+
+def _rank_process(rank: int) -> psutil.Process:
+    """The torchrun worker that runs ``rank``: a descendant whose agent set LOCAL_RANK and RANK."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                env = proc.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("RANK") == str(rank) and "LOCAL_RANK" in env:
+                return proc
+        time.sleep(0.2)
+    raise AssertionError(f"no training process for rank {rank}")
+
+
+class Fault:
+    """Sends ``sig`` to rank ``rank``'s process when rank 0 reports epoch ``epoch`` (an on_epoch hook)."""
+
+    def __init__(self, rank: int, sig: signal.Signals, epoch: int = 2) -> None:
+        self.rank, self.sig, self.epoch = rank, sig, epoch
+        self.sent_at: float | None = None
+        self.process: psutil.Process | None = None
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        if self.sent_at is None and row["epoch"] >= self.epoch:
+            self.process = _rank_process(self.rank)
+            self.process.send_signal(self.sig)
+            self.sent_at = time.monotonic()
+
+
+def _assert_nothing_registered(settings: Settings, lake: Lake) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri)
+    assert client.search_model_versions(f"name = '{settings.mlflow.model_name}'") == []
+    assert not lake.exists("gold.models")
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"] * len(runs) and runs
+
+
+@pytest.fixture(scope="module")
+def blobs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    settings = _settings(tmp_path_factory.mktemp("blobs"))
+    return blob_features(spark, 900, GENRES, settings.features, files=4).cache()
+
+
+@pytest.mark.parametrize("local_mode", [True, False], ids=["local", "barrier"])
+def test_killed_rank_fails_training_with_its_name_and_last_line(
+    spark: SparkSession, tmp_path: Path, blobs: Any, local_mode: bool
+) -> None:
+    settings = _settings(tmp_path, local_mode=local_mode)
+    lake = Lake(spark, settings.lake)
+    _write_inputs(lake, settings, blobs)
+    kill = Fault(rank=1, sig=signal.SIGKILL)
+
+    with pytest.raises(distributed.RankFailedError) as failed:
+        train.run(lake, settings, on_epoch=kill)
+    failed_after = time.monotonic() - (kill.sent_at or 0.0)
+
+    assert kill.sent_at is not None, "training ended before the fault was injected"
+    message = str(failed.value)
+    assert re.search(
+        r"^training failed: rank 1 of 2 stopped without reporting an error "
+        r"\(killed, crashed or hung\); its last log line: 'epoch \d+/40 ",
+        message,
+    ), message
+    assert "\n" not in message
+    assert failed_after < TIMEOUT_S, f"failed {failed_after:.0f}s after the kill"
+    _assert_nothing_registered(settings, lake)
+
+
+def test_hung_rank_fails_its_peers_after_the_collective_timeout(
+    spark: SparkSession, tmp_path: Path, blobs: Any
+) -> None:
+    """A stopped (not dead) rank: the others give up after collective_timeout_s, not gloo's 30 min."""
+    settings = _settings(tmp_path, local_mode=True)
+    lake = Lake(spark, settings.lake)
+    _write_inputs(lake, settings, blobs)
+    stop = Fault(rank=1, sig=signal.SIGSTOP)
+    peer_gone: list[float] = []
+
+    def end_the_hang() -> None:
+        """Once rank 0 has given up, kill the stopped rank (torchrun's SIGTERM waits while stopped)."""
+        while stop.process is None:
+            time.sleep(0.2)
+        _rank_process(0).wait()
+        peer_gone.append(time.monotonic())
+        stop.process.kill()
+
+    ender = threading.Thread(target=end_the_hang, daemon=True)
+    ender.start()
+    try:
+        with pytest.raises(distributed.RankFailedError) as failed:
+            train.run(lake, settings, on_epoch=stop)
+    finally:
+        if stop.process is not None and stop.process.is_running():
+            stop.process.kill()
+    ender.join(timeout=60)
+
+    message = str(failed.value)
+    assert message.startswith("training failed: rank 1 of 2 stopped without reporting an error")
+    assert "(then rank 0 stopped when a peer failed (" in message, message
+    waited = peer_gone[0] - (stop.sent_at or 0.0)
+    assert TIMEOUT_S * 0.5 < waited < TIMEOUT_S * 2, f"rank 0 gave up after {waited:.0f}s"
+    _assert_nothing_registered(settings, lake)
+
+
+def test_rank_without_data_still_joins(spark: SparkSession, tmp_path: Path, blobs: Any) -> None:
+    """One file holds only test rows: its rank trains and validates on nothing but joins every collective."""
+    settings = _settings(tmp_path, local_mode=True, epochs=3, patience=3)
+    lake = Lake(spark, settings.lake)
+    _write_inputs(lake, settings, blobs.repartitionByRange(2, F.col("split") != "test"))
+    files = lake.files("gold.features")
+    assert len(files) == 2
+
+    outcome = train.run(lake, settings)
+
+    rows = outcome.result.rows
+    assert sorted((r["train"], r["validation"]) for r in rows.values())[0] == (0, 0)
+    assert [row["epoch"] for row in outcome.result.history] == [1, 2, 3]
+    validation = read_shard(files, "validation", len(settings.features))
+    with torch.no_grad():
+        logits = load_model(settings).model(torch.as_tensor(validation.x))
+    predicted = np.array(GENRES)[logits.argmax(1).numpy()]
+    assert outcome.result.metrics["val_macro_f1"] == pytest.approx(
+        f1_score(validation.genres, predicted, average="macro"), abs=1e-12
+    )
+
+
+# --- in the rank process, without Spark ---------------------------------------------------
+
+_RANK_SCRIPT = textwrap.dedent(
+    """
+    import json, os, pickle, sys
+    from genre_spark.model import distributed, train
+    with open(sys.argv[1], "rb") as fh:
+        cfg = pickle.load(fh)
+    distributed.run_rank(train.train_rank, cfg)
+    threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    print(json.dumps(threads))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _blob_files(folder: Path, settings: Settings, n: int = 2) -> list[str]:
+    """Small gold.features-shaped files written with pyarrow (no Spark needed)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        genres = [GENRES[j % len(GENRES)] for j in range(120)]
+        vectors = [
+            (rng.normal(size=len(settings.features)) + GENRES.index(g)).tolist() for g in genres
+        ]
+        splits = ["train" if j % 5 else "validation" for j in range(120)]
+        table = pa.table(
+            {"genre": genres, "split": splits, "features": vectors, "is_outlier": [False] * 120}
+        )
+        paths.append(str(folder / f"part-{i}.parquet"))
+        pq.write_table(table, paths[-1])
+    return paths
+
+
+def test_rank_leaves_no_process_group_threads_behind(tmp_path: Path) -> None:
+    """After run_rank returns, gloo's worker and I/O threads are gone: nothing left for teardown.
+
+    A one-process world under the real rank code (init, DDP, collectives,
+    destroy); before the fix the group outlived destroy_process_group and its
+    threads ran until interpreter teardown.
+    """
+    settings = _settings(tmp_path, epochs=2, patience=2, num_processes=1)
+    monitor = distributed.RankMonitor(1, "127.0.0.1", TIMEOUT_S)
+    try:
+        cfg = train.rank_config(settings.train, settings.features, _blob_files(tmp_path, settings))
+        cfg.update(progress_path=None, monitor=monitor.address)
+        (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg))
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(_free_port()),
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _RANK_SCRIPT, str(tmp_path / "cfg.pkl")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        threads = json.loads(done.stdout.strip().splitlines()[-1])
+        assert [t for t in threads if "gloo" in t] == [], threads
+        (report,) = monitor.reports()
+        assert report.state == distributed.DONE
+        assert report.line is not None and report.line.startswith("epoch 2/2 ")
+    finally:
+        monitor.close()
+
+
+def _agree_worker(rank: int, port: int, failing_rank: int, out: Any) -> None:
+    """One rank of a two-process gloo world whose local step fails on ``failing_rank`` only."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+
+    def step() -> int:
+        if rank == failing_rank:
+            raise ValueError("this rank's file is damaged")
+        return rank
+
+    try:
+        distributed.agree(step)
+        out.put((rank, "no error"))
+    except Exception as exc:
+        out.put((rank, distributed.describe(exc), distributed.is_consequence(exc)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_step_that_fails_on_one_rank_fails_on_all_with_the_same_collectives() -> None:
+    """The failing rank raises its error, the other learns which rank failed; neither waits."""
+    ctx = torch.multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_agree_worker, args=(r, port, 1, out)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert results == [
+        (0, "PeerFailedError: rank 1 failed: ValueError: this rank's file is damaged", True),
+        (1, "ValueError: this rank's file is damaged", False),
+    ]
+
+
+# --- which rank to blame -------------------------------------------------------------------
+
+
+def _report(rank: int, state: str | None, kind: str | None = None, order: int | None = None):
+    return distributed.RankReport(
+        rank, state, f"line {rank}", "E: x" if kind else None, kind, order
+    )
+
+
+@pytest.mark.parametrize(
+    ("reports", "culprit"),
+    [
+        # a rank raised its own error; the other failed in a collective afterwards
+        ([_report(0, "failed", "consequence", 2), _report(1, "failed", "own", 1)], 1),
+        # a rank went silent (killed): its peer's collective error is the consequence
+        ([_report(0, "failed", "consequence", 1), _report(1, "running")], 1),
+        # the own error wins over a rank that torchrun then killed
+        ([_report(0, "failed", "own", 1), _report(1, "running")], 0),
+        # only collective errors: the earliest
+        ([_report(0, "failed", "consequence", 2), _report(1, "failed", "consequence", 1)], 1),
+        ([_report(0, "done"), _report(1, None)], 1),
+        ([_report(0, "done"), _report(1, "done")], None),
+    ],
+)
+def test_blame_names_the_rank_that_caused_the_failure(
+    reports: list[distributed.RankReport], culprit: int | None
+) -> None:
+    found = distributed.blame(reports)
+    assert (found.rank if found else None) == culprit
