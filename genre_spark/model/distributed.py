@@ -33,6 +33,7 @@ torchrun's exit barrier.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -54,6 +55,8 @@ T = TypeVar("T")
 RUNNING, DONE, FAILED = "running", "done", "failed"
 #: Longest error text a rank reports (gloo messages carry C++ traces).
 _ERROR_CHARS = 300
+#: gloo's "[file.cc:123] " prefix and " This is typically caused by ..." advice.
+_GLOO_NOISE = re.compile(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*| This is typically caused by.*$")
 
 
 class RankFailedError(RuntimeError):
@@ -65,9 +68,17 @@ class PeerFailedError(RuntimeError):
 
 
 def describe(exc: BaseException) -> str:
-    """One line for an exception: its type and the first line of its message."""
+    """One line for an exception: its type and the first line of its message.
+
+    Drops what gloo adds around the point: its source location and its advice.
+
+    >>> describe(RuntimeError("[/x/gloo/pair.cc:537] Read error: Connection reset by peer. "
+    ...                       "This is typically caused by a remote worker hanging."))
+    'RuntimeError: Read error: Connection reset by peer.'
+    """
     lines = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    first = _GLOO_NOISE.sub("", lines[0]).strip() if lines else ""
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return text[:_ERROR_CHARS]
 
 
