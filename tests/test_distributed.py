@@ -185,7 +185,8 @@ def test_rank_without_data_still_joins(spark: SparkSession, tmp_path: Path, blob
     """One file holds only test rows: its rank trains and validates on nothing but joins every collective."""
     settings = _settings(tmp_path, local_mode=True, epochs=3, patience=3)
     lake = Lake(spark, settings.lake)
-    _write_inputs(lake, settings, blobs.repartitionByRange(2, F.col("split") != "test"))
+    _write_inputs(lake, settings, blobs.filter(F.col("split") == "test").coalesce(1))
+    lake.write(blobs.filter(F.col("split") != "test").coalesce(1), "gold.features", "append")
     files = lake.files("gold.features")
     assert len(files) == 2
 
