@@ -145,6 +145,46 @@ def test_killed_rank_fails_training_with_its_name_and_last_line(
     _assert_nothing_registered(settings, lake)
 
 
+def _train_then_die_on_exit(cfg: dict[str, Any]) -> train.TrainResult:
+    """train_rank, then rank 1's process aborts at exit, after its result is written.
+
+    What the standalone cluster showed ("terminate called without an active
+    exception" after training): torchrun's agent for the other rank then
+    waits 300 s in its exit barrier while the job still looks healthy.
+    """
+    import atexit
+
+    result = train.train_rank(cfg)
+    if os.environ["RANK"] == "1":
+        atexit.register(os.abort)
+    return result
+
+
+def test_rank_dying_on_exit_is_reported_not_waited_for(
+    spark: SparkSession, tmp_path: Path, blobs: Any
+) -> None:
+    """Barrier mode: every rank reports its result, one dies on exit; the job is cancelled and named."""
+    from pyspark import cloudpickle
+
+    settings = _settings(tmp_path, local_mode=False, epochs=2, patience=2)
+    lake = Lake(spark, settings.lake)
+    _write_inputs(lake, settings, blobs)
+    cfg = train.rank_config(settings.train, settings.features, lake.files("gold.features"))
+    cfg["progress_path"] = None
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        with pytest.raises(distributed.RankFailedError) as failed:
+            distributed.run_ranks(spark, settings.train, _train_then_die_on_exit, cfg)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    message = str(failed.value)
+    assert message.startswith(
+        f"every training process reported its result, but the training job was still running "
+        f"{TIMEOUT_S:.0f}s later (a process hung or died on exit), so it was cancelled; "
+        "last log lines: rank 0: 'epoch 2/2 "
+    ), message
+
+
 def test_hung_rank_fails_its_peers_after_the_collective_timeout(
     spark: SparkSession, tmp_path: Path, blobs: Any
 ) -> None:
