@@ -7,9 +7,8 @@ while it trains, in local mode and in barrier mode on local[2].
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import pickle
 import re
 import signal
 import socket
@@ -23,8 +22,6 @@ from typing import Any
 
 import numpy as np
 import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from pyspark.sql import SparkSession
@@ -246,80 +243,81 @@ def test_rank_without_data_still_joins(spark: SparkSession, tmp_path: Path, blob
 
 # --- in the rank process, without Spark ---------------------------------------------------
 
-_RANK_SCRIPT = textwrap.dedent(
+_IN_FLIGHT_SCRIPT = textwrap.dedent(
     """
-    import json, os, pickle, sys
-    from genre_spark.model import distributed, train
-    with open(sys.argv[1], "rb") as fh:
-        cfg = pickle.load(fh)
-    distributed.run_rank(train.train_rank, cfg)
-    threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
-    print(json.dumps(threads))
+    import sys, time
+    import torch, torch.distributed as dist
+    import torch.distributed.nn  # imported before init: DDP, not its defaults, holds the group last
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from genre_spark.model import distributed
+
+    def train_with_a_broadcast_in_flight(cfg):
+        host, port = cfg["monitor"].rsplit(":", 1)
+        store = dist.TCPStore(host, int(port), is_master=False)
+        distributed.init_process_group(torch.device("cpu"), cfg["collective_timeout_s"])
+        model, rank = DDP(torch.nn.Linear(4, 2)), dist.get_rank()
+        if rank == 0:
+            time.sleep(3)
+            dist.broadcast(torch.ones(1000), src=0)
+            store.set("sent", "1")
+        else:
+            buffer = torch.zeros(1000)
+            dist.broadcast(buffer, src=0, async_op=True)
+        distributed.destroy_process_group()
+        del model  # what train_rank's return does, here with the broadcast still in gloo's hands
+        store.wait(["sent"])
+        distributed.log("broadcast done")
+        return rank
+
+    distributed.run_rank(train_with_a_broadcast_in_flight, {"monitor": sys.argv[1], "collective_timeout_s": 30})
+    print("rank returned", flush=True)
     """
 )
+
+
+def test_rank_exits_although_its_group_still_has_a_collective_in_flight(tmp_path: Path) -> None:
+    """Two real ranks whose DDP wrapper is freed while gloo still holds a broadcast.
+
+    Freeing the last holder of a gloo group (here DDP, after
+    destroy_process_group) joins its worker threads with the GIL held, while
+    the worker needs the GIL to release the broadcast's tensor once it
+    arrives: rank 1 then hangs forever. The rank keeps its group
+    (init_process_group) and leaves with os._exit, so both ranks return and
+    exit 0.
+    """
+    script = tmp_path / "in_flight.py"
+    script.write_text(_IN_FLIGHT_SCRIPT)
+    monitor = distributed.RankMonitor(2, "127.0.0.1", TIMEOUT_S)
+    try:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1"]
+        command += ["--nproc_per_node=2", str(script), monitor.address]
+        launched = subprocess.Popen(
+            command,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a hung rank is killed with its launcher below
+        )
+        try:
+            stdout, stderr = launched.communicate(timeout=180)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(launched.pid, signal.SIGKILL)
+        done = subprocess.CompletedProcess(command, launched.returncode, stdout, stderr)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        assert done.stdout.count("rank returned") == 2
+        assert [(r.state, r.line) for r in monitor.reports()] == [
+            (distributed.DONE, "broadcast done")
+        ] * 2
+    finally:
+        monitor.close()
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _blob_files(folder: Path, settings: Settings, n: int = 2) -> list[str]:
-    """Small gold.features-shaped files written with pyarrow (no Spark needed)."""
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        genres = [GENRES[j % len(GENRES)] for j in range(120)]
-        vectors = [
-            (rng.normal(size=len(settings.features)) + GENRES.index(g)).tolist() for g in genres
-        ]
-        splits = ["train" if j % 5 else "validation" for j in range(120)]
-        table = pa.table(
-            {"genre": genres, "split": splits, "features": vectors, "is_outlier": [False] * 120}
-        )
-        paths.append(str(folder / f"part-{i}.parquet"))
-        pq.write_table(table, paths[-1])
-    return paths
-
-
-def test_rank_leaves_no_process_group_threads_behind(tmp_path: Path) -> None:
-    """After run_rank returns, gloo's worker and I/O threads are gone: nothing left for teardown.
-
-    A one-process world under the real rank code (init, DDP, collectives,
-    destroy); before the fix the group outlived destroy_process_group and its
-    threads ran until interpreter teardown.
-    """
-    settings = _settings(tmp_path, epochs=2, patience=2, num_processes=1)
-    monitor = distributed.RankMonitor(1, "127.0.0.1", TIMEOUT_S)
-    try:
-        cfg = train.rank_config(settings.train, settings.features, _blob_files(tmp_path, settings))
-        cfg.update(progress_path=None, monitor=monitor.address)
-        (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg))
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "RANK": "0",
-            "LOCAL_RANK": "0",
-            "WORLD_SIZE": "1",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(_free_port()),
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", _RANK_SCRIPT, str(tmp_path / "cfg.pkl")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        threads = json.loads(done.stdout.strip().splitlines()[-1])
-        assert [t for t in threads if "gloo" in t] == [], threads
-        (report,) = monitor.reports()
-        assert report.state == distributed.DONE
-        assert report.line is not None and report.line.startswith("epoch 2/2 ")
-    finally:
-        monitor.close()
 
 
 def _agree_worker(rank: int, port: int, failing_rank: int, out: Any) -> None:

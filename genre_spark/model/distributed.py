@@ -12,8 +12,8 @@ driver as "TorchDistributor failed during training", naming no rank.
 In each rank (:func:`run_rank` wraps the training function):
 
 - the process group waits at most ``train.collective_timeout_s`` for a peer
-  (:func:`init_process_group`), and it is really gone when training returns
-  (see :func:`init_process_group` for what used to pin it);
+  (:func:`init_process_group`), and the process ends without destroying it
+  (:func:`run_rank` says why: destroying a gloo group races its threads);
 - the rank reports its state (running, done, failed with the error) and each
   log line to the driver's :class:`RankMonitor`, a c10d ``TCPStore`` the
   driver serves: plain key-value sets, reachable from executors on other
@@ -32,9 +32,12 @@ torchrun's exit barrier.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -95,27 +98,23 @@ def is_consequence(exc: BaseException) -> bool:
 def init_process_group(device: torch.device, timeout_s: float) -> None:
     """gloo on CPU (NCCL on GPU); a collective or store wait gives up after ``timeout_s``.
 
-    ``torch.distributed.nn`` is imported first on purpose. Its functions take
-    ``group=group.WORLD`` as a default argument, evaluated when the module is
-    first imported, and DDP imports it lazily (through
-    ``torch.distributed._shard``). Imported after the group exists, those ten
-    defaults pin the world group for the life of the process:
-    ``destroy_process_group`` then cannot free it, and gloo's worker and I/O
-    threads run on into interpreter teardown, where the garbage collector
-    finally destroys the group while the interpreter is shutting down (seen
-    with gdb: ``Py_FinalizeEx`` -> ``finalize_modules`` -> ``func_dealloc`` ->
-    ``~ProcessGroupGloo``). A rank that dies there has already handed back
-    its result, which is how barrier mode stalled for 300 s.
+    The group is also kept referenced here until the process ends: see
+    :func:`run_rank` for why a rank never destroys its gloo group.
     """
     import torch.distributed as dist
-    import torch.distributed.nn  # noqa: F401  (before init: see above)
 
+    global _group
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    _group = dist.group.WORLD
 
 
 def destroy_process_group() -> None:
-    """Leave the process group (every rank calls it, after its last collective)."""
+    """Leave the process group (every rank calls it, after its last collective).
+
+    torch forgets the group; its C++ object, held by :func:`init_process_group`,
+    lives on until the process exits (see :func:`run_rank`).
+    """
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -177,6 +176,8 @@ class _Reporter:
 
 
 _reporter: _Reporter | None = None
+#: The rank's process group, never freed before the process exits (see run_rank).
+_group: Any = None
 
 
 def log(line: str) -> None:
@@ -185,15 +186,42 @@ def log(line: str) -> None:
         _reporter.set(line=line)
 
 
+def _leave() -> None:
+    """The rank process's last act (atexit): exit now, skipping interpreter teardown.
+
+    The exit status stays honest: 1 when the script ended with an uncaught
+    exception (Python has set ``sys.last_value``), else 0.
+    """
+    failed = hasattr(sys, "last_value")
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(1 if failed else 0)
+
+
 def run_rank(train_fn: Callable[[dict[str, Any]], T], cfg: dict[str, Any]) -> T:
     """What TorchDistributor runs in every process: ``train_fn(cfg)``, its fate reported.
 
-    When ``train_fn`` returns, its DDP wrapper (the last holder of the process
-    group, see :func:`init_process_group`) is freed, and gloo's threads are
-    joined here, not in interpreter teardown.
+    The process then ends with ``os._exit`` once TorchDistributor's script has
+    written the result, and its gloo group is never destroyed. In torch 2.13,
+    destroying a gloo group runs ``~ProcessGroupGloo``, which joins the
+    group's worker threads while the freeing thread holds the GIL; a worker
+    still releasing a finished collective whose tensor has a Python object
+    needs the GIL for that, so the two wait for each other. Seen with gdb in
+    a barrier-mode rank (main thread: DDP dealloc -> ``~Reducer`` ->
+    ``~ProcessGroupGloo`` -> ``thread::join``; worker: ``~AsyncBroadcastWork``
+    -> ``decref_pyobject`` -> ``gil_scoped_acquire``), and reproduced every
+    time by ``tests/test_distributed.py``. Before, the group (pinned by
+    ``torch.distributed.nn``'s ``group=group.WORLD`` default arguments, which
+    DDP imports lazily) was destroyed only in interpreter teardown, racing
+    the same threads, where rank 1 died with "terminate called without an
+    active exception" after writing its result; its torchrun agent then
+    never reached the exit barrier, and rank 0's agent waited 300 s for it.
     """
     global _reporter
     rank = int(os.environ["RANK"])
+    atexit.register(_leave)
     _reporter = _Reporter(cfg["monitor"], rank, cfg["collective_timeout_s"])
     _reporter.set(state=RUNNING, line=f"started: pid {os.getpid()} on {socket.gethostname()}")
     try:
