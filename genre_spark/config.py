@@ -167,6 +167,12 @@ class TrainSettings(_Section):
     patience: int = Field(5, ge=1, description="epochs without a better validation macro-F1")
     num_processes: int = Field(2, ge=1)
     local_mode: bool = True
+    collective_timeout_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="longest a training process waits for the others; a rank that died or hung "
+        "fails training after this",
+    )
     exclude_outliers: bool = True
     seed: int = 7
     references: ReferenceSettings = Field(default_factory=ReferenceSettings)
