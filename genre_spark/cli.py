@@ -624,19 +624,26 @@ def sql(
     set_: SetOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run Spark SQL over every lake table (bronze.*, silver.*, gold.*).
+    """Run read-only Spark SQL over every lake table (bronze.*, silver.*, gold.*).
+
+    Queries (SELECT, WITH, VALUES, TABLE), SHOW, DESCRIBE and EXPLAIN run; a
+    statement that would change a table or the catalogue (INSERT, UPDATE, DELETE,
+    MERGE, DROP, CREATE, ALTER, TRUNCATE, ...) is refused before it runs (exit 2).
 
     Examples:
       genre sql "SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre ORDER BY genre"
       genre sql "SELECT * FROM gold.evaluation WHERE split = 'test'" --format csv
     """
-    from genre_spark.sqlshell import render, run_query
+    from genre_spark.sqlshell import ReadOnlyError, render, run_query
 
     with handled(verbose):
         if fmt not in ("table", "csv", "json"):
             raise UsageError(f"--format must be one of table, csv, json (got {fmt!r})")
         ctx = make_context(lake, config, set_, verbose)
-        result = run_query(ctx.lake, query, limit)
+        try:
+            result = run_query(ctx.lake, query, limit)
+        except ReadOnlyError as exc:
+            raise UsageError(str(exc)) from None
         render(result, fmt, out)
 
 
