@@ -64,7 +64,26 @@ class Context:
 
             with console.status("starting Spark"):
                 self._lake = open_lake(self.settings)
+            if not self.verbose:
+                _quiet_task_failures(self._lake.spark)
         return self._lake
+
+
+#: JVM loggers that print a failed task's stack trace while the job fails; the
+#: command then reports the failure itself in one line (``handled``).
+TASK_FAILURE_LOGGERS = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.sql.execution.datasources.v2",
+)
+
+
+def _quiet_task_failures(spark: Any) -> None:
+    """Without --verbose, a damaged input file is one ``error:`` line, not pages of JVM log."""
+    jvm = spark.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.toLevel("OFF")
+    for name in TASK_FAILURE_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
 def make_context(
@@ -217,7 +236,7 @@ def ingest_csv(
     Example: genre ingest csv data/spotify_top2000.csv --top-genres 6 --lake ./lake
     """
     with handled(verbose):
-        from genre_spark.ingest.csv import resolve_mapping, run_csv
+        from genre_spark.ingest.csv import CsvInputError, resolve_mapping, run_csv
 
         extra = {
             "validation.genre_map": None if genre_map == "none" else genre_map,
@@ -231,7 +250,11 @@ def ingest_csv(
         if "://" not in path and not Path(path).is_file():
             raise UsageError(f"CSV file not found: {path}")
         chosen = resolve_mapping(mapping) if mapping else None
-        _print_csv_report(run_csv(ctx.lake, ctx.settings, path, chosen), ctx.settings, ctx.lake)
+        try:
+            report = run_csv(ctx.lake, ctx.settings, path, chosen)
+        except CsvInputError as exc:
+            raise UsageError(str(exc)) from exc
+        _print_csv_report(report, ctx.settings, ctx.lake)
 
 
 def _print_csv_report(report: Any, settings: Settings, lake_: Any) -> None:
