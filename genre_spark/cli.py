@@ -74,6 +74,7 @@ class Context:
 TASK_FAILURE_LOGGERS = (
     "org.apache.spark.executor.Executor",
     "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.util.Utils",
     "org.apache.spark.sql.execution.datasources.v2",
 )
 
@@ -108,13 +109,17 @@ class UsageError(Exception):
 
 @contextmanager
 def handled(verbose: bool) -> Iterator[None]:
-    """Turn exceptions into one clear line and the exit-code convention."""
+    """Turn exceptions into one clear line and the exit-code convention.
+
+    The line is never wrapped (``soft_wrap``): a terminal folds it, a log or a
+    pipe gets it whole.
+    """
     try:
         yield
     except typer.Exit:
         raise
     except (ConfigError, UsageError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc())
         raise typer.Exit(2) from None
@@ -123,7 +128,7 @@ def handled(verbose: bool) -> Iterator[None]:
         raise typer.Exit(130) from None
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {message}")
+        console.print(f"[red]error:[/red] {type(exc).__name__}: {message}", soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc())
         else:

@@ -11,7 +11,6 @@ them. Two subprocesses (two JVM starts) in all.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,57 +19,22 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 from crash_writer import MARKER, ROWS, TABLE, job_frame
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
+from subprocesses import START_TIMEOUT_S, kill_session, start
 from typer.testing import CliRunner
 
 from genre_spark.cli import app
 from genre_spark.lake import Lake, content_hash
 
 SCRIPT = Path(__file__).with_name("crash_writer.py")
-#: Generous: the subprocess starts a JVM on a shared 2-core machine.
-START_TIMEOUT_S = 240
-
-
-def session_pids(sid: int) -> list[int]:
-    """Every live process of a session: the driver, its JVM and the worker daemon's group."""
-    pids = []
-    for pid in psutil.pids():
-        try:
-            if os.getsid(pid) == sid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                pids.append(pid)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            continue
-    return pids
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL every process of the session until none is left (fails the test if one survives)."""
-    for _ in range(50):
-        pids = session_pids(sid)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    assert not session_pids(sid), "processes of the killed job survived"
 
 
 def start_writer(root: Path, mode: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SCRIPT.parents[1]), *sys.path])}
-    with log.open("wb") as fh:
-        return subprocess.Popen(
-            [sys.executable, str(SCRIPT), str(root), mode],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
+    return start([sys.executable, str(SCRIPT), str(root), mode], log)
 
 
 def parquet_files(folder: str) -> set[str]:

@@ -22,7 +22,7 @@ import os
 import re
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,18 +218,37 @@ def read_problem(exc: BaseException, path: str) -> str | None:
     name = os.path.basename(path.rstrip("/"))
     if not any(name in message for _, message in chain):
         return None
-    for cls, message in chain:
-        if cls.endswith(("FileNotFoundException", "NoSuchFileException")) or (
-            "PATH_NOT_FOUND" in message or "FILE_NOT_EXIST" in message
-        ):
-            return "the file vanished while it was being read (no such file)"
-        if cls.endswith("AccessDeniedException") or "Permission denied" in message:
-            return "became unreadable while it was being read (permission denied)"
-        if cls.endswith("EOFException"):
-            return f"truncated compressed data ({message or 'unexpected end of stream'})"
-        if cls.endswith("IOException") and "FAILED_READ_FILE" not in message:
-            return f"corrupt data that cannot be decoded ({message})"
+    # Most specific first: Java reports a file it may not open as a
+    # FileNotFoundException "(Permission denied)" under Spark's FILE_NOT_EXIST.
+    for words, matches in _READ_PROBLEMS:
+        for cls, message in chain:
+            if matches(cls, message):
+                return words.format(message=message)
     return None
+
+
+#: (what to say, which Java exception says it), in the order read_problem tries them.
+_READ_PROBLEMS: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
+    (
+        "became unreadable while it was being read (permission denied)",
+        lambda cls, message: (
+            cls.endswith("AccessDeniedException") or "Permission denied" in message
+        ),
+    ),
+    (
+        "the file vanished while it was being read (no such file)",
+        lambda cls, message: (
+            cls.endswith(("FileNotFoundException", "NoSuchFileException"))
+            or "PATH_NOT_FOUND" in message
+            or "FILE_NOT_EXIST" in message
+        ),
+    ),
+    ("truncated compressed data ({message})", lambda cls, _: cls.endswith("EOFException")),
+    (
+        "corrupt data that cannot be decoded ({message})",
+        lambda cls, message: cls.endswith("IOException") and "FAILED_READ_FILE" not in message,
+    ),
+)
 
 
 @contextmanager
