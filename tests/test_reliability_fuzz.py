@@ -21,7 +21,7 @@ that parse must first agree with what the generator meant to write. Then:
   of a date, the genre map's coarse genre), and every record the generator
   left intact (and whose id no other record uses) is in silver.
 
-Examples: ``GENRE_FUZZ_EXAMPLES`` (default 8, 20 under ``CI=true``); the
+Examples: ``FUZZ_EXAMPLES`` (default 8, 20 under ``CI=true``); the
 examples are derandomised, so a run is reproducible and more examples
 search further.
 """
@@ -46,7 +46,7 @@ from genre_spark.cli import app
 from genre_spark.ingest.mapping import DEFAULT_MISSING
 from genre_spark.lake import Lake
 
-EXAMPLES = int(os.environ.get("GENRE_FUZZ_EXAMPLES") or (20 if os.environ.get("CI") else 8))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or (20 if os.environ.get("CI") else 8))
 MAPPING = (
     Path(__file__).parents[1]
     / "genre_spark"
