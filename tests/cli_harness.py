@@ -114,9 +114,9 @@ def _commit_hooked(
 
     class HookedSource(deltars.DeltaRsSource):
         def writer(self, schema: Any, overwrite: bool) -> HookedWriter:
-            operation = self.options.get("operation", "OVERWRITE" if overwrite else "APPEND")
-            write_id = self.options.get("write_id")
-            return HookedWriter(self._path(), schema, overwrite, operation, write_id)
+            hooked = HookedWriter.__new__(HookedWriter)  # the real writer's state, our commit
+            hooked.__dict__.update(vars(super().writer(schema, overwrite)))
+            return hooked
 
     return mock.patch.object(deltars, "DeltaRsSource", HookedSource)
 
