@@ -337,7 +337,7 @@ def test_fuzzed_csv_matches_an_independent_parse_or_is_refused_by_name(
             assert result.exit_code == 2, result.output
             errors = [line for line in result.output.splitlines() if line.startswith("error:")]
             assert len(errors) == 1, result.output
-            assert re.match(rf"error: .*{FILE_NAME}.*({expected})", errors[0]), errors[0]
+            assert FILE_NAME in errors[0] and re.search(expected, errors[0]), errors[0]
             assert Lake(spark, str(lake_path)).tables() == [], result.output
     finally:
         shutil.rmtree(folder, ignore_errors=True)
