@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import SparkSession
@@ -306,6 +307,7 @@ def assert_ingested(lake: Lake, path: Path, header: list[str], rows: list[list[s
     assert set(alone) <= {r["track_id"] for r in silver}, alone
 
 
+@pytest.mark.timeout(120 + 30 * EXAMPLES)  # each example is a whole ingest: limit by examples
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
