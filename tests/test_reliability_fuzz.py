@@ -23,7 +23,7 @@ that parse must first agree with what the generator meant to write. Then:
 
 Examples: ``FUZZ_EXAMPLES`` (default 8, 20 under ``CI=true``); the
 examples are derandomised, so a run is reproducible and more examples
-search further.
+search further. ``FUZZ_SHRINK=1`` shrinks a failing example (slow).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
@@ -48,6 +48,9 @@ from genre_spark.ingest.mapping import DEFAULT_MISSING
 from genre_spark.lake import Lake
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or (20 if os.environ.get("CI") else 8))
+#: Shrinking re-runs a whole ingest per step (many minutes): on only with FUZZ_SHRINK=1,
+#: so a failure reports its example as generated, within the test's time limit.
+PHASES = tuple(p for p in Phase if p is not Phase.shrink or os.environ.get("FUZZ_SHRINK"))
 MAPPING = (
     Path(__file__).parents[1]
     / "genre_spark"
@@ -315,6 +318,7 @@ def assert_ingested(lake: Lake, path: Path, header: list[str], rows: list[list[s
     max_examples=EXAMPLES,
     deadline=None,
     derandomize=True,
+    phases=PHASES,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=csv_files())
