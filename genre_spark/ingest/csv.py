@@ -167,12 +167,13 @@ def check_file(path: str, encodings: set[str]) -> None:
     Reads at most SNIFF_BYTES from its start on the driver (a constant, not
     the file), so the common mistakes get a clear line before Spark starts a
     job. A NUL byte is binary data unless every encoding that may be used
-    (``encodings``, Spark's names) is a wide one. URIs are left to Spark,
-    whose read errors ``reading`` translates.
+    (``encodings``, Spark's names) is a wide one. Other schemes than ``file:``
+    are left to Spark, whose read errors ``reading`` translates.
     """
-    if "://" in path:
+    parsed = urlparse(path)
+    if parsed.scheme not in ("", "file"):
         return
-    file = Path(path)
+    file = Path(parsed.path if parsed.scheme else path)
     if not file.is_file():
         raise CsvInputError(f"{path}: no such file" if not file.exists() else f"{path}: not a file")
     try:
