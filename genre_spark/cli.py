@@ -241,7 +241,7 @@ def ingest_csv(
     Example: genre ingest csv data/spotify_top2000.csv --top-genres 6 --lake ./lake
     """
     with handled(verbose):
-        from genre_spark.ingest.csv import CsvInputError, resolve_mapping, run_csv
+        from genre_spark.ingest.csv import CsvInputError, check_input, resolve_mapping, run_csv
 
         extra = {
             "validation.genre_map": None if genre_map == "none" else genre_map,
@@ -252,10 +252,9 @@ def ingest_csv(
         ctx = make_context(lake, config, set_, verbose, extra)
         if genre_map == "none":
             ctx.settings.validation.genre_map = None
-        if "://" not in path and not Path(path).is_file():
-            raise UsageError(f"CSV file not found: {path}")
         chosen = resolve_mapping(mapping) if mapping else None
         try:
+            check_input(path, chosen)  # a missing, empty or binary file is told before Spark starts
             report = run_csv(ctx.lake, ctx.settings, path, chosen)
         except CsvInputError as exc:
             raise UsageError(str(exc)) from exc

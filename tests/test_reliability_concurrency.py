@@ -1,10 +1,13 @@
 """Concurrent writers to one table: both commit in order, or one gets ConcurrentWriteError; nothing lost.
 
-Two levels. Whole ``Lake.write`` calls from two threads sharing the Spark
-session (what two jobs on one driver do). And a forced race at the commit
+Three levels. Whole ``Lake.write`` calls from two threads sharing the Spark
+session (what two jobs on one driver do). A forced race at the commit
 itself: both writers load the same snapshot, wait for each other, then
 commit — the case a scheduler cannot be relied on to produce, created here by
-holding delta-rs' commit call at a barrier (test code only).
+holding delta-rs' commit call at a barrier (test code only). And two
+``genre ingest csv`` *processes*, each with its own JVM, into one lake, their
+commits held (``tests/cli_harness.py``) until both have built their write and
+then released one after the other.
 """
 
 from __future__ import annotations

@@ -198,6 +198,12 @@ def check_file(path: str, encodings: set[str]) -> None:
         )
 
 
+def check_input(path: str, mapping: Mapping | None) -> None:
+    """``check_file`` with the encodings ``mapping`` (or, detecting, any shipped one) reads."""
+    known = [mapping] if mapping is not None else shipped_mappings()
+    check_file(path, {m.csv.spark_encoding for m in known})
+
+
 def _java_chain(exc: BaseException) -> list[tuple[str, str]]:
     """(class name, message) of the Java exception behind a PySpark error and of each cause."""
     throwable = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
@@ -520,12 +526,11 @@ def read_csv(spark: SparkSession, path: str, mapping: Mapping | None = None) -> 
     header lacks is a MappingError here, before any row is read.
     """
     path = str(path)
-    known = [mapping] if mapping is not None else shipped_mappings()
-    check_file(path, {m.csv.spark_encoding for m in known})
+    check_input(path, mapping)
     with reading(path):
         if mapping is None:
             mapping, header = detect_mapping(
-                lambda options: read_header(spark, path, options), path, known
+                lambda options: read_header(spark, path, options), path
             )
         else:
             header = read_header(spark, path, mapping.csv)
