@@ -67,7 +67,27 @@ class Context:
 
             with console.status("starting Spark"):
                 self._lake = open_lake(self.settings)
+            if not self.verbose:
+                _quiet_task_failures(self._lake.spark)
         return self._lake
+
+
+#: JVM loggers that print a failed task's stack trace while the job fails; the
+#: command then reports the failure itself in one line (``handled``).
+TASK_FAILURE_LOGGERS = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.util.Utils",
+    "org.apache.spark.sql.execution.datasources.v2",
+)
+
+
+def _quiet_task_failures(spark: Any) -> None:
+    """Without --verbose, a damaged input file is one ``error:`` line, not pages of JVM log."""
+    jvm = spark.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.toLevel("OFF")
+    for name in TASK_FAILURE_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
 def make_context(
@@ -92,13 +112,17 @@ class UsageError(Exception):
 
 @contextmanager
 def handled(verbose: bool) -> Iterator[None]:
-    """Turn exceptions into one clear line and the exit-code convention."""
+    """Turn exceptions into one clear line and the exit-code convention.
+
+    The line is never wrapped (``soft_wrap``): a terminal folds it, a log or a
+    pipe gets it whole.
+    """
     try:
         yield
     except typer.Exit:
         raise
     except (ConfigError, UsageError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc())
         raise typer.Exit(2) from None
@@ -107,7 +131,7 @@ def handled(verbose: bool) -> Iterator[None]:
         raise typer.Exit(130) from None
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {message}")
+        console.print(f"[red]error:[/red] {type(exc).__name__}: {message}", soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc())
         else:
@@ -276,7 +300,7 @@ def ingest_csv(
     Example: genre ingest csv data/spotify_top2000.csv --top-genres 6 --lake ./lake
     """
     with handled(verbose):
-        from genre_spark.ingest.csv import resolve_mapping, run_csv
+        from genre_spark.ingest.csv import CsvInputError, check_input, resolve_mapping, run_csv
 
         extra = {
             "validation.genre_map": None if genre_map == "none" else genre_map,
@@ -287,10 +311,13 @@ def ingest_csv(
         ctx = make_context(lake, config, set_, verbose, extra)
         if genre_map == "none":
             ctx.settings.validation.genre_map = None
-        if "://" not in path and not Path(path).is_file():
-            raise UsageError(f"CSV file not found: {path}")
         chosen = resolve_mapping(mapping) if mapping else None
-        _print_csv_report(run_csv(ctx.lake, ctx.settings, path, chosen), ctx.settings, ctx.lake)
+        try:
+            check_input(path, chosen)  # a missing, empty or binary file is told before Spark starts
+            report = run_csv(ctx.lake, ctx.settings, path, chosen)
+        except CsvInputError as exc:
+            raise UsageError(str(exc)) from exc
+        _print_csv_report(report, ctx.settings, ctx.lake)
 
 
 def _print_csv_report(report: Any, settings: Settings, lake_: Any) -> None:
@@ -683,19 +710,26 @@ def sql(
     set_: SetOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run Spark SQL over every lake table (bronze.*, silver.*, gold.*).
+    """Run read-only Spark SQL over every lake table (bronze.*, silver.*, gold.*).
+
+    Queries (SELECT, WITH, VALUES, TABLE), SHOW, DESCRIBE and EXPLAIN run; a
+    statement that would change a table or the catalogue (INSERT, UPDATE, DELETE,
+    MERGE, DROP, CREATE, ALTER, TRUNCATE, ...) is refused before it runs (exit 2).
 
     Examples:
       genre sql "SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre ORDER BY genre"
       genre sql "SELECT * FROM gold.evaluation WHERE split = 'test'" --format csv
     """
-    from genre_spark.sqlshell import render, run_query
+    from genre_spark.sqlshell import ReadOnlyError, render, run_query
 
     with handled(verbose):
         if fmt not in ("table", "csv", "json"):
             raise UsageError(f"--format must be one of table, csv, json (got {fmt!r})")
         ctx = make_context(lake, config, set_, verbose)
-        result = run_query(ctx.lake, query, limit)
+        try:
+            result = run_query(ctx.lake, query, limit)
+        except ReadOnlyError as exc:
+            raise UsageError(str(exc)) from None
         render(result, fmt, out)
 
 

@@ -14,6 +14,17 @@ from genre_spark.config import Settings, load_settings
 from genre_spark.lake import Lake
 from genre_spark.pipeline import PipelineResult, run_pipeline
 
+#: pytest-timeout limit of a test marked slow (pyproject's ``timeout`` is everyone else's):
+#: room for the shared pipeline lake or a subprocess's own JVM on a busy 2-core machine.
+SLOW_TIMEOUT_S = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every slow test the longer limit, unless it names its own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:

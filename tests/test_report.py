@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from machine import lacking
 from pyspark.sql import DataFrame, SparkSession
 from typer.testing import CliRunner
 
@@ -142,7 +143,7 @@ def _chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("chromium not installed: apt-get install chromium")
+    lacking("chromium", "apt-get install chromium; .ci/run installs it")
 
 
 def _browser(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -75,12 +76,14 @@ class _DeltaRsWriter(DataSourceArrowWriter):
         overwrite: bool,
         operation: str,
         write_id: str | None,
+        read_version: int | None = None,
     ) -> None:
         self.path = path
         self.arrow_schema = _arrow_schema(schema)
         self.overwrite = overwrite
         self.operation = operation
         self.write_id = write_id
+        self.read_version = read_version
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> _FilesWritten:
         import pyarrow.parquet as pq
@@ -119,7 +122,13 @@ class _DeltaRsWriter(DataSourceArrowWriter):
     def commit(self, messages: list[_FilesWritten | None]) -> None:
         files = [f for m in messages if m is not None for f in m.files]
         commit_files(
-            self.path, self.arrow_schema, files, self.overwrite, self.operation, self.write_id
+            self.path,
+            self.arrow_schema,
+            files,
+            self.overwrite,
+            self.operation,
+            self.write_id,
+            self.read_version,
         )
 
     def abort(self, messages: list[_FilesWritten | None]) -> None:
@@ -153,7 +162,8 @@ class DeltaRsSource(DataSource):
     """``genre_delta``: a Delta table through delta-rs, for ``df.write`` and SQL tables.
 
     Options: ``table_path`` (table folder), ``version`` (time travel, read only),
-    ``operation`` and ``write_id`` (recorded in the commit, write only).
+    ``operation`` and ``write_id`` (recorded in the commit, write only),
+    ``read_version`` (write only: the version the written rows were computed from).
     """
 
     #: Set on the per-table subclasses that SQL tables use (see ``sql_source``):
@@ -174,7 +184,9 @@ class DeltaRsSource(DataSource):
     def writer(self, schema: T.StructType, overwrite: bool) -> _DeltaRsWriter:
         operation = self.options.get("operation", "OVERWRITE" if overwrite else "APPEND")
         write_id = self.options.get("write_id")
-        return _DeltaRsWriter(self._path(), schema, overwrite, operation, write_id)
+        read = self.options.get("read_version")
+        read_version = int(read) if read not in (None, "") else None
+        return _DeltaRsWriter(self._path(), schema, overwrite, operation, write_id, read_version)
 
     def _path(self) -> str:
         path = self.options.get("table_path", self.default_path)
@@ -214,8 +226,16 @@ def commit_files(
     overwrite: bool,
     operation: str,
     write_id: str | None = None,
+    read_version: int | None = None,
 ) -> None:
-    """Commit files already written into the table folder as one Delta transaction."""
+    """Commit files already written into the table folder as one Delta transaction.
+
+    ``read_version``: the table version the files were computed from. The
+    transaction is based on it, so a commit another writer made since is
+    checked for conflicts: an overwrite computed from an older version
+    (read, modify, write: ``land``, a merge) fails with ConcurrentWriteError
+    instead of silently replacing the other writer's rows. None: the latest.
+    """
     from deltalake import DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
@@ -238,7 +258,7 @@ def commit_files(
     schema = Schema.from_arrow(arrow_schema)
     try:
         if DeltaTable.is_deltatable(path):
-            DeltaTable(path).create_write_transaction(
+            DeltaTable(path, version=read_version).create_write_transaction(
                 adds,
                 mode="overwrite" if overwrite else "append",
                 schema=schema,
@@ -297,18 +317,41 @@ class DeltaRsEngine:
             return self.spark.createDataFrame([], schema)
         return self.spark.read.schema(schema).parquet(*files)
 
-    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
-        """One commit of ``df``; returns that commit's version."""
+    def write(
+        self,
+        df: DataFrame,
+        path: str,
+        overwrite: bool,
+        operation: str,
+        read_version: int | None = None,
+    ) -> int:
+        """One commit of ``df``; returns that commit's version.
+
+        The commit is based on ``read_version`` (default: the table's version as
+        the write starts, which a DataFrame that read the table just before
+        read), so a writer that committed meanwhile makes an overwrite fail
+        with ConcurrentWriteError rather than lose that writer's rows.
+        """
         _activate(df.sparkSession)
+        if read_version is None and self.exists(path):
+            read_version = self.version(path)
         write_id = uuid.uuid4().hex
-        (
+        writer = (
             df.write.format(FORMAT)
             .mode("overwrite" if overwrite else "append")
             .option("table_path", path)
             .option("operation", operation)
             .option("write_id", write_id)
-            .save()
         )
+        if read_version is not None:
+            writer = writer.option("read_version", str(read_version))
+        try:
+            writer.save()
+        except Exception as exc:
+            lost = _lost_commit(exc)
+            if lost is None:
+                raise
+            raise ConcurrentWriteError(lost) from exc
         return committed_version(path, write_id)
 
     def append_arrow(self, path: str, table: pa.Table) -> int:
@@ -351,9 +394,11 @@ class DeltaRsEngine:
         """
         if not self.exists(path):
             return self.write(df, path, overwrite=True, operation="MERGE")
-        target = self.read(path)
+        version = self.version(path)
+        target = self.read(path, version)
         kept = target.join(df.select(*keys).distinct(), on=keys, how="left_anti")
-        return self.write(kept.unionByName(df.select(*target.columns)), path, True, "MERGE")
+        merged = kept.unionByName(df.select(*target.columns))
+        return self.write(merged, path, True, "MERGE", read_version=version)
 
     def version(self, path: str) -> int:
         from deltalake import DeltaTable
@@ -395,6 +440,18 @@ class DeltaRsEngine:
         source = sql_source(path)
         self.spark.dataSource.register(source)
         return f"CREATE TABLE {qualified} USING {source.name()}"
+
+
+def _lost_commit(exc: BaseException) -> str | None:
+    """The message of a ConcurrentWriteError raised in the commit worker, if ``exc`` carries one.
+
+    Spark runs the commit in a Python worker and hands its exception to the
+    driver as text; this finds it there, so the caller gets the named error.
+    """
+    found = re.search(
+        r"ConcurrentWriteError: (commit to .*? lost to a concurrent writer.*)", str(exc)
+    )
+    return found.group(1).strip() if found else None
 
 
 def _activate(spark: SparkSession) -> None:
