@@ -1,5 +1,6 @@
 # genre-spark: `make run` runs the pipeline on the synthetic catalog, `make test` the test suite.
-# Both bootstrap what they need: a Java check, a .venv with torch (CPU) installed first, the package.
+# Both bootstrap what they need: a Java check, a .venv with torch installed first, the package,
+# and Delta's JVM connector jars (Maven Central, once; without them the lake uses delta-rs).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -7,10 +8,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
+MVN    ?= mvn
+DELTA_JARS := jvm/delta/jars/.fetched
 
-.PHONY: setup java-check run test test-fast lint format bench clean
+.PHONY: setup java-check delta-jars run test test-fast lint format bench clean
 
-setup: java-check $(STAMP)
+setup: java-check $(STAMP) delta-jars
 
 java-check:
 	@command -v java >/dev/null 2>&1 || { \
@@ -26,6 +29,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# Delta's connector (jvm/delta/pom.xml says which jars and why), fetched once into jvm/delta/jars.
+# Offline or without Maven this warns and carries on: engine auto then uses delta-rs.
+delta-jars: $(DELTA_JARS)
+
+$(DELTA_JARS): jvm/delta/pom.xml
+	@command -v $(MVN) >/dev/null 2>&1 || { \
+	  echo "warning: Maven (mvn) not found, so Delta's connector jars were not fetched; the lake will use delta-rs (Debian: apt-get install -y maven, then make setup)" >&2; exit 0; }
+	@rm -rf jvm/delta/jars
+	@echo "fetching Delta's connector jars from Maven Central into jvm/delta/jars"
+	@if $(MVN) -q -B -f jvm/delta/pom.xml dependency:copy-dependencies \
+	     -DincludeScope=runtime -DoutputDirectory=jars; then touch $@; \
+	  else rm -rf jvm/delta/jars; \
+	    echo "warning: could not fetch Delta's connector jars (offline?); the lake will use delta-rs until make setup succeeds" >&2; fi
 
 run: setup
 	$(BIN)/python jobs/pipeline.py

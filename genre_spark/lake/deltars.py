@@ -32,11 +32,17 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
+from genre_spark.lake.connector import session_has_connector
+from genre_spark.lake.engine import (
+    OPERATION_KEY,
+    WRITE_ID_KEY,
+    ConcurrentWriteError,
+    delta_table_ddl,
+    local_path,
+    new_write_id,
+)
+
 FORMAT = "genre_delta"
-
-
-class ConcurrentWriteError(RuntimeError):
-    """Another writer committed to the table first; the caller may retry."""
 
 
 def _arrow_schema(schema: T.StructType) -> pa.Schema:
@@ -145,7 +151,7 @@ class _DeltaRsReader(DataSourceReader):
     def read(self, partition: _FilePartition) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(_local(partition.uri)).iter_batches():
+        for batch in pq.ParquetFile(local_path(partition.uri)).iter_batches():
             yield pa.Table.from_batches([batch]).cast(self.arrow_schema).to_batches()[0]
 
 
@@ -197,16 +203,6 @@ def sql_source(path: str) -> type[DeltaRsSource]:
     )
 
 
-def _local(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-#: Commit metadata keys: the operation shown in history, and the id of the write
-#: that made the commit (how a writer finds its own version among concurrent ones).
-OPERATION_KEY = "genre_spark.operation"
-WRITE_ID_KEY = "genre_spark.write_id"
-
-
 def commit_files(
     path: str,
     arrow_schema: pa.Schema,
@@ -250,7 +246,7 @@ def commit_files(
                 path, schema, adds, mode="append", commit_properties=props
             )
     except CommitFailedError as exc:
-        raise ConcurrentWriteError(f"commit to {path} lost to a concurrent writer: {exc}") from exc
+        raise ConcurrentWriteError.lost(path, exc) from exc
 
 
 def committed_version(path: str, write_id: str) -> int:
@@ -284,6 +280,9 @@ class DeltaRsEngine:
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
         spark.dataSource.register(DeltaRsSource)
+        # Delta's catalogue, when the session has it, cannot resolve a table backed
+        # by a Python data source; it reads the same Delta log itself.
+        self._sql_through_delta = session_has_connector(spark)
 
     def exists(self, path: str) -> bool:
         from deltalake import DeltaTable
@@ -292,7 +291,7 @@ class DeltaRsEngine:
 
     def read(self, path: str, version: int | None = None) -> DataFrame:
         schema = _spark_schema(_table_arrow_schema(path, version))
-        files = [_local(u) for u in snapshot_files(path, version)]
+        files = [local_path(u) for u in snapshot_files(path, version)]
         if not files:
             return self.spark.createDataFrame([], schema)
         return self.spark.read.schema(schema).parquet(*files)
@@ -300,7 +299,7 @@ class DeltaRsEngine:
     def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
         """One commit of ``df``; returns that commit's version."""
         _activate(df.sparkSession)
-        write_id = uuid.uuid4().hex
+        write_id = new_write_id()
         (
             df.write.format(FORMAT)
             .mode("overwrite" if overwrite else "append")
@@ -342,7 +341,7 @@ class DeltaRsEngine:
         ]
 
     def files(self, path: str) -> list[str]:
-        return sorted(_local(u) for u in snapshot_files(path))
+        return sorted(local_path(u) for u in snapshot_files(path))
 
     def rows(self, path: str) -> int:
         from deltalake import DeltaTable
@@ -361,6 +360,8 @@ class DeltaRsEngine:
         return list(removed) + _orphans(path)
 
     def sql_ddl(self, qualified: str, path: str) -> str:
+        if self._sql_through_delta:
+            return delta_table_ddl(qualified, path)
         source = sql_source(path)
         self.spark.dataSource.register(source)
         return f"CREATE TABLE {qualified} USING {source.name()}"
@@ -384,7 +385,7 @@ def _orphans(path: str) -> list[str]:
     Run only while no writer is working on the table: an in-flight writer's
     files are not in the log yet either.
     """
-    live = {os.path.basename(_local(u)) for u in snapshot_files(path)}
+    live = {os.path.basename(local_path(u)) for u in snapshot_files(path)}
     removed = []
     for name in sorted(os.listdir(path)):
         if name.endswith(".parquet") and name not in live:
