@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+import time
+from pathlib import Path
 
 import duckdb
 import duckdb_extensions
@@ -19,7 +22,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from genre_spark.lake import Lake, TableNotFoundError, UnknownTableError, content_hash
+from genre_spark.lake import (
+    ConcurrentWriteError,
+    Lake,
+    TableNotFoundError,
+    UnknownTableError,
+    content_hash,
+)
 
 SCHEMA = T.StructType(
     [
@@ -148,6 +157,91 @@ def test_tables_lists_versions_and_rows(spark: SparkSession, engine_lake: Lake) 
     engine_lake.write(rows(spark, [("x", "rock", 0.5)]), "bronze.quarantine")
     infos = {(i.name, i.version, i.rows) for i in engine_lake.tables()}
     assert infos == {("silver.tracks", 0, 2), ("bronze.quarantine", 0, 1)}
+
+
+def in_threads(*fns: object) -> tuple[list[object], list[BaseException]]:
+    """Start callables together in threads; their results and exceptions."""
+    start = threading.Barrier(len(fns))
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def go(fn: object) -> None:
+        start.wait()
+        try:
+            results.append(fn())  # type: ignore[operator]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(fn,)) for fn in fns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return results, errors
+
+
+def test_concurrent_appends_both_land_and_each_returns_its_own_version(
+    spark: SparkSession, engine_lake: Lake
+) -> None:
+    engine_lake.write(rows(spark, [("v0", "rock", 0.0)]), "silver.tracks")
+    a = rows(spark, [(f"a{i}", "pop", i / 10) for i in range(5)])
+    b = rows(spark, [(f"b{i}", "jazz", i / 10) for i in range(3)])
+    results, errors = in_threads(
+        lambda: ("a", engine_lake.write(a, "silver.tracks", mode="append")),
+        lambda: ("b", engine_lake.write(b, "silver.tracks", mode="append")),
+    )
+    assert errors == [], [str(e)[:2000] for e in errors]
+    assert sorted(v for _, v in results) == [1, 2]  # type: ignore[misc]
+    for tag, version in results:  # type: ignore[misc]
+        added = engine_lake.read("silver.tracks", version).exceptAll(
+            engine_lake.read("silver.tracks", version - 1)
+        )
+        assertDataFrameEqual(added, a if tag == "a" else b)
+    assertDataFrameEqual(
+        engine_lake.read("silver.tracks"), rows(spark, [("v0", "rock", 0.0)]).union(a).union(b)
+    )
+
+
+def test_a_merge_never_drops_a_write_that_committed_while_it_ran(
+    spark: SparkSession, engine_lake: Lake, tmp_path: Path
+) -> None:
+    """The merge's source waits until an append has committed: the merge loses, or keeps it."""
+    table = "gold.scored"
+    base = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
+    appended = rows(spark, [("c", "jazz", 0.1)])
+    engine_lake.write(base, table)
+    started, go = tmp_path / "merge-started", tmp_path / "append-committed"
+
+    @F.udf("double")
+    def wait_for_the_append(energy: float) -> float:
+        started.touch()
+        deadline = time.monotonic() + 300
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return energy
+
+    update = rows(spark, [("b", "pop", 0.75)]).withColumn("energy", wait_for_the_append("energy"))
+
+    def append_while_the_merge_runs() -> int:
+        deadline = time.monotonic() + 300
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            return engine_lake.write(appended, table, mode="append")
+        finally:
+            go.touch()
+
+    _, errors = in_threads(
+        lambda: engine_lake.merge(update, table, keys=["track_id"]), append_while_the_merge_runs
+    )
+    after_append = base.union(appended)
+    if errors:  # the merge lost the race, said so, and the append stands alone
+        assert len(errors) == 1 and isinstance(errors[0], ConcurrentWriteError), errors
+        assert engine_lake.path(table) in str(errors[0])
+        assertDataFrameEqual(engine_lake.read(table), after_append)
+    else:  # Delta rebased the merge onto the append: both are in
+        merged = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.75), ("c", "jazz", 0.1)])
+        assertDataFrameEqual(engine_lake.read(table), merged)
 
 
 def test_content_hash_ignores_order_and_wall_clock(spark: SparkSession) -> None:

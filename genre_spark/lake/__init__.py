@@ -16,6 +16,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from genre_spark.config import ConfigError
 from genre_spark.lake import connector
 from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
 from genre_spark.lake.connector import DeltaConnectorMissingError
@@ -51,7 +52,7 @@ class TableNotFoundError(LookupError):
     """A catalogue table that has not been written yet."""
 
 
-class NonLocalLakeError(ValueError):
+class NonLocalLakeError(ConfigError):
     """An object-store lake asked of the delta-rs engine, which writes with local file paths."""
 
 

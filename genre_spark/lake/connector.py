@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from genre_spark.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: The jar release paired with the pinned ``delta-spark`` Python package (4.4.1): 4.4.1's
@@ -28,14 +30,13 @@ CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 PROJECT_JARS = Path(__file__).resolve().parents[2] / "jvm" / "delta" / "jars"
 
 HOW_TO_GET = (
-    f"run `make setup` (it fetches {DELTA_PACKAGE} into {PROJECT_JARS}), "
-    f"or on a cluster spark-submit --packages {DELTA_PACKAGE} "
-    f"--conf spark.sql.extensions={EXTENSION} --conf spark.sql.catalog.spark_catalog={CATALOG}; "
-    "on Databricks nothing is needed"
+    f"run `make setup` (it fetches them into {PROJECT_JARS}), or on a cluster "
+    f"spark-submit --packages {DELTA_PACKAGE} with Delta's SQL extension and catalog "
+    "(README: Running on a cluster); Databricks has them built in"
 )
 
 
-class DeltaConnectorMissingError(RuntimeError):
+class DeltaConnectorMissingError(ConfigError):
     """The delta-spark engine was asked for, but Delta's JVM connector is not loaded."""
 
 

@@ -13,7 +13,6 @@ become :class:`ConcurrentWriteError`.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,12 +21,14 @@ from typing import Any, TypeVar
 from pyspark.sql import DataFrame, SparkSession
 
 from genre_spark.lake.engine import (
-    OPERATION_KEY,
     WRITE_ID_KEY,
     ConcurrentWriteError,
+    commit_tags,
     delta_table_ddl,
     local_path,
     new_write_id,
+    operation_of,
+    user_metadata,
 )
 
 T = TypeVar("T")
@@ -70,19 +71,6 @@ def _committing(path: str, commit: Callable[[], T]) -> T:
         if _is_conflict(exc):
             raise ConcurrentWriteError.lost(path, exc) from exc
         raise
-
-
-def _metadata(operation: str, write_id: str) -> str:
-    return json.dumps({OPERATION_KEY: operation, WRITE_ID_KEY: write_id}, sort_keys=True)
-
-
-def _parse_metadata(text: str | None) -> dict[str, Any]:
-    """Our userMetadata JSON, or {} for commits other tools made."""
-    try:
-        parsed = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 @contextmanager
@@ -131,7 +119,7 @@ class DeltaSparkEngine:
             df.write.format("delta")
             .mode("overwrite" if overwrite else "append")
             .option("overwriteSchema", "true" if overwrite else "false")
-            .option("userMetadata", _metadata(operation, write_id))
+            .option("userMetadata", user_metadata(operation, write_id))
         )
         _committing(path, lambda: writer.save(path))
         return self._committed_version(path, write_id)
@@ -149,7 +137,7 @@ class DeltaSparkEngine:
             .whenMatchedUpdateAll()
             .whenNotMatchedInsertAll()
         )
-        with _session_conf(self.spark, USER_METADATA_CONF, _metadata("MERGE", write_id)):
+        with _session_conf(self.spark, USER_METADATA_CONF, user_metadata("MERGE", write_id)):
             _committing(path, builder.execute)
         return self._committed_version(path, write_id)
 
@@ -158,7 +146,7 @@ class DeltaSparkEngine:
         for limit in (32, None):
             history = self._table(path).history(limit) if limit else self._table(path).history()
             for row in history.select("version", "userMetadata").collect():
-                if _parse_metadata(row["userMetadata"]).get(WRITE_ID_KEY) == write_id:
+                if commit_tags(row.asDict()).get(WRITE_ID_KEY) == write_id:
                     return int(row["version"])
         raise RuntimeError(f"write {write_id} reported success but no commit of {path} carries it")
 
@@ -173,7 +161,7 @@ class DeltaSparkEngine:
             {
                 "version": int(r["version"]),
                 "timestamp": r["timestamp"],
-                "operation": _parse_metadata(r["userMetadata"]).get(OPERATION_KEY, r["operation"]),
+                "operation": operation_of(r.asDict()),
             }
             for r in rows
         ]

@@ -10,13 +10,17 @@ the Delta log states it.
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pyspark.sql import DataFrame
 
 #: Commit metadata keys: the operation shown in history, and the id of the write
 #: that made the commit (how a writer finds its own version among concurrent ones).
+#: Both engines store them as JSON in the commit's ``userMetadata`` (Delta's field
+#: for it), so either engine reads the other's history.
 OPERATION_KEY = "genre_spark.operation"
 WRITE_ID_KEY = "genre_spark.write_id"
 
@@ -71,6 +75,33 @@ class Engine(Protocol):
 def delta_table_ddl(qualified: str, path: str) -> str:
     """A catalogue table over a Delta folder, read by Delta's own connector."""
     return f"CREATE TABLE {qualified} USING delta LOCATION '{path}'"
+
+
+def user_metadata(operation: str, write_id: str | None) -> str:
+    """The ``userMetadata`` of a commit this project makes."""
+    tags = {OPERATION_KEY: operation, WRITE_ID_KEY: write_id}
+    return json.dumps({k: v for k, v in tags.items() if v is not None}, sort_keys=True)
+
+
+def commit_tags(commit: Mapping[str, Any]) -> dict[str, Any]:
+    """The operation and write id a commit's info carries, {} for other tools' commits.
+
+    Read from ``userMetadata``, or from top-level keys where delta-rs tables
+    written before both engines shared that field keep them.
+    """
+    tags = {k: commit[k] for k in (OPERATION_KEY, WRITE_ID_KEY) if commit.get(k) is not None}
+    try:
+        parsed = json.loads(commit.get("userMetadata") or "{}")
+    except ValueError:
+        parsed = {}
+    if isinstance(parsed, dict):
+        tags.update({k: parsed[k] for k in (OPERATION_KEY, WRITE_ID_KEY) if k in parsed})
+    return tags
+
+
+def operation_of(commit: Mapping[str, Any]) -> str:
+    """The project's operation name (OVERWRITE, APPEND, MERGE), else Delta's own."""
+    return str(commit_tags(commit).get(OPERATION_KEY, commit.get("operation")))
 
 
 def new_write_id() -> str:
