@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ENGINES, TEST_ENGINE, require_delta_spark
+from conftest import DELTA_JARS, ENGINES, TEST_ENGINE, require_delta_spark
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
@@ -53,20 +53,20 @@ def _settings(engine: str, jars: Path) -> Settings:
 
 
 def test_the_session_loads_the_connector_only_where_the_engine_may_use_it(
-    tmp_path: Path,
+    spark: SparkSession, tmp_path: Path
 ) -> None:
     empty = tmp_path / "no-jars"
     empty.mkdir()
     with pytest.raises(DeltaConnectorMissingError, match=r"make setup.*--packages io\.delta"):
         delta_connector_conf(_settings("delta-spark", empty))
     assert delta_connector_conf(_settings("auto", empty)) == {}
-    assert delta_connector_conf(_settings("delta-rs", connector.PROJECT_JARS)) == {}
-    if not connector.delta_jars():
-        pytest.skip(f"no jars in {connector.PROJECT_JARS} (make setup) to check the loaded conf")
-    conf = delta_connector_conf(_settings("auto", connector.PROJECT_JARS))
+    require_delta_spark(spark)
+    jars = Path(DELTA_JARS[0]).parent
+    assert delta_connector_conf(_settings("delta-rs", jars)) == {}
+    conf = delta_connector_conf(_settings("auto", jars))
     assert conf["spark.sql.extensions"] == connector.EXTENSION
     assert conf["spark.sql.catalog.spark_catalog"] == connector.CATALOG
-    assert conf["spark.jars"].split(",") == connector.delta_jars()
+    assert conf["spark.jars"].split(",") == DELTA_JARS
 
 
 def test_explicit_delta_spark_without_jars_is_a_one_line_error_before_spark_starts(
