@@ -10,8 +10,9 @@ TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 MVN    ?= mvn
 DELTA_JARS := jvm/delta/jars/.fetched
+S3_JARS    := jvm/s3/jars/.fetched
 
-.PHONY: setup java-check delta-jars run test test-fast lint format bench clean
+.PHONY: setup java-check delta-jars s3-jars run test test-fast test-s3 lint format bench clean
 
 setup: java-check $(STAMP) delta-jars
 
@@ -44,6 +45,14 @@ $(DELTA_JARS): jvm/delta/pom.xml
 	  else rm -rf jvm/delta/jars; \
 	    echo "warning: could not fetch Delta's connector jars (offline?); the lake will use delta-rs until make setup succeeds" >&2; fi
 
+# S3A for s3a:// lakes (jvm/s3/pom.xml: hadoop-aws and the AWS SDK modules it needs, 13 MB).
+s3-jars: $(S3_JARS)
+
+$(S3_JARS): jvm/s3/pom.xml
+	@rm -rf jvm/s3/jars
+	$(MVN) -q -B -f jvm/s3/pom.xml dependency:copy-dependencies -DoutputDirectory=jars
+	@touch $@
+
 run: setup
 	$(BIN)/python jobs/pipeline.py
 
@@ -52,6 +61,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# On demand: the pipeline with its lake on s3a:// (moto's S3 server on 127.0.0.1), delta-spark engine.
+test-s3: setup s3-jars
+	$(BIN)/python -m pip install -q -e '.[dev,s3]'
+	GENRE_TEST_S3=1 $(BIN)/python -m pytest -q tests/test_s3_lake.py $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -71,7 +71,7 @@ def delta_connector_conf(settings: Settings) -> dict[str, str]:
             where = settings.spark.delta_jars or connector.PROJECT_JARS
             raise connector.missing(f"Delta's connector jars, and none are in {where}")
         return {}
-    return connector.connector_conf(jars, settings.spark.conf.get("spark.sql.extensions"))
+    return connector.connector_conf(jars, settings.spark.conf)
 
 
 def open_lake(settings: Settings, spark: SparkSession | None = None) -> Lake:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -47,12 +48,15 @@ def delta_jars(folder: str | Path | None = None) -> list[str]:
     return jars if any(Path(j).name.startswith("delta-spark_") for j in jars) else []
 
 
-def connector_conf(jars: list[str], extensions: str | None = None) -> dict[str, str]:
-    """Spark settings that load the connector from ``jars``, keeping any other SQL extensions."""
-    others = [e for e in (extensions or "").split(",") if e and e != EXTENSION]
+def connector_conf(jars: list[str], conf: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Spark settings that load the connector from ``jars``, added to ``conf``'s own jars and
+    SQL extensions (an S3A connector, another extension) rather than replacing them."""
+    conf = conf or {}
+    others = [j for j in conf.get("spark.jars", "").split(",") if j and j not in jars]
+    extensions = [e for e in conf.get("spark.sql.extensions", "").split(",") if e]
     return {
-        "spark.jars": ",".join(jars),
-        "spark.sql.extensions": ",".join([EXTENSION, *others]),
+        "spark.jars": ",".join([*jars, *others]),
+        "spark.sql.extensions": ",".join([EXTENSION, *[e for e in extensions if e != EXTENSION]]),
         "spark.sql.catalog.spark_catalog": CATALOG,
     }
 

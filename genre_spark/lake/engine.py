@@ -121,6 +121,21 @@ def local_path(uri: str) -> str:
     return uri
 
 
+def arrow_file(uri: str) -> tuple[Any, str]:
+    """A data file as ``files`` lists it, as pyarrow opens it: ``(filesystem or None, path)``.
+
+    Local paths need no filesystem; ``s3a://`` (Hadoop's name for S3) becomes
+    pyarrow's S3 filesystem, which takes its credentials, region and endpoint
+    from the standard ``AWS_*`` environment, as boto3 does.
+    """
+    if "://" not in uri:
+        return None, uri
+    import pyarrow.fs as pafs
+
+    scheme, rest = uri.split("://", 1)
+    return pafs.FileSystem.from_uri(f"s3://{rest}" if scheme in ("s3a", "s3n") else uri)
+
+
 def is_local(root: str) -> bool:
     """True for a folder on this machine's filesystem (a plain path or a ``file:`` URI)."""
     return "://" not in root or root.startswith("file:")
