@@ -23,11 +23,13 @@ java-check:
 	  if [ "$$v" -lt 17 ] 2>/dev/null; then \
 	    echo "error: Java $$v found, Spark 4 needs Java 17 or 21 (Debian: apt-get install -y openjdk-17-jre-headless)." >&2; exit 2; fi
 
-# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+# torch first, pinned. On Linux PyPI's torch is the CUDA build (it runs on the CPU): 2.7 GB of
+# wheels with nvidia-*, 4.7 GB installed (README). TORCH_INDEX: an index with CPU-only wheels.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
