@@ -67,7 +67,7 @@ test-fast: setup
 # On demand: the pipeline with its lake on s3a:// (moto's S3 server on 127.0.0.1), delta-spark engine.
 test-s3: setup s3-jars
 	$(BIN)/python -m pip install -q -e '.[dev,s3]'
-	GENRE_TEST_S3=1 $(BIN)/python -m pytest -q tests/test_s3_lake.py $(PYTEST_ARGS)
+	TEST_S3_LAKE=1 $(BIN)/python -m pytest -q tests/test_s3_lake.py $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

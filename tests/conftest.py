@@ -3,7 +3,7 @@
 The session loads Delta's JVM connector when ``make setup`` has fetched its
 jars, so both lake engines run in it: tests that take the ``engine`` fixture
 run once per engine, every other test on ``TEST_ENGINE`` (delta-rs unless
-``GENRE_TEST_ENGINE`` says otherwise). Without the jars the delta-spark runs
+``TEST_LAKE_ENGINE`` says otherwise). Without the jars the delta-spark runs
 are skipped with the reason, and fail under ``CI=true``.
 """
 
@@ -23,7 +23,7 @@ from genre_spark.lake import SESSION_ENGINE_CONF, Lake, connector
 from genre_spark.pipeline import PipelineResult, run_pipeline
 
 ENGINES = ("delta-rs", "delta-spark")
-TEST_ENGINE = os.environ.get("GENRE_TEST_ENGINE", "delta-rs")
+TEST_ENGINE = os.environ.get("TEST_LAKE_ENGINE", "delta-rs")  # not GENRE_*: those are settings
 #: ``GENRE_SPARK__DELTA_JARS`` (the ``spark.delta_jars`` setting) points a checkout
 #: without ``make setup`` at another checkout's jars.
 DELTA_JARS = connector.delta_jars(os.environ.get("GENRE_SPARK__DELTA_JARS"))

@@ -2,7 +2,7 @@
 local run.
 
 On demand: ``make test-s3`` fetches the S3A jars (``jvm/s3/pom.xml``, 13 MB),
-installs moto and sets ``GENRE_TEST_S3=1``; ``make test`` skips this test. moto's
+installs moto and sets ``TEST_S3_LAKE=1``; ``make test`` skips this test. moto's
 S3 server runs on 127.0.0.1 in this process; the pipeline runs in a child
 process through ``genre pipeline`` (local Spark, Delta's and S3A's jars,
 ``engine: delta-spark``), so it starts its session as a user's command would.
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 with one empty bucket; stopped after the test."""
-    if os.environ.get("GENRE_TEST_S3") != "1":
+    if os.environ.get("TEST_S3_LAKE") != "1":
         pytest.skip("on demand: make test-s3 (S3A jars, moto, and a pipeline run on s3a://)")
     if not (S3_JARS and DELTA_JARS):
         pytest.fail("make test-s3 fetches the S3A jars into jvm/s3/jars and Delta's into jvm/delta")

@@ -46,20 +46,21 @@ UNREADABLE_AS_PARQUET = ("deletionVectors", "columnMapping")
 _SESSION_CONF_LOCK = threading.Lock()
 
 
+#: How Delta's conflict exceptions read once Spark has turned them into text.
+CONFLICT_MARKERS = (
+    "io.delta.exceptions.Concurrent",
+    "io.delta.exceptions.MetadataChangedException",
+    "io.delta.exceptions.ProtocolChangedException",
+    "DELTA_CONCURRENT_",
+)
+
+
 def _is_conflict(exc: BaseException) -> bool:
     """Delta's concurrent-modification family (ConcurrentAppend, ConcurrentDeleteDelete, ...)."""
     from delta.exceptions.base import DeltaConcurrentModificationException
 
-    if isinstance(exc, DeltaConcurrentModificationException):
-        return True
-    text = str(exc)
-    return (
-        "io.delta.exceptions.Concurrent" in text
-        or "DELTA_CONCURRENT_" in text
-        or (
-            "io.delta.exceptions.MetadataChangedException" in text
-            or "io.delta.exceptions.ProtocolChangedException" in text
-        )
+    return isinstance(exc, DeltaConcurrentModificationException) or any(
+        marker in str(exc) for marker in CONFLICT_MARKERS
     )
 
 
