@@ -3,7 +3,7 @@ local run.
 
 On demand: ``make test-s3`` fetches the S3A jars (``jvm/s3/pom.xml``, 13 MB),
 installs moto and sets ``TEST_S3_LAKE=1``; ``make test`` skips this test. moto's
-S3 server runs on 127.0.0.1 in this process; the pipeline runs in a child
+S3 server runs on 127.0.0.1; the pipeline runs in a child
 process through ``genre pipeline`` (local Spark, Delta's and S3A's jars,
 ``engine: delta-spark``), so it starts its session as a user's command would.
 Training ranks read gold.features' files from S3 through pyarrow.
@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import pytest
 import yaml
 from conftest import DELTA_JARS, DELTA_TEST_CONF, SMALL_PIPELINE
 from pyspark.testing import assertDataFrameEqual
+from standalone import free_port
 from test_cluster import DATA_TABLES, RUN_COLUMNS
 
 from genre_spark.config import Settings
@@ -48,26 +50,41 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 with one empty bucket; stopped after the test."""
+def s3_endpoint(tmp_path: Path) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 with one empty bucket; stopped after the test.
+
+    A process of its own: delta-rs, reading the lake back in this process,
+    holds the GIL while it waits for S3, so an in-process server would stall.
+    """
     if os.environ.get("TEST_S3_LAKE") != "1":
         pytest.skip("on demand: make test-s3 (S3A jars, moto, and a pipeline run on s3a://)")
     if not (S3_JARS and DELTA_JARS):
         pytest.fail("make test-s3 fetches the S3A jars into jvm/s3/jars and Delta's into jvm/delta")
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(
-            Bucket=BUCKET
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "moto.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
         yield endpoint
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _boto_credentials() -> dict[str, str]:
