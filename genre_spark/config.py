@@ -48,6 +48,9 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(8, ge=1)
     driver_memory: str = "4g"
     conf: dict[str, str] = Field(default_factory=dict)
+    delta_jars: str | None = Field(
+        None, description="folder of Delta's connector jars; None: jvm/delta/jars (make setup)"
+    )
 
 
 class SyntheticSettings(_Section):

@@ -107,8 +107,8 @@ def artifact_location(settings: Settings) -> str | None:
     """
     if _remote_store(settings):
         return None
-    if "://" in settings.lake:
-        return f"{settings.lake.rstrip('/')}/mlartifacts"
+    if "://" in settings.lake:  # MLflow calls Hadoop's s3a:// plain s3://
+        return f"{settings.lake.rstrip('/')}/mlartifacts".replace("s3a://", "s3://", 1)
     return Path(settings.lake).resolve().joinpath("mlartifacts").as_uri()
 
 
