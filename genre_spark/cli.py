@@ -649,15 +649,23 @@ def evaluate(
     """
     with handled(verbose):
         from genre_spark.evaluate import run as run_evaluate
+        from genre_spark.model.registry import ModelNotFoundError
 
         ctx = make_context(lake, config, set_, verbose)
-        version = _resolved(ctx.settings, model_version)
+        try:
+            version: str | None = _resolved(ctx.settings, model_version)
+        except ModelNotFoundError as exc:
+            if model_version:
+                raise
+            version = None
+            out.print(f"[yellow]note:[/yellow] {exc}")
         result = run_evaluate(ctx.lake)
         out.print(
             f"evaluated {', '.join(result.models)}: gold.confusion v{result.confusion_version}, "
             f"gold.evaluation v{result.evaluation_version}"
         )
-        _print_headline(ctx.lake, version)
+        if version is not None:
+            _print_headline(ctx.lake, version)
         for note in result.notes:
             out.print(f"[yellow]note:[/yellow] {note}")
 

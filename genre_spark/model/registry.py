@@ -468,7 +468,7 @@ def resolve_model(settings: Settings, ref: str | None = None) -> ResolvedModel:
             f"model {name!r} has no @{CHALLENGER}: `genre train` or `genre tune` registers one"
         )
     newest = newest_version(settings)
-    log.warning("model %r has no @%s yet: using the newest version %s", name, CHAMPION, newest)
+    log.info("model %r has no @%s yet: using the newest version %s", name, CHAMPION, newest)
     return ResolvedModel(
         newest,
         f"no @{CHAMPION} yet, so the newest version; `genre promote` sets one",
