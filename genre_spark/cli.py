@@ -477,8 +477,21 @@ def train(
             f"val accuracy {metrics['val_accuracy']:.4f}, val macro-F1 {metrics['val_macro_f1']:.4f}; "
             f"MLflow run {outcome.run_id}"
         )
+        _print_role(ctx.settings, outcome.version)
         if with_references:
             _print_references(ctx.lake, ctx.settings)
+
+
+def _print_role(settings: Settings, version: str) -> None:
+    """Whether a trained version is now the challenger (and what to run) or already the champion."""
+    from genre_spark.model.registry import CHALLENGER, aliases
+
+    if aliases(settings).get(CHALLENGER) == version:
+        out.print(
+            f"version {version} is @challenger: `genre promote` makes it the champion if it is at least as good"
+        )
+    else:
+        out.print(f"version {version} is @champion already")
 
 
 @app.command()
@@ -533,6 +546,7 @@ def tune(
             f"retrained and registered {ctx.settings.mlflow.model_name} version {outcome.version}: "
             f"val macro-F1 {metrics['val_macro_f1']:.4f}; MLflow parent run {outcome.parent_run_id}"
         )
+        _print_role(ctx.settings, outcome.version)
 
 
 # --- promote, score, evaluate, report, drift -----------------------------------
@@ -756,8 +770,6 @@ def drift(
     drift.ks_threshold (0.1), and a shift of the predicted genre shares (PSI).
     Example: genre ingest csv new_export.csv && genre score && genre drift
     """
-    from rich.table import Table
-
     with handled(verbose):
         from genre_spark.drift.run import run as run_drift
 
@@ -765,42 +777,48 @@ def drift(
         ctx = make_context(lake, config, set_, verbose)
         version = _resolved(ctx.settings, against)
         result = run_drift(ctx.lake, ctx.settings, version, table, baseline_scored, current_scored)
-        cfg = ctx.settings.drift
-        shown = Table(
-            title=f"{table} v{result.table_version} vs version {version}'s {result.reference.describe()}"
+        _print_drift(result, ctx.settings)
+        if result.flagged and fail_on_drift:
+            raise typer.Exit(1)
+
+
+def _print_drift(result: Any, settings: Settings) -> None:
+    """Per feature PSI, KS bounds, missing shares and the flag; the genre shares; the verdict."""
+    from rich.table import Table
+
+    shown = Table(
+        title=f"{result.table} v{result.table_version} vs version {result.model.version}'s "
+        f"{result.reference.describe()}"
+    )
+    for column in ("feature", "PSI", "KS (bounds)", "missing (train -> now)", "drift"):
+        shown.add_column(column)
+    for f in result.features:
+        psi = "n/a" if f.psi is None else f"{f.psi:.3f}"
+        ks = "n/a" if f.ks is None else f"{f.ks:.3f} ({f.ks:.3f}-{f.ks_upper:.3f})"
+        missing = (
+            f"{f.baseline.missing / max(f.baseline.rows, 1):.1%} -> "
+            f"{f.current.missing / max(f.current.rows, 1):.1%}"
         )
-        for column in ("feature", "PSI", "KS (bounds)", "missing (train -> now)", "drift"):
-            shown.add_column(column)
-        for f in result.features:
-            psi = "n/a" if f.psi is None else f"{f.psi:.3f}"
-            ks = "n/a" if f.ks is None else f"{f.ks:.3f} ({f.ks:.3f}-{f.ks_upper:.3f})"
-            missing = (
-                f"{f.baseline.missing / max(f.baseline.rows, 1):.1%} -> "
-                f"{f.current.missing / max(f.current.rows, 1):.1%}"
-            )
-            flag = "[red]DRIFT[/red]" if f.drifted else "ok"
-            shown.add_row(f.feature, psi, ks, missing, flag)
-        out.print(shown)
-        if result.predictions is not None:
-            p = result.predictions
-            flag = "[red]DRIFT[/red]" if p.drifted else "ok"
-            out.print(
-                f"predicted genre shares: {p.current.describe()} vs {p.baseline.describe()}: "
-                f"PSI {p.psi:.3f}, largest share change {p.max_shift:.1%} {flag}"
-            )
-        for note in result.notes:
-            out.print(f"[yellow]note:[/yellow] {note}")
-        out.print(f"gold.drift v{result.drift_version}")
-        if result.flagged:
-            out.print(
-                f"[red]drift:[/red] {', '.join(result.flagged)} "
-                f"(psi_threshold {cfg.psi_threshold}, ks_threshold {cfg.ks_threshold}, "
-                f"missing_threshold {cfg.missing_threshold})"
-            )
-            if fail_on_drift:
-                raise typer.Exit(1)
-        else:
-            out.print("no drift above the thresholds")
+        shown.add_row(f.feature, psi, ks, missing, "[red]DRIFT[/red]" if f.drifted else "ok")
+    out.print(shown)
+    if result.predictions is not None:
+        p = result.predictions
+        out.print(
+            f"predicted genre shares: {p.current.describe()} vs {p.baseline.describe()}: "
+            f"PSI {p.psi:.3f}, largest share change {p.max_shift:.1%} "
+            + ("[red]DRIFT[/red]" if p.drifted else "ok")
+        )
+    for note in result.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    out.print(f"gold.drift v{result.drift_version}")
+    cfg = settings.drift
+    if result.flagged:
+        out.print(
+            f"[red]drift:[/red] {', '.join(result.flagged)} (psi_threshold {cfg.psi_threshold}, "
+            f"ks_threshold {cfg.ks_threshold}, missing_threshold {cfg.missing_threshold})"
+        )
+    else:
+        out.print("no drift above the thresholds")
 
 
 # --- pipeline -----------------------------------------------------------------

@@ -137,3 +137,20 @@ def test_unknown_references_are_clear_errors(registry: dict[str, Any]) -> None:
         resolve_model(settings, "best")
     with pytest.raises(ModelNotFoundError, match="has no version '99'"):
         resolve_model(settings, "99")
+
+
+def test_cli_says_what_is_missing(registry: dict[str, Any]) -> None:
+    """Run after the lifecycle: a champion, no challenger, no training snapshot in any run."""
+    from typer.testing import CliRunner
+
+    from genre_spark.cli import app
+
+    settings = registry["settings"]
+    runner = CliRunner()
+    promoted = runner.invoke(app, ["promote", "--lake", settings.lake])
+    assert promoted.exit_code == 1 and "no @challenger" in promoted.output, promoted.output
+    drifted = runner.invoke(app, ["drift", "--lake", settings.lake])
+    assert drifted.exit_code == 1, drifted.output
+    assert "has no training snapshot" in drifted.output and "Traceback" not in drifted.output
+    unknown = runner.invoke(app, ["score", "--model-version", "best", "--lake", settings.lake])
+    assert unknown.exit_code == 1 and "unknown model reference 'best'" in unknown.output
