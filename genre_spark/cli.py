@@ -599,13 +599,14 @@ def promote(
              genre promote --version 3 --force
     """
     with handled(verbose):
-        from genre_spark.model.promote import UNCHANGED, PromotionRefusedError
+        from genre_spark.model.promote import UNCHANGED
         from genre_spark.model.promote import promote as run_promote
 
         ctx = make_context(lake, config, set_, verbose)
         decision = run_promote(ctx.lake, ctx.settings, version, force=force, margin=margin)
         if not decision.promoted and decision.outcome != UNCHANGED:
-            raise PromotionRefusedError(f"{decision.summary()}; --force promotes it anyway")
+            out.print(f"[red]{decision.summary()}[/red]; --force promotes it anyway")
+            raise typer.Exit(1)
         out.print(decision.summary())
 
 

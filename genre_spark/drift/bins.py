@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
@@ -46,7 +47,7 @@ class FeatureBins:
     grid_edges: tuple[float, ...]
     grid_counts: tuple[int, ...]
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
             "missing": self.missing,
@@ -57,21 +58,15 @@ class FeatureBins:
         }
 
     @classmethod
-    def from_json(cls, feature: str, data: Mapping[str, object]) -> FeatureBins:
-        def floats(key: str) -> tuple[float, ...]:
-            return tuple(float(v) for v in data[key])  # type: ignore[attr-defined]
-
-        def ints(key: str) -> tuple[int, ...]:
-            return tuple(int(v) for v in data[key])  # type: ignore[attr-defined]
-
+    def from_json(cls, feature: str, data: Mapping[str, Any]) -> FeatureBins:
         return cls(
             feature,
-            int(data["rows"]),  # type: ignore[call-overload]
-            int(data["missing"]),  # type: ignore[call-overload]
-            floats("psi_edges"),
-            ints("psi_counts"),
-            floats("grid_edges"),
-            ints("grid_counts"),
+            int(data["rows"]),
+            int(data["missing"]),
+            tuple(float(v) for v in data["psi_edges"]),
+            tuple(int(v) for v in data["psi_counts"]),
+            tuple(float(v) for v in data["grid_edges"]),
+            tuple(int(v) for v in data["grid_counts"]),
         )
 
 

@@ -63,10 +63,6 @@ PROMOTIONS_SCHEMA = T.StructType(
 TOLERANCE = 1e-12
 
 
-class PromotionRefusedError(RuntimeError):
-    """The candidate does not reach the champion's validation macro-F1 (plus margin)."""
-
-
 @dataclass(frozen=True)
 class Decision:
     """What ``promote`` decided, with the numbers it decided on."""

@@ -212,8 +212,10 @@ def _facts(model: ModelInfo, chosen: ResolvedModel, settings: Settings) -> dict[
         return "n/a" if value is None else f"{value:.3f}"
 
     found = aliases(settings)
+    own = ", ".join(f"@{a}" for a, v in sorted(found.items()) if v == model.version)
+    version = f"{model.version} ({own})" if own else model.version
     return {
-        "model version": f"{model.version} ({chosen.chosen_by})",
+        "model version": f"{version}; {chosen.chosen_by}" if chosen.fallback else version,
         "champion / challenger": f"{found.get(CHAMPION, 'none')} / {found.get(CHALLENGER, 'none')}",
         "registered": str(model.created_at),
         "validation accuracy / macro-F1": f"{number(model.val_accuracy)} / {number(model.val_macro_f1)}",

@@ -249,8 +249,9 @@ def head_to_head(lake: Lake, versions: Sequence[str], split: str) -> pd.DataFram
     frame = metrics(confusion(predictions)).where(F.col("genre") == MACRO).toPandas()
     if frame.empty:
         raise MissingInputError(
-            f"no {split}-split track is scored by all of versions {', '.join(versions)}: "
-            "run `genre score --model-version V` for each"
+            f"no {split}-split track of gold.features is scored by every one of versions "
+            f"{', '.join(versions)}: score the same catalog with each "
+            "(`genre score --model-version V`) to compare them"
         )
     agreement = (
         common.join(truth.select("track_id"), "track_id")

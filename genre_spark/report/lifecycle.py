@@ -79,9 +79,11 @@ def _feature_section(folder: Path, features: pd.DataFrame) -> Section:
     flagged = list(features.loc[features["drifted"].astype(bool), "name"])
     caption = (
         f"{first['current']} against {first['baseline']} of model version "
-        f"{first['model_version']}: PSI over the training split's quantile bins (+ missing), "
-        f"Kolmogorov–Smirnov distance on a grid of its quantiles (the exact value lies between "
-        f"ks and ks_upper). Thresholds: PSI {first['psi_threshold']:g}, KS {first['ks_threshold']:g}."
+        f"{first['model_version']}, over the values present: PSI in the training split's "
+        f"quantile bins, Kolmogorov–Smirnov distance on a grid of its quantiles (the exact value "
+        f"lies between ks and ks_upper); beside them the share of missing values. Thresholds: "
+        f"PSI {first['psi_threshold']:g}, KS {first['ks_threshold']:g}, missing share "
+        f"{first['missing_threshold']:g}."
     )
     image = _figure(folder, "drift.png", lambda: plots.drift_scores(features, "drift per feature"))
     shown = features[

@@ -169,7 +169,6 @@ def _threshold_bars(
     ax.barh(names, values, color=colours)
     ax.axvline(limit, color="black", linestyle="--", linewidth=1, label=f"threshold {limit:g}")
     ax.set_xlabel(label)
-    ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
 
@@ -191,6 +190,7 @@ def drift_scores(features: pd.DataFrame, title: str) -> Figure:
         ks_limit,
         "Kolmogorov–Smirnov distance",
     )
+    left.invert_yaxis()  # shared y axis: once, so the largest PSI (first row) is on top
     figure.suptitle(title)
     return figure
 
