@@ -62,14 +62,15 @@ def newest_run(
     row = (
         lake.read(SCORED, version)
         .where(F.col("model_version") == model_version)
-        .agg(F.max(F.unix_micros("scored_at")).alias("us"))
+        .agg(
+            F.max(F.unix_micros("scored_at")).alias("us"),
+            F.date_format(F.max("scored_at"), "yyyy-MM-dd HH:mm:ss").alias("shown"),
+        )
         .first()
     )
     if row is None or row["us"] is None:
         return None
-    shown = F.date_format(F.timestamp_micros(F.lit(row["us"])), "yyyy-MM-dd HH:mm:ss")
-    text = lake.spark.range(1).select(shown.alias("t")).first()["t"]
-    return ScoringRun(model_version, int(row["us"]), str(text), version)
+    return ScoringRun(model_version, int(row["us"]), str(row["shown"]), version)
 
 
 def previous_run(lake: Lake, run: ScoringRun, history: int) -> ScoringRun | None:
