@@ -754,8 +754,8 @@ def report(
         from genre_spark.report import run as run_report
 
         ctx = make_context(lake, config, set_, verbose)
-        version = _resolved(ctx.settings, model_version)
-        out.print(f"report: {run_report(ctx.lake, ctx.settings, version)}")
+        # run_report resolves the reference itself, after checking that prepare finished
+        out.print(f"report: {run_report(ctx.lake, ctx.settings, model_version)}")
 
 
 @app.command()

@@ -18,9 +18,12 @@ catalogue, whatever transform a model version applies.
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame
@@ -124,12 +127,18 @@ def log_reference(
 def load_reference(settings: Settings, run_id: str, version: str) -> Reference:
     """The training snapshot stored in ``run_id`` (the run that registered ``version``)."""
     import mlflow
-    from mlflow import MlflowClient
 
+    from genre_spark.model.registry import client
+
+    uri = settings.tracking_uri
     try:
-        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/{ARTIFACT}")
+        with tempfile.TemporaryDirectory(prefix="genre-drift-") as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=ARTIFACT, dst_path=tmp, tracking_uri=uri
+            )
+            data = json.loads(Path(path).read_text())
     except Exception:
-        tags = MlflowClient().get_run(run_id).data.tags if run_id else {}
+        tags = client(settings).get_run(run_id).data.tags if run_id else {}
         why = tags.get(MISSING_TAG, "it was registered before drift references existed")
         raise NoReferenceError(
             f"model version {version} has no training snapshot ({why}); retrain to get one"

@@ -32,7 +32,7 @@ from genre_spark.drift import predictions, stats
 from genre_spark.drift.bins import FeatureBins, count_bins
 from genre_spark.drift.reference import Reference, load_reference
 from genre_spark.lake import Lake
-from genre_spark.model.registry import ResolvedModel, resolve_model
+from genre_spark.model.registry import ResolvedModel, client, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -346,11 +346,9 @@ def run(
     Writes gold.drift and returns what was found; the predicted-genre
     comparison is left out, with a note, when there are not two scoring runs.
     """
-    from mlflow import MlflowClient
-
     cfg = settings.drift
     model = resolve_model(settings, against)
-    run_id = MlflowClient().get_model_version(settings.mlflow.model_name, model.version).run_id
+    run_id = client(settings).get_model_version(settings.mlflow.model_name, model.version).run_id
     reference = load_reference(settings, run_id or "", model.version)
     notes = [f"compared with {model.describe()}"] if model.fallback else []
     version = lake.version(table)

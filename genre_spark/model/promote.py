@@ -30,6 +30,7 @@ from genre_spark.model.registry import (
     CHALLENGER,
     CHAMPION,
     aliases,
+    client,
     resolve_model,
     set_alias,
     sync_aliases,
@@ -116,27 +117,23 @@ def decide(
 
 def val_macro_f1(settings: Settings, version: str) -> float | None:
     """The version's validation macro-F1 from its MLflow run (None if the run lacks it)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    run_id = client.get_model_version(settings.mlflow.model_name, version).run_id
+    store = client(settings)
+    run_id = store.get_model_version(settings.mlflow.model_name, version).run_id
     if not run_id:
         return None
-    value = client.get_run(run_id).data.metrics.get("val_macro_f1")
+    value = store.get_run(run_id).data.metrics.get("val_macro_f1")
     return None if value is None else float(value)
 
 
 def _record_in_registry(settings: Settings, decision: Decision, when: str) -> None:
-    from mlflow import MlflowClient
-
-    client, name = MlflowClient(), settings.mlflow.model_name
-    client.set_model_version_tag(name, decision.version, OUTCOME_TAG, decision.outcome)
-    client.set_model_version_tag(name, decision.version, REASON_TAG, decision.reason)
+    store, name = client(settings), settings.mlflow.model_name
+    store.set_model_version_tag(name, decision.version, OUTCOME_TAG, decision.outcome)
+    store.set_model_version_tag(name, decision.version, REASON_TAG, decision.reason)
     if decision.promoted:
-        client.set_model_version_tag(name, decision.version, WHEN_TAG, when)
+        store.set_model_version_tag(name, decision.version, WHEN_TAG, when)
         previous = decision.previous_champion or "none"
         forced = " with --force" if decision.outcome == FORCED else ""
-        client.update_model_version(
+        store.update_model_version(
             name,
             decision.version,
             description=f"@champion since {when}{forced} (previous champion: {previous}); "

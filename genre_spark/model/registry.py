@@ -259,7 +259,7 @@ def register_model(
             return Registration(existing, reused=True)
         name = settings.mlflow.model_name
         version = str(mlflow.register_model(uri, name).version)
-        mlflow.MlflowClient().set_model_version_tag(name, version, FINGERPRINT_TAG, fingerprint)
+        client(settings).set_model_version_tag(name, version, FINGERPRINT_TAG, fingerprint)
         mlflow.set_tag("registered_version", version)
         _mirror(lake, version, params, metrics, run.info.run_id, genres, features)
     return Registration(version, reused=False)
@@ -290,11 +290,9 @@ def model_fingerprint(
 
 def version_with_fingerprint(settings: Settings, fingerprint: str) -> str | None:
     """The registered version carrying ``fingerprint``, if any (the oldest one)."""
-    from mlflow import MlflowClient
-
     name = settings.mlflow.model_name
     try:
-        versions = MlflowClient().search_model_versions(f"name='{name}'")
+        versions = client(settings).search_model_versions(f"name='{name}'")
     except Exception:  # no registered model of that name yet
         return None
     same = [int(v.version) for v in versions if v.tags.get(FINGERPRINT_TAG) == fingerprint]
@@ -343,14 +341,16 @@ def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
     the model in eval mode on CPU.
     """
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.models import Model
 
     resolved = resolve_version(settings, version)
     name = settings.mlflow.model_name
-    run_id = MlflowClient().get_model_version(name, resolved).run_id or ""
+    run_id = client(settings).get_model_version(name, resolved).run_id or ""
     with tempfile.TemporaryDirectory(prefix="genre-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{resolved}", dst_path=tmp)
+        uri = settings.tracking_uri
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/{name}/{resolved}", dst_path=tmp, tracking_uri=uri, registry_uri=uri
+        )
         metadata = Model.load(os.path.join(local, "MLmodel")).metadata or {}
         model = mlflow.pytorch.load_model(local, map_location="cpu")
     model.eval()
@@ -393,10 +393,17 @@ class ResolvedModel:
         return f"version {self.version} ({self.chosen_by})"
 
 
-def _client() -> Any:
+def client(settings: Settings) -> Any:
+    """An MLflow client of ``settings``' store.
+
+    Never ``MlflowClient()``: that reads the process-wide URI, which is the
+    store of whichever lake last called ``use_tracking`` (another lake's
+    registry in a notebook, a test session or a long-lived driver).
+    """
     from mlflow import MlflowClient
 
-    return MlflowClient()
+    uri = settings.tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def newest_version(settings: Settings) -> str:
@@ -407,7 +414,7 @@ def newest_version(settings: Settings) -> str:
     """
     name = settings.mlflow.model_name
     try:
-        found = _client().search_model_versions(f"name='{name}'")
+        found = client(settings).search_model_versions(f"name='{name}'")
     except Exception:  # the registered model does not exist yet
         found = []
     versions = [int(v.version) for v in found]
@@ -422,7 +429,7 @@ def newest_version(settings: Settings) -> str:
 def aliases(settings: Settings) -> dict[str, str]:
     """``{alias: version}`` of the registered model (empty when it has none, or does not exist)."""
     try:
-        model = _client().get_registered_model(settings.mlflow.model_name)
+        model = client(settings).get_registered_model(settings.mlflow.model_name)
     except Exception:
         return {}
     return {alias: str(version) for alias, version in (model.aliases or {}).items()}
@@ -447,7 +454,7 @@ def resolve_model(settings: Settings, ref: str | None = None) -> ResolvedModel:
     if text.isdigit():
         try:
             return ResolvedModel(
-                str(_client().get_model_version(name, text).version), f"version {text}"
+                str(client(settings).get_model_version(name, text).version), f"version {text}"
             )
         except Exception:
             raise ModelNotFoundError(
@@ -478,12 +485,12 @@ def resolve_model(settings: Settings, ref: str | None = None) -> ResolvedModel:
 
 def set_alias(settings: Settings, alias: str, version: str | None) -> None:
     """Point ``alias`` at ``version``, or remove it (``None``)."""
-    client, name = _client(), settings.mlflow.model_name
+    store, name = client(settings), settings.mlflow.model_name
     if version is None:
         if alias in aliases(settings):
-            client.delete_registered_model_alias(name, alias)
+            store.delete_registered_model_alias(name, alias)
     else:
-        client.set_registered_model_alias(name, alias, version)
+        store.set_registered_model_alias(name, alias, version)
 
 
 def sync_aliases(lake: Lake, settings: Settings) -> None:
