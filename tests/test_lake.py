@@ -56,6 +56,15 @@ def test_write_then_read_roundtrip(spark: SparkSession, engine_lake: Lake) -> No
     assert engine_lake.path("silver.tracks").endswith(os.path.join("lake", "silver", "tracks"))
 
 
+def test_an_empty_append_is_a_commit_of_its_own(spark: SparkSession, engine_lake: Lake) -> None:
+    """A stage that quarantines nothing still appends its (empty) batch: one commit, its version."""
+    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
+    empty = spark.createDataFrame([], SCHEMA)
+    assert engine_lake.write(empty, "silver.tracks", mode="append") == 1
+    assert [h["operation"] for h in engine_lake.history("silver.tracks")] == ["APPEND", "OVERWRITE"]  # newest first
+    assertDataFrameEqual(engine_lake.read("silver.tracks"), rows(spark, [("a", "rock", 0.5)]))
+
+
 def test_overwrite_and_append_are_single_commits_with_history(
     spark: SparkSession, engine_lake: Lake
 ) -> None:

@@ -40,6 +40,10 @@ T = TypeVar("T")
 #: operation has no option for it (MERGE through the DeltaTable API).
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
+#: Delta skips the commit of a write that adds and removes nothing (an empty
+#: append) unless told otherwise; the lake's contract is one commit per write,
+#: carrying its write id, on both engines (delta-rs records empty commits).
+RECORD_EMPTY_COMMITS = {"spark.databricks.delta.skipRecordingEmptyCommits": "false"}
 #: Table features whose snapshots cannot be read as plain Parquet files: rows
 #: deleted by a vector, or columns stored under physical names.
 UNREADABLE_AS_PARQUET = ("deletionVectors", "columnMapping")
@@ -99,6 +103,8 @@ class DeltaSparkEngine:
 
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
+        for key, value in RECORD_EMPTY_COMMITS.items():
+            spark.conf.set(key, value)
 
     def _table(self, path: str) -> Any:
         from delta.tables import DeltaTable
