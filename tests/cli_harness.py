@@ -104,6 +104,10 @@ def _commit_hooked(
     """
     from genre_spark.lake import deltars
 
+    engine = os.environ.get("GENRE_ENGINE", "auto")
+    if engine != "delta-rs":  # delta-spark commits inside the JVM's save: nothing to pause there
+        raise RuntimeError(f"commit hooks pause delta-rs's commit; this job's engine is {engine}")
+
     class HookedWriter(deltars._DeltaRsWriter):
         def commit(self, messages: list[Any]) -> None:
             files = [f for m in messages if m is not None for f in m.files]

@@ -20,13 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from conftest import TEST_ENGINE
 
 TESTS = Path(__file__).resolve().parent
 HARNESS = TESTS / "cli_harness.py"
 #: Generous: a subprocess starts its own JVM on a shared 2-core machine.
 START_TIMEOUT_S = 300
-#: Settings for a job's own Spark session: small, beside the test session's.
+#: Settings for a job's own Spark session: small, beside the test session's,
+#: on the engine the test session uses (``engine: auto`` would take delta-spark
+#: wherever its jars are, whatever engine the test wrote its lake with).
 JOB_ENV = {
+    "GENRE_ENGINE": TEST_ENGINE,
     "GENRE_SPARK__MASTER": "local[2]",
     "GENRE_SPARK__DRIVER_MEMORY": "1g",
     "GENRE_SPARK__SHUFFLE_PARTITIONS": "4",
