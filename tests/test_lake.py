@@ -61,7 +61,8 @@ def test_an_empty_append_is_a_commit_of_its_own(spark: SparkSession, engine_lake
     engine_lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
     empty = spark.createDataFrame([], SCHEMA)
     assert engine_lake.write(empty, "silver.tracks", mode="append") == 1
-    assert [h["operation"] for h in engine_lake.history("silver.tracks")] == ["APPEND", "OVERWRITE"]  # newest first
+    newest_first = [h["operation"] for h in engine_lake.history("silver.tracks")]
+    assert newest_first == ["APPEND", "OVERWRITE"]
     assertDataFrameEqual(engine_lake.read("silver.tracks"), rows(spark, [("a", "rock", 0.5)]))
 
 
