@@ -97,10 +97,12 @@ def pause_before_write(
 def _commit_hooked(
     on_commit: Callable[[str, list[dict[str, Any]]], Callable[[], None] | None],
 ) -> contextlib.AbstractContextManager:
-    """Make the lake's data source call ``on_commit(path, files)`` in the commit worker.
+    """Make every delta-rs commit call ``on_commit(path, files)`` first.
 
-    ``on_commit`` runs before the real commit; what it returns (if anything)
-    runs after the commit returned.
+    Two places commit: a Spark write's commit runs in the worker that Spark
+    starts (the data source subclass below), the driver's Arrow appends
+    (``append_arrow``) call ``commit_files`` here. ``on_commit`` runs before the
+    real commit; what it returns (if anything) runs after the commit returned.
     """
     from genre_spark.lake import deltars
 
@@ -122,7 +124,18 @@ def _commit_hooked(
             hooked.__dict__.update(vars(super().writer(schema, overwrite)))
             return hooked
 
-    return mock.patch.object(deltars, "DeltaRsSource", HookedSource)
+    real_commit_files = deltars.commit_files
+
+    def commit_files(path: str, schema: Any, files: list[dict[str, Any]], *args: Any) -> None:
+        after = on_commit(path, files)
+        real_commit_files(path, schema, files, *args)
+        if after is not None:
+            after()
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(deltars, "DeltaRsSource", HookedSource))
+    stack.enter_context(mock.patch.object(deltars, "commit_files", commit_files))
+    return stack
 
 
 def _is_table(path: str, table: str) -> bool:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -93,38 +93,11 @@ class _DeltaRsWriter(DataSourceArrowWriter):
         self.read_version = read_version
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> _FilesWritten:
-        import pyarrow.parquet as pq
-
-        os.makedirs(self.path, exist_ok=True)
-        # The partition index first: a snapshot's files then sort in the order of
-        # the DataFrame's partitions, so readers that split files between workers
-        # (training ranks) see the same shards on every run of the same plan.
         from pyspark import TaskContext
 
         context = TaskContext.get()
         index = context.partitionId() if context is not None else 0
-        name = f"part-{index:05d}-{uuid.uuid4().hex}.snappy.parquet"
-        full = os.path.join(self.path, name)
-        writer = None
-        rows = 0
-        try:
-            for batch in iterator:
-                if batch.num_rows == 0:
-                    continue
-                batch = pa.Table.from_batches([batch]).cast(self.arrow_schema)
-                if writer is None:
-                    writer = pq.ParquetWriter(full, self.arrow_schema, compression="snappy")
-                writer.write_table(batch)
-                rows += batch.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            return _FilesWritten([])
-        stat = os.stat(full)
-        return _FilesWritten(
-            [{"path": name, "size": stat.st_size, "rows": rows, "mtime": int(stat.st_mtime * 1000)}]
-        )
+        return _FilesWritten(write_part_file(self.path, self.arrow_schema, iterator, index))
 
     def commit(self, messages: list[_FilesWritten | None]) -> None:
         files = [f for m in messages if m is not None for f in m.files]
@@ -143,6 +116,41 @@ class _DeltaRsWriter(DataSourceArrowWriter):
             for f in message.files if message is not None else []:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(self.path, f["path"]))
+
+
+def write_part_file(
+    path: str, arrow_schema: pa.Schema, batches: Iterable[pa.RecordBatch], index: int
+) -> list[dict[str, Any]]:
+    """Write ``batches`` as one Parquet file in the table folder, not yet committed.
+
+    Returns the file's add entry for ``commit_files`` (none for no rows). The
+    partition index leads the name: a snapshot's files then sort in the order
+    of the DataFrame's partitions, so readers that split files between workers
+    (training ranks) see the same shards on every run of the same plan.
+    """
+    import pyarrow.parquet as pq
+
+    os.makedirs(path, exist_ok=True)
+    name = f"part-{index:05d}-{uuid.uuid4().hex}.snappy.parquet"
+    full = os.path.join(path, name)
+    writer = None
+    rows = 0
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch]).cast(arrow_schema)
+            if writer is None:
+                writer = pq.ParquetWriter(full, arrow_schema, compression="snappy")
+            writer.write_table(table)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        return []
+    stat = os.stat(full)
+    return [{"path": name, "size": stat.st_size, "rows": rows, "mtime": int(stat.st_mtime * 1000)}]
 
 
 class _FilePartition(InputPartition):
@@ -363,27 +371,19 @@ class DeltaRsEngine:
     def append_arrow(self, path: str, table: pa.Table) -> int:
         """Append rows the driver already holds as one commit, with no Spark job.
 
-        For small batches (API responses): ``write_deltalake`` from the driver,
-        tagged with a write id like ``write`` so a concurrent writer's later
-        commit is not taken for this one. Rows are cast to the table's schema
+        For small batches (API responses): the driver writes one Parquet file
+        and commits it the way a Spark write's tasks' files are committed
+        (``commit_files``, tagged with a write id so a concurrent writer's later
+        commit is not taken for this one). Rows are cast to the table's schema
         (all columns nullable when this commit creates it, as ``write`` does).
         """
-        from deltalake import write_deltalake
-        from deltalake.exceptions import CommitFailedError
-        from deltalake.transaction import CommitProperties
-
         if self.exists(path):
             schema = _table_arrow_schema(path)
         else:
             schema = pa.schema([f.with_nullable(True) for f in table.schema])
         write_id = new_write_id()
-        props = CommitProperties(
-            custom_metadata={"userMetadata": user_metadata("APPEND", write_id)}
-        )
-        try:
-            write_deltalake(path, table.cast(schema), mode="append", commit_properties=props)
-        except CommitFailedError as exc:
-            raise ConcurrentWriteError.lost(path, exc) from exc
+        files = write_part_file(path, schema, table.cast(schema).to_batches(), 0)
+        commit_files(path, schema, files, False, "APPEND", write_id)
         return committed_version(path, write_id)
 
     def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
