@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
+from standalone import Cluster, standalone_cluster
 
 from genre_spark.config import Settings, load_settings
 from genre_spark.lake import SESSION_ENGINE_CONF, Lake, connector
@@ -171,3 +172,14 @@ def pipeline_copy(
         }
     )
     return copy, Lake(spark, copy.lake, copy.engine)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One standalone master with two 1-core workers for every cluster test, stopped at the end.
+
+    Started on first use (a master and two worker JVMs take tens of seconds);
+    each test tells its own applications apart by name.
+    """
+    with standalone_cluster(tmp_path_factory.mktemp("standalone")) as started:
+        yield started

@@ -22,7 +22,7 @@ import pytest
 from conftest import DELTA_JARS, DELTA_TEST_CONF, SMALL_PIPELINE, require_delta_spark
 from pyspark.sql import DataFrame
 from pyspark.testing import assertDataFrameEqual
-from standalone import completed_applications, delta_submit_args, spark_submit, standalone_cluster
+from standalone import Cluster, completed_applications, delta_submit_args, spark_submit
 from typer.testing import CliRunner
 
 from genre_spark.cli import app
@@ -84,7 +84,7 @@ def _engine_info(lake: Lake, table: str) -> str:
 
 @pytest.mark.slow
 def test_pipeline_on_standalone_cluster_equals_local_run(
-    pipeline_run: tuple[Settings, Lake, PipelineResult], tmp_path: Path
+    pipeline_run: tuple[Settings, Lake, PipelineResult], cluster: Cluster, tmp_path: Path
 ) -> None:
     _, local_lake, _ = pipeline_run
     engine = _cluster_engine()
@@ -98,19 +98,19 @@ def test_pipeline_on_standalone_cluster_equals_local_run(
     for key, value in overrides.items():
         args += ["--set", f"{key}={value}"]
 
-    with standalone_cluster(tmp_path, workers=2, cores=1, memory="2g") as cluster:
-        result = spark_submit(
-            cluster,
-            ROOT / "jobs" / "pipeline.py",
-            args,
-            cwd=tmp_path,
-            submit_args=_submit_args(engine),
-        )
-        finished_apps = completed_applications(cluster)
+    before = completed_applications(cluster)
+    result = spark_submit(
+        cluster,
+        ROOT / "jobs" / "pipeline.py",
+        args,
+        cwd=tmp_path,
+        submit_args=_submit_args(engine),
+    )
+    finished = len(completed_applications(cluster)) - len(before)
     (tmp_path / "spark-submit.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stderr[-5000:]
     assert "pipeline finished" in result.stdout
-    assert len(finished_apps) == 1, "the job did not run on the standalone master"
+    assert finished == 1, "the job did not run on the standalone master"
 
     if engine == "delta-spark":
         require_delta_spark(local_lake.spark)

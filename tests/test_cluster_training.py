@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import pytest
-from standalone import spark_submit, standalone_cluster
+from standalone import Cluster, spark_submit
 
 ROOT = Path(__file__).resolve().parent
 RUNS = 5
@@ -24,17 +24,16 @@ RUNS = 5
 
 @pytest.mark.slow
 def test_barrier_training_five_times_in_a_row_without_a_stall(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "runs.json"
-    with standalone_cluster(tmp_path, workers=2, cores=1, memory="2g") as cluster:
-        submitted = spark_submit(
-            cluster,
-            ROOT / "cluster_training_job.py",
-            [str(out), str(RUNS), str(tmp_path)],
-            cwd=tmp_path,
-            timeout=1200,
-        )
+    submitted = spark_submit(
+        cluster,
+        ROOT / "cluster_training_job.py",
+        [str(out), str(RUNS), str(tmp_path)],
+        cwd=tmp_path,
+        timeout=1200,
+    )
     log = submitted.stdout + submitted.stderr
     (tmp_path / "spark-submit.log").write_text(log)
     assert submitted.returncode == 0, log[-5000:]
