@@ -10,18 +10,17 @@ import pandas as pd
 import pytest
 from prepare_helpers import silver_frame, silver_pandas
 from pyspark.sql import SparkSession
-from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
+from genre_spark.features.spark import FeatureNotFittedError, read_transform
 from genre_spark.lake import Lake
 from genre_spark.prepare import run as prepare_run
 from genre_spark.prepare.manifest import MANIFEST, IncompletePrepareError, require_complete
-from genre_spark.prepare.normalize import FeatureNotFittedError
 from genre_spark.prepare.run import TABLES, PrepareSummary, run
 from genre_spark.prepare.split import assign_split
-from genre_spark.schema import FEATURES
+from genre_spark.schema import FEATURES, MODEL_FEATURE_NAMES
 
 #: README examples (pasted there verbatim).
 TOP_ROCK_AUDIENCE = """
@@ -56,10 +55,16 @@ def _silver() -> pd.DataFrame:
     pdf.loc[pdf.index % 10 == 0, "instrumentalness"] = np.nan
     pdf["year"] = pd.array(pdf["year"], dtype="Int32")
     pdf.loc[pdf.index % 25 == 0, "year"] = pd.NA
-    pop_center = pdf.loc[pdf.genre == "pop", list(FEATURES)].mean()
+    pop = pdf.loc[pdf.genre == "pop"]
+    pop_center = pop[list(FEATURES)].mean()
     planted = pdf.iloc[[0, 1, 2]].copy()
     planted["track_id"] = [PLANTED_POP_SOUNDING_JAZZ, *PLANTED_EXTREMES]
     planted["genre"] = ["jazz", "rock", "metal"]
+    # Typical of pop in every continuous feature the genre match reads, year and popularity too.
+    planted.loc[planted.index[0], ["year", "popularity"]] = [
+        round(pop["year"].mean()),
+        round(pop["popularity"].mean()),
+    ]
     planted.loc[:, list(FEATURES)] = [
         pop_center.to_numpy(),
         [290.0, 0.99, 0.01, -75.0, 0.99, 0.01, 7_000_000.0, 0.99, 0.99, 0.99],
@@ -91,8 +96,8 @@ def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
         .toPandas()
     )
     expected = silver.merge(splits, on="track_id").set_index("track_id").sort_index()
-    reference = StandardScaler().fit(expected.loc[expected.split == "train", list(FEATURES)])
-    vectors = np.nan_to_num(reference.transform(expected[list(FEATURES)]), nan=0.0)
+    transform = read_transform(lake.read("gold.normalizer"))
+    vectors = transform.apply(expected)  # the numpy application (tests/test_transform.py)
 
     assert list(lake.read("gold.features").columns) == [
         *("track_id", "genre", "split", "features", "is_outlier", "is_core", "year", "popularity")
@@ -122,10 +127,12 @@ def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
         "euclidean",
         summary.silver_version,
     ]
-    assert list(params.loc[0, "features"]) == list(FEATURES)
-    normalizer = lake.read("gold.normalizer").toPandas().set_index("feature")
-    np.testing.assert_allclose(normalizer.loc[list(FEATURES), "center"], reference.mean_, rtol=1e-9)
+    assert list(params.loc[0, "features"]) == [*FEATURES, "popularity", "year"]  # continuous
+    normalizer = lake.read("gold.normalizer").toPandas().sort_values("position")
+    assert normalizer["feature"].tolist() == list(MODEL_FEATURE_NAMES) == summary.features
     assert set(normalizer["version"]) == {summary.silver_version}
+    assert summary.indicators == ["instrumentalness", "year"]  # the features with gaps in train
+    assert summary.inputs == len(transform.outputs) == len(MODEL_FEATURE_NAMES) + 1 + 2
 
 
 def test_matches_playlists_baselines_and_trends_cover_the_catalog(prepared: Prepared) -> None:
@@ -148,7 +155,7 @@ def test_matches_playlists_baselines_and_trends_cover_the_catalog(prepared: Prep
     )
 
     assert summary.rows == {
-        "gold.normalizer": len(FEATURES),
+        "gold.normalizer": len(MODEL_FEATURE_NAMES),
         "gold.features": len(silver),
         "gold.outlier_params": 1,
         "gold.genre_baselines": len(genres) * len(FEATURES),
@@ -245,6 +252,7 @@ def test_missing_or_empty_silver_and_unfittable_features_fail_before_writing(
 
     silver["instrumentalness"] = np.nan
     lake.write(silver_frame(spark, silver), "silver.tracks")
+    listed = settings.model_copy(update={"features": ["tempo", "instrumentalness"]})
     with pytest.raises(FeatureNotFittedError, match="instrumentalness"):
-        run(lake, settings)
+        run(lake, listed)
     assert [t.name for t in lake.tables()] == ["silver.tracks"]
