@@ -54,7 +54,9 @@ def test_unknown_feature_lists_the_allowed_ones() -> None:
 
 
 def test_feature_subset_keeps_canonical_order() -> None:
-    settings = load_settings(overrides={"features": ["mode", "year", "valence", "tempo"]}, environ={})
+    settings = load_settings(
+        overrides={"features": ["mode", "year", "valence", "tempo"]}, environ={}
+    )
     assert settings.features == settings.feature_list == ["tempo", "valence", "year", "mode"]
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from genre_spark import evaluate, report
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import register_model
@@ -90,7 +91,7 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
         params={"epochs": 5},
         metrics={"val_accuracy": 0.65, "val_macro_f1": 0.6},
         genres=GENRES,
-        features=list(FEATURES),
+        transform=FeatureTransform.standard({f: (0.5, 0.25) for f in FEATURES}),
         history=history,
     ).version
     tracks = _tracks(spark, 400)
@@ -104,10 +105,9 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
         )
         cnn = row["genre"] if rng.random() < 0.7 else GENRES[int(rng.integers(0, 3))]
         scored_rows.append((row["track_id"], version, cnn, {cnn: 1.0}, [cnn]))
-        reference = row["genre"] if rng.random() < 0.5 else "jazz"
-        reference_rows.append(
-            (row["track_id"], "logistic_regression", split, row["genre"], reference)
-        )
+        for model_name, right in (("logistic_regression", 0.5), ("xgboost", 0.6)):
+            reference = row["genre"] if rng.random() < right else "jazz"
+            reference_rows.append((row["track_id"], model_name, split, row["genre"], reference))
     lake.write(
         spark.createDataFrame(
             feature_rows,
@@ -184,7 +184,10 @@ def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, st
             # The page's metrics table shows gold.evaluation's numbers.
             assert f"<td>{row['f1']:.3f}</td>" in html
             assert f"<td>{row['accuracy']:.3f}</td>" in html
-    assert "logistic_regression" in html
+    assert "logistic_regression" in html and "xgboost" in html
+    features = html[html.index("<h2>Features</h2>") :].split("</section>")[0]
+    assert features.count("</tr>") == 1 + len(FEATURES)  # header + one row per feature
+    assert "<td>instrumentalness</td>" in features and "<td>0.500</td>" in features
 
 
 def test_report_images_load_in_headless_chromium(

@@ -205,23 +205,25 @@ class MemberLogits(torch.nn.Module):
 def learning_rate(schedule: str, peak: float, step: int, total: int) -> float:
     """The rate at ``step`` (0-based) of ``total`` steps.
 
-    ``onecycle``: PyTorch's ``OneCycleLR`` shape (cosine from ``peak / 25`` up
-    to ``peak`` over the first 30 % of the steps, then cosine down to
-    ``peak / 250000``); ``cosine``: from ``peak`` down to 0. A pure function of
-    the step, so every rank computes the same rate without talking.
+    ``onecycle``: PyTorch's ``OneCycleLR`` with its defaults, step for step
+    (cosine from ``peak / 25`` up to ``peak`` over the first 30 % of the
+    steps, then cosine down to ``peak / 250000``); ``cosine``: from ``peak``
+    down to 0. A pure function of the step, so every rank computes the same
+    rate without talking.
     """
-    progress = min(max(step / max(total - 1, 1), 0.0), 1.0)
 
     def cosine(start: float, end: float, fraction: float) -> float:
-        return end + (start - end) * (1 + math.cos(math.pi * fraction)) / 2
+        return end + (start - end) * (1 + math.cos(math.pi * min(max(fraction, 0.0), 1.0))) / 2
 
+    last = max(total - 1, 1)
     if schedule == "onecycle":
-        warmup = 0.3
-        if progress <= warmup:
-            return cosine(peak / 25, peak, progress / warmup)
-        return cosine(peak, peak / 25 / 1e4, (progress - warmup) / (1 - warmup))
+        initial = peak / 25
+        warm = 0.3 * total - 1
+        if step <= warm:
+            return cosine(initial, peak, step / warm if warm > 0 else 1.0)
+        return cosine(peak, initial / 1e4, (step - warm) / (last - warm))
     if schedule == "cosine":
-        return cosine(peak, 0.0, progress)
+        return cosine(peak, 0.0, step / last)
     raise ValueError(f"unknown schedule {schedule!r}; allowed: onecycle, cosine (or plateau)")
 
 
