@@ -4,6 +4,7 @@ and its Spark and numpy applications give the same inputs."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from genre_spark.features.spark import (
     apply_transform,
     fit_transform,
     read_transform,
+    sub_vector,
     transform_table,
 )
 from genre_spark.features.transform import (
@@ -180,19 +182,26 @@ def test_the_numpy_application_takes_plain_lists_with_none(
     np.testing.assert_array_equal(transform.apply(as_lists), transform.apply(rows))
 
 
-def test_without_imputation_missing_values_stay_null_and_indicators_are_left_out(
+def test_a_sub_vector_picks_inputs_and_without_imputation_leaves_missing_values_null(
     spark: SparkSession, tracks: pd.DataFrame
 ) -> None:
-    transform = _fit(spark, tracks, "standard").transform.select(["popularity", "key"])
-    silver = _silver(spark, tracks)
+    transform = _fit(spark, tracks, "standard").transform
+    picked = transform.select(["popularity", "key"]).continuous()  # popularity only
+    assert picked.outputs == ["popularity"]
+    subset = FeatureTransform(
+        (picked.features[0], replace(transform.feature("key"), indicator=False))
+    )
+    silver = apply_transform(_silver(spark, tracks), transform)
     rows = (
-        apply_transform(silver, transform, output_col="x", impute=False)
+        silver.select("track_id", sub_vector(transform, subset, impute=False).alias("x"))
         .orderBy("track_id")
         .select("x")
         .toPandas()["x"]
         .tolist()
     )
     assert all(len(r) == 3 for r in rows)  # popularity, key_sin, key_cos
+    filled = silver.select(sub_vector(transform, subset).alias("x")).toPandas()["x"].tolist()
+    assert not np.isnan(np.array(filled)).any()
     popularity = [r[0] for r in rows]
     key = tracks["key"].to_numpy(dtype="float64", na_value=np.nan)
     assert [pd.isna(v) for v in popularity] == tracks["popularity"].isna().tolist()

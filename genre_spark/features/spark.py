@@ -17,11 +17,11 @@ with no flag, and a Spotify development-mode catalogue whose popularity is
 mostly missing leaves it out. An explicit list keeps every named feature,
 and one with no train value at all is a :class:`FeatureNotFittedError`.
 
-Apply (:func:`transform_columns`, :func:`apply_transform`). One expression per
-input with the fitted constants inlined, so it runs in the JVM with no Python
-per row; the quantile map is a balanced tree of ``CASE WHEN`` over the knots
-(``log2(K)`` comparisons per value). These are the same formulas, in the same
-order of operations, as the numpy application.
+Apply (:func:`apply_transform`). One expression per input with the fitted
+constants inlined, so it runs in the JVM with no Python per row; the quantile
+map finds each value's segment with MLlib's ``Bucketizer`` (a binary search in
+the JVM) and looks the segment's numbers up in literal arrays. These are the
+same formulas, in the same order of operations, as the numpy application.
 
 gold.normalizer (:func:`transform_table`, :func:`read_transform`) holds the
 fitted transform as one row per feature, in input order.
@@ -210,30 +210,59 @@ def fit_transform(
 
 # --- application --------------------------------------------------------------------------
 
+_BUCKET = "_bucket_"
 
-def _piecewise(x: Column, fitted: FittedFeature) -> Column:
-    """The quantile map as a balanced CASE WHEN tree; segment i is ``z_i + (x - x_i) * slope_i``."""
-    xs, zs, slopes = fitted.knots_x, fitted.knots_z, fitted.slopes()
 
-    def segments(low: int, high: int) -> Column:
-        if high - low == 1:
-            return F.lit(zs[low]) + (x - F.lit(xs[low])) * F.lit(slopes[low])
-        middle = (low + high) // 2
-        return F.when(x < F.lit(xs[middle]), segments(low, middle)).otherwise(
-            segments(middle, high)
-        )
-
-    if len(xs) == 1:
-        return F.lit(zs[0])
-    return (
-        F.when(x < F.lit(xs[0]), F.lit(zs[0]))
-        .when(x >= F.lit(xs[-1]), F.lit(zs[-1]))
-        .otherwise(segments(0, len(xs) - 1))
+def _filled(fitted: FittedFeature) -> Column:
+    """The raw value, or the fill value where it is missing."""
+    return F.when(is_missing(fitted), F.lit(fitted.fill)).otherwise(
+        F.col(fitted.name).cast("double")
     )
 
 
+def _with_buckets(df: DataFrame, transform: FeatureTransform) -> DataFrame:
+    """Add ``_bucket_<name>``: which quantile segment each filled value falls in.
+
+    MLlib's ``Bucketizer`` (a binary search in the JVM) over the splits
+    ``-inf, x_0, ..., x_last, +inf``: bucket 0 is below the first knot, bucket
+    ``i`` is ``[x_(i-1), x_i)``, the last is at or above the last knot, which
+    is ``np.searchsorted(knots, x, side="right")``. Looking the segment up
+    this way keeps each input a short expression (a tree of ``CASE WHEN`` over
+    64 knots per feature outgrows Spark's generated-code limits).
+    """
+    quantile = [f for f in transform.features if f.method == "quantile"]
+    if not quantile:
+        return df
+    from pyspark.ml.feature import Bucketizer
+
+    filled = [f"_filled_{f.name}" for f in quantile]
+    with_filled = df.select(
+        "*", *[_filled(f).alias(c) for f, c in zip(quantile, filled, strict=True)]
+    )
+    bucketizer = Bucketizer(
+        splitsArray=[[-math.inf, *f.knots_x, math.inf] for f in quantile],
+        inputCols=filled,
+        outputCols=[_BUCKET + f.name for f in quantile],
+    )
+    return bucketizer.transform(with_filled).drop(*filled)
+
+
+def _quantile_map(x: Column, fitted: FittedFeature) -> Column:
+    """``z_i + (x - x_i) * slope_i`` of the value's segment; flat (slope 0) beyond the end knots."""
+    xs, zs = fitted.knots_x, fitted.knots_z
+    bases = [zs[0], *zs[:-1], zs[-1]]
+    starts = [xs[0], *xs[:-1], xs[-1]]
+    slopes = [0.0, *fitted.slopes(), 0.0]
+    bucket = F.col(_BUCKET + fitted.name).cast("int") + 1  # element_at is 1-based
+
+    def lookup(values: Sequence[float]) -> Column:
+        return F.element_at(F.array(*[F.lit(float(v)) for v in values]), bucket)
+
+    return lookup(bases) + (x - lookup(starts)) * lookup(slopes)
+
+
 def _values(x: Column, fitted: FittedFeature) -> list[Column]:
-    """This feature's value inputs from a present (or filled) raw value ``x``."""
+    """This feature's value inputs from its filled raw value ``x``."""
     if fitted.kind == Kind.CYCLIC:
         assert fitted.period is not None
         angle = F.lit(2 * math.pi) * x / F.lit(fitted.period)
@@ -241,31 +270,22 @@ def _values(x: Column, fitted: FittedFeature) -> list[Column]:
     if fitted.kind == Kind.BINARY:
         return [F.lit(2.0) * x - F.lit(1.0)]
     if fitted.method == "quantile":
-        return [_piecewise(x, fitted)]
+        return [_quantile_map(x, fitted)]
     return [(x - F.lit(fitted.center)) / F.lit(fitted.scale)]
 
 
-def transform_columns(transform: FeatureTransform, impute: bool = True) -> list[Column]:
-    """One column per input, in ``transform.outputs`` order.
-
-    ``impute=False`` leaves a missing value null and adds no indicators (the
-    genre match leaves a missing feature out of its likelihood instead).
-    """
+def _columns(transform: FeatureTransform) -> list[Column]:
+    """One column per input, in ``transform.outputs`` order (needs ``_with_buckets``' columns)."""
     columns = []
     for fitted in transform.features:
-        gap = is_missing(fitted)
-        raw = F.col(fitted.name).cast("double")
-        if impute:
-            columns += _values(F.when(gap, F.lit(fitted.fill)).otherwise(raw), fitted)
-            if fitted.indicator:
-                columns.append(gap.cast("double"))
-        else:
-            columns += [F.when(~gap, v) for v in _values(raw, fitted)]
+        columns += _values(_filled(fitted), fitted)
+        if fitted.indicator:
+            columns.append(is_missing(fitted).cast("double"))
     return columns
 
 
 def apply_transform(
-    df: DataFrame, transform: FeatureTransform, output_col: str = "features", impute: bool = True
+    df: DataFrame, transform: FeatureTransform, output_col: str = "features"
 ) -> DataFrame:
     """Add ``output_col``: array<double> of the model's inputs (``transform.outputs`` order).
 
@@ -279,7 +299,30 @@ def apply_transform(
         raise MissingFeatureColumnError(
             f"cannot transform: column(s) {absent} missing from the input"
         )
-    return df.withColumn(output_col, F.array(*transform_columns(transform, impute)))
+    buckets = [_BUCKET + f.name for f in transform.features if f.method == "quantile"]
+    with_buckets = _with_buckets(df, transform)
+    return with_buckets.withColumn(output_col, F.array(*_columns(transform))).drop(*buckets)
+
+
+def sub_vector(
+    transform: FeatureTransform,
+    subset: FeatureTransform,
+    impute: bool = True,
+    vector_col: str = "features",
+) -> Column:
+    """``subset``'s inputs picked from ``transform``'s vector column (no recomputation).
+
+    ``subset`` is a part of ``transform`` (``transform.continuous()``).
+    ``impute=False`` makes a missing value null instead of its fill value (the
+    genre match leaves a missing feature out of its likelihood).
+    """
+    position = {name: i for i, name in enumerate(transform.outputs)}
+    picked = []
+    for fitted in subset.features:
+        for name in fitted.outputs:
+            value = F.col(vector_col)[position[name]]
+            picked.append(value if impute else F.when(~is_missing(fitted), value))
+    return F.array(*picked)
 
 
 # --- gold.normalizer ------------------------------------------------------------------------

@@ -227,7 +227,26 @@ def learning_rate(schedule: str, peak: float, step: int, total: int) -> float:
     raise ValueError(f"unknown schedule {schedule!r}; allowed: onecycle, cosine (or plateau)")
 
 
-def _shape(cfg: dict[str, Any]) -> dict[str, Any]:
+def set_rate(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], step: int, total: int) -> None:
+    """Set the schedule's rate for ``step`` of ``total`` on every parameter group."""
+    rate = learning_rate(cfg["schedule"], cfg["learning_rate"], step, total)
+    for group in optimizer.param_groups:
+        group["lr"] = rate
+
+
+def ensemble_loss(
+    loss_fn: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """The loss of ``[members, N, genres]`` logits, summed over members.
+
+    Each member learns from its own loss with the gradient it would get if it
+    were trained alone; reporting divides by the member count.
+    """
+    members = logits.shape[0]
+    return members * loss_fn(logits.flatten(0, 1), target.repeat(members))
+
+
+def network_shape(cfg: dict[str, Any]) -> dict[str, Any]:
     """GenreCNN's size arguments from a rank config."""
     return {k: cfg[k] for k in NETWORK}
 
@@ -338,7 +357,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             )
         weights = balanced_weights(counts)
         torch.manual_seed(cfg["seed"])
-        net = GenreCNN(len(cfg["features"]), len(genres), **_shape(cfg)).to(device)
+        net = GenreCNN(len(cfg["features"]), len(genres), **network_shape(cfg)).to(device)
         model = DDP(MemberLogits(net), device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"]
@@ -362,23 +381,14 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             with model.join():
                 for i, idx in enumerate(shuffled_batches(len(y_train), cfg["batch_size"], rng)):
                     if cfg["schedule"] != "plateau":
-                        rate = learning_rate(
-                            cfg["schedule"],
-                            cfg["learning_rate"],
-                            (epoch - 1) * steps + i,
-                            cfg["epochs"] * steps,
-                        )
-                        for group in optimizer.param_groups:
-                            group["lr"] = rate
+                        set_rate(optimizer, cfg, (epoch - 1) * steps + i, cfg["epochs"] * steps)
                     batch = torch.as_tensor(idx, device=device)
                     optimizer.zero_grad()
                     logits = model(x_train[batch])  # [members, batch, genres]
-                    members = logits.shape[0]
-                    # Summed over members: each learns from its own loss, as if trained alone.
-                    loss = members * loss_fn(logits.flatten(0, 1), y_train[batch].repeat(members))
+                    loss = ensemble_loss(loss_fn, logits, y_train[batch])
                     loss.backward()
                     optimizer.step()
-                    loss_sum += float(loss.detach()) / members * len(idx)
+                    loss_sum += float(loss.detach()) / logits.shape[0] * len(idx)
                     seen += len(idx)
             total_loss, total_seen = _all_sum(np.array([loss_sum, seen]), device)
             val_loss, matrix = _evaluate(net, x_val, y_val, len(genres), device)

@@ -25,6 +25,7 @@ from genre_spark.features.spark import (
     apply_transform,
     fit_transform,
     is_missing,
+    sub_vector,
     transform_table,
 )
 from genre_spark.features.transform import FeatureTransform
@@ -194,6 +195,7 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
     """Read silver.tracks, write every gold table of the prepare stage, and say what was done."""
     version = lake.version("silver.tracks")
     tracks = assign_split(lake.read("silver.tracks", version), settings.prepare.split).persist()
+    vectors: DataFrame | None = None
     try:
         counts = _counts(tracks)
         if not counts.get("tracks"):
@@ -217,10 +219,10 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
 
         write(transform_table(lake.spark, transform, version), "gold.normalizer")
 
-        vectors = apply_transform(
-            apply_transform(tracks, transform), geometry, output_col="_geometry"
-        )
-        result = _outliers(vectors, settings)
+        # Computed once and read by DBSCAN's passes, gold.features and the genre match.
+        vectors = apply_transform(tracks, transform).persist()
+        with_geometry = vectors.withColumn("_geometry", sub_vector(transform, geometry))
+        result = _outliers(with_geometry, settings)
         if result.n_points != counts["tracks"]:
             raise OutlierCoverageError(
                 f"DBSCAN saw {result.n_points} points for {counts['tracks']} tracks"
@@ -237,7 +239,7 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
         write(outlier_params(result, geometry.outputs, version), "gold.outlier_params")
 
         write(genre_baselines(train, FEATURES), "gold.genre_baselines")
-        with_gaps = apply_transform(tracks, geometry, impute=False)
+        with_gaps = vectors.withColumn("features", sub_vector(transform, geometry, impute=False))
         parameters = genre_parameters(with_gaps.where(F.col("split") == "train"))
         write(genre_matches(with_gaps, parameters, len(geometry.outputs)), "gold.genre_matches")
         playlists = genre_playlists(
@@ -251,6 +253,8 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
         manifest.mark_complete(lake, written)
     finally:
         tracks.unpersist()
+        if vectors is not None:
+            vectors.unpersist()
     rows = {info.name: info.rows for info in lake.tables() if info.name in TABLES}
     return PrepareSummary(
         silver_version=version,
