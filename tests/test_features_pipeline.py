@@ -138,7 +138,7 @@ def test_metadata_columns_are_used_imputed_and_kept_per_model_version(
 def test_a_csv_without_metadata_columns_trains_on_what_it_has(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    settings = _settings(tmp_path, **{"train.epochs": 1})
+    settings = _settings(tmp_path, **{"train.epochs": 1, "train.members": 1})
     lake = Lake(spark, settings.lake, settings.engine)
     tracks = _tracks().rename(columns={"track_id": "id", "genre": "label"})
     path = tmp_path / "audio.csv"

@@ -285,10 +285,10 @@ class FeatureTransform:
 
     @classmethod
     def standard(cls, parameters: Mapping[str, tuple[float, float]]) -> FeatureTransform:
-        """A model registered before transforms existed: ``{feature: (center, scale)}``.
+        """Continuous features scaled as ``(x - center) / scale`` from ``{feature: (center, scale)}``.
 
-        Its inputs were ``(x - center) / scale`` with a missing value at the
-        center and no indicator, which is this transform exactly.
+        A missing value gets the center and no indicator: a transform written
+        down by hand (benchmarks, tests) instead of fitted.
         """
         return cls(
             tuple(

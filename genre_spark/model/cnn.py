@@ -44,6 +44,7 @@ so every member learns from its own loss.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -99,39 +100,60 @@ class ConvBlock(nn.Module):
         return x + self.drop(self.act(self.norm(self.conv(x))))
 
 
+@dataclass(frozen=True)
+class NetworkShape:
+    """The size of one member network (what ``GenreCNN``'s arguments describe)."""
+
+    n_features: int
+    n_genres: int
+    channels: int
+    depth: int
+    kernel_size: int
+    dropout: float
+    hidden: int
+    embedding: str
+    frequencies: int
+    frequency_scale: float
+
+    def __post_init__(self) -> None:
+        if (
+            self.n_features < 1
+            or self.n_genres < 2
+            or self.channels < 1
+            or self.depth < 1
+            or self.kernel_size < 1
+        ):
+            raise ValueError(
+                "GenreCNN needs n_features >= 1, n_genres >= 2, channels >= 1, depth >= 1, "
+                f"kernel_size >= 1; got {self.n_features}, {self.n_genres}, {self.channels}, "
+                f"{self.depth}, {self.kernel_size}"
+            )
+        if self.embedding not in ("periodic", "linear"):
+            raise ValueError(f"embedding must be 'periodic' or 'linear', got {self.embedding!r}")
+
+
 class Member(nn.Module):
     """One network: embedding -> BatchNorm -> conv blocks -> flatten -> MLP head -> logits."""
 
-    def __init__(
-        self,
-        n_features: int,
-        n_genres: int,
-        channels: int,
-        depth: int,
-        kernel_size: int,
-        dropout: float,
-        hidden: int,
-        embedding: str,
-        frequencies: int,
-        frequency_scale: float,
-    ) -> None:
+    def __init__(self, shape: NetworkShape) -> None:
         super().__init__()
+        c = shape.channels
         self.embed: nn.Module = (
-            PeriodicEmbedding(n_features, channels, frequencies, frequency_scale)
-            if embedding == "periodic"
-            else LinearEmbedding(n_features, channels)
+            PeriodicEmbedding(shape.n_features, c, shape.frequencies, shape.frequency_scale)
+            if shape.embedding == "periodic"
+            else LinearEmbedding(shape.n_features, c)
         )
-        self.embed_norm = nn.BatchNorm1d(channels)
+        self.embed_norm = nn.BatchNorm1d(c)
         self.blocks = nn.Sequential(
-            *(ConvBlock(channels, kernel_size, dropout) for _ in range(depth))
+            *(ConvBlock(c, shape.kernel_size, shape.dropout) for _ in range(shape.depth))
         )
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(channels * n_features, hidden),
+            nn.Dropout(shape.dropout),
+            nn.Linear(c * shape.n_features, shape.hidden),
             nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, n_genres),
+            nn.Dropout(shape.dropout),
+            nn.Linear(shape.hidden, shape.n_genres),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,36 +185,22 @@ class GenreCNN(nn.Module):
         members: int = 1,
     ) -> None:
         super().__init__()
-        if (
-            n_features < 1
-            or n_genres < 2
-            or channels < 1
-            or depth < 1
-            or kernel_size < 1
-            or members < 1
-        ):
-            raise ValueError(
-                "GenreCNN needs n_features >= 1, n_genres >= 2, channels >= 1, depth >= 1, "
-                f"kernel_size >= 1, members >= 1; got {n_features}, {n_genres}, {channels}, "
-                f"{depth}, {kernel_size}, {members}"
-            )
-        if embedding not in ("periodic", "linear"):
-            raise ValueError(f"embedding must be 'periodic' or 'linear', got {embedding!r}")
-        self.config = {
-            "n_features": n_features,
-            "n_genres": n_genres,
-            "channels": channels,
-            "depth": depth,
-            "kernel_size": kernel_size,
-            "dropout": dropout,
-            "hidden": hidden,
-            "embedding": embedding,
-            "frequencies": frequencies,
-            "frequency_scale": frequency_scale,
-            "members": members,
-        }
-        shape = {k: v for k, v in self.config.items() if k != "members"}
-        self.members = nn.ModuleList(Member(**shape) for _ in range(members))  # type: ignore[arg-type]
+        if members < 1:
+            raise ValueError(f"GenreCNN needs members >= 1, got {members}")
+        shape = NetworkShape(
+            n_features,
+            n_genres,
+            channels,
+            depth,
+            kernel_size,
+            dropout,
+            hidden,
+            embedding,
+            frequencies,
+            frequency_scale,
+        )
+        self.config = {**asdict(shape), "members": members}
+        self.members = nn.ModuleList(Member(shape) for _ in range(members))
 
     @property
     def n_features(self) -> int:

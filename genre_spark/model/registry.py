@@ -384,14 +384,11 @@ def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
 
 
 def _transform(metadata: dict[str, Any], name: str, version: str) -> FeatureTransform:
-    """The model's transform; a version registered with only centers and scales gets their standard transform."""
+    """The model's transform; a version registered before models carried one cannot be rebuilt."""
     if metadata.get("transform"):
         return FeatureTransform.from_dict(metadata["transform"])
-    if metadata.get("normalizer"):
-        return FeatureTransform.standard(
-            {f: (float(c), float(s)) for f, (c, s) in metadata["normalizer"].items()}
-        )
     raise NoTransformError(
-        f"model {name!r} version {version} carries no feature transform (it was registered "
-        "before models stored one), so its inputs cannot be rebuilt; train it again"
+        f"model {name!r} version {version} carries no feature transform (it was registered by "
+        "an older genre-spark, whose network and inputs differ), so it cannot score; "
+        "train it again with `genre train`"
     )
