@@ -234,6 +234,18 @@ def set_rate(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], step: int, t
         group["lr"] = rate
 
 
+def _epoch_rate(
+    cfg: dict[str, Any], optimizer: torch.optim.Optimizer, epoch: int, steps: int
+) -> float:
+    """The rate at the epoch's last step as every rank computes it (a rank with fewer batches
+    stopped short of that step, so its optimizer's last rate would differ)."""
+    if cfg["schedule"] == "plateau":
+        return float(optimizer.param_groups[0]["lr"])
+    return learning_rate(
+        cfg["schedule"], cfg["learning_rate"], epoch * steps - 1, cfg["epochs"] * steps
+    )
+
+
 def ensemble_loss(
     loss_fn: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
@@ -403,7 +415,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
                 "val_loss": val_loss,
                 "val_accuracy": metrics["accuracy"],
                 "val_macro_f1": metrics["macro_f1"],
-                "lr": float(optimizer.param_groups[0]["lr"]),
+                "lr": _epoch_rate(cfg, optimizer, epoch, steps),
             }
             history.append(row)
             if rank == 0:
