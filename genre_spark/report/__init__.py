@@ -158,7 +158,7 @@ def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) ->
 
     def baselines() -> tuple[Figure, str]:
         return plots.genre_baselines(
-            data.baselines(lake, settings.features), "genre baselines (train split)"
+            data.baselines(lake, model.features), "genre baselines (train split)"
         ), ""
 
     def trends() -> tuple[Figure, str]:
