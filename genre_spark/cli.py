@@ -11,15 +11,18 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from genre_spark.config import ConfigError, Settings, load_settings, parse_override
+
+if TYPE_CHECKING:
+    from genre_spark.ingest.spotify.events import ProgressEvent
 
 app = typer.Typer(
     help="genre-spark: classify music genres from Spotify track metadata with Spark, Delta and PyTorch.",
@@ -64,7 +67,27 @@ class Context:
 
             with console.status("starting Spark"):
                 self._lake = open_lake(self.settings)
+            if not self.verbose:
+                _quiet_task_failures(self._lake.spark)
         return self._lake
+
+
+#: JVM loggers that print a failed task's stack trace while the job fails; the
+#: command then reports the failure itself in one line (``handled``).
+TASK_FAILURE_LOGGERS = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.util.Utils",
+    "org.apache.spark.sql.execution.datasources.v2",
+)
+
+
+def _quiet_task_failures(spark: Any) -> None:
+    """Without --verbose, a damaged input file is one ``error:`` line, not pages of JVM log."""
+    jvm = spark.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.toLevel("OFF")
+    for name in TASK_FAILURE_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
 def make_context(
@@ -89,13 +112,17 @@ class UsageError(Exception):
 
 @contextmanager
 def handled(verbose: bool) -> Iterator[None]:
-    """Turn exceptions into one clear line and the exit-code convention."""
+    """Turn exceptions into one clear line and the exit-code convention.
+
+    The line is never wrapped (``soft_wrap``): a terminal folds it, a log or a
+    pipe gets it whole.
+    """
     try:
         yield
     except typer.Exit:
         raise
     except (ConfigError, UsageError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc())
         raise typer.Exit(2) from None
@@ -104,7 +131,7 @@ def handled(verbose: bool) -> Iterator[None]:
         raise typer.Exit(130) from None
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {message}")
+        console.print(f"[red]error:[/red] {type(exc).__name__}: {message}", soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc())
         else:
@@ -113,6 +140,63 @@ def handled(verbose: bool) -> Iterator[None]:
 
 
 # --- ingest -------------------------------------------------------------------
+
+
+class SpotifyBars:
+    """A rich progress bar per genre on stderr, driven by the ingester's progress events."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description:>14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from genre_spark.ingest.spotify.events import Fetching, Planning, TrackDone
+
+        if isinstance(event, Planning):
+            self.progress.console.log(f"planning: searching {event.genre}")
+        elif isinstance(event, Fetching):
+            self.tasks[event.genre] = self.progress.add_task(
+                event.genre, total=event.total, completed=event.done
+            )
+        elif isinstance(event, TrackDone):
+            self.progress.advance(self.tasks[event.genre])
+
+
+@contextmanager
+def log_to_console(verbose: bool) -> Iterator[None]:
+    """The library's log (every wait, every checkpoint) on the CLI's console, for one command.
+
+    WARNING and above (waits, short genres) always; INFO (checkpoints, token
+    refreshes) with ``--verbose``.
+    """
+    import logging
+
+    from rich.logging import RichHandler
+
+    ours = logging.getLogger("genre_spark")
+    saved = ours.level
+    handler = RichHandler(console=console, show_path=False)
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(saved)
 
 
 @ingest_app.command("spotify")
@@ -144,12 +228,11 @@ def ingest_spotify(
     from rich.table import Table
 
     with handled(verbose):
-        from genre_spark.ingest import spotify
-        from genre_spark.ingest.spotify_client import (
-            MissingCredentialsError,
-            SpotifyClient,
-            load_credentials,
-        )
+        from genre_spark.ingest.spotify.client import SpotifyClient
+        from genre_spark.ingest.spotify.credentials import load_credentials
+        from genre_spark.ingest.spotify.errors import MissingCredentialsError
+        from genre_spark.ingest.spotify.events import ignore
+        from genre_spark.ingest.spotify.runner import run
 
         names = [g.strip() for g in genres.split(",") if g.strip()] if genres else None
         extra = {
@@ -165,9 +248,9 @@ def ingest_spotify(
             raise UsageError(str(exc)) from None
         client = SpotifyClient(cfg, credentials)
         ctx.lake  # noqa: B018 - start Spark before the progress bars take the terminal
-        sink = spotify.RichProgress(console) if progress else spotify.ProgressSink()
-        with spotify.log_to(console, verbose), sink:
-            summary = spotify.run(ctx.lake, ctx.settings, client=client, progress=sink)
+        bars = SpotifyBars(console) if progress else None
+        with log_to_console(verbose), bars.progress if bars else nullcontext():
+            summary = run(ctx.lake, ctx.settings, client=client, progress=bars or ignore)
         table = Table(title=f"spotify plan {summary.plan_id}, features from {summary.providers}")
         for column in ("genre", "requested", "in silver"):
             table.add_column(column)
@@ -217,7 +300,7 @@ def ingest_csv(
     Example: genre ingest csv data/spotify_top2000.csv --top-genres 6 --lake ./lake
     """
     with handled(verbose):
-        from genre_spark.ingest.csv import resolve_mapping, run_csv
+        from genre_spark.ingest.csv import CsvInputError, check_input, resolve_mapping, run_csv
 
         extra = {
             "validation.genre_map": None if genre_map == "none" else genre_map,
@@ -228,10 +311,13 @@ def ingest_csv(
         ctx = make_context(lake, config, set_, verbose, extra)
         if genre_map == "none":
             ctx.settings.validation.genre_map = None
-        if "://" not in path and not Path(path).is_file():
-            raise UsageError(f"CSV file not found: {path}")
         chosen = resolve_mapping(mapping) if mapping else None
-        _print_csv_report(run_csv(ctx.lake, ctx.settings, path, chosen), ctx.settings, ctx.lake)
+        try:
+            check_input(path, chosen)  # a missing, empty or binary file is told before Spark starts
+            report = run_csv(ctx.lake, ctx.settings, path, chosen)
+        except CsvInputError as exc:
+            raise UsageError(str(exc)) from exc
+        _print_csv_report(report, ctx.settings, ctx.lake)
 
 
 def _print_csv_report(report: Any, settings: Settings, lake_: Any) -> None:
@@ -421,8 +507,21 @@ def train(
         out.print(
             f"features: {', '.join(outcome.features)} ({len(outcome.result.inputs)} model inputs)"
         )
+        _print_role(ctx.settings, outcome.version)
         if with_references:
             _print_references(ctx.lake, ctx.settings)
+
+
+def _print_role(settings: Settings, version: str) -> None:
+    """Whether a trained version is now the challenger (and what to run) or already the champion."""
+    from genre_spark.model.registry import CHALLENGER, aliases
+
+    if aliases(settings).get(CHALLENGER) == version:
+        out.print(
+            f"version {version} is @challenger: `genre promote` makes it the champion if it is at least as good"
+        )
+    else:
+        out.print(f"version {version} is @champion already")
 
 
 @app.command()
@@ -477,14 +576,68 @@ def tune(
             f"retrained and registered {ctx.settings.mlflow.model_name} version {outcome.version}: "
             f"val macro-F1 {metrics['val_macro_f1']:.4f}; MLflow parent run {outcome.parent_run_id}"
         )
+        _print_role(ctx.settings, outcome.version)
 
 
-# --- score, evaluate, report --------------------------------------------------
+# --- promote, score, evaluate, report, drift -----------------------------------
 
 ModelVersionOpt = Annotated[
     str | None,
-    typer.Option("--model-version", help="A registered model version (default: the newest)."),
+    typer.Option(
+        "--model-version",
+        help="A version number, @champion, @challenger or latest "
+        "(default: @champion, or the newest version while there is none).",
+    ),
 ]
+
+
+def _resolved(settings: Settings, ref: str | None) -> str:
+    """The model version a command works on; says so when no champion exists yet."""
+    from genre_spark.model.registry import resolve_model
+
+    model = resolve_model(settings, ref)
+    if model.fallback:
+        console.print(f"[yellow]note:[/yellow] using {model.describe()}")
+    return model.version
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="The version to promote (default: @challenger)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if the gate refuses (recorded as forced).")
+    ] = False,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin", help="Required lead in validation macro-F1 (default: promote.margin)."
+        ),
+    ] = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Move @champion to a version if its validation macro-F1 is at least the champion's (+ margin).
+
+    Every decision is recorded in gold.promotions and as model-version tags; a refused
+    promotion exits 1 and leaves the champion in place (--force overrides, recorded as forced).
+    Example: genre promote            # the challenger, if it is at least as good
+             genre promote --version 3 --force
+    """
+    with handled(verbose):
+        from genre_spark.model.promote import UNCHANGED
+        from genre_spark.model.promote import promote as run_promote
+
+        ctx = make_context(lake, config, set_, verbose)
+        decision = run_promote(ctx.lake, ctx.settings, version, force=force, margin=margin)
+        if not decision.promoted and decision.outcome != UNCHANGED:
+            out.print(f"[red]{decision.summary()}[/red]; --force promotes it anyway")
+            raise typer.Exit(1)
+        out.print(decision.summary())
 
 
 @app.command()
@@ -500,44 +653,90 @@ def score(
 ) -> None:
     """Score a catalogue with a registered model into gold.scored (merge on track_id, model_version).
 
-    Re-scoring with the same version replaces its rows; a new version adds rows.
-    A null feature value is imputed as in training (--set score.missing=skip to skip
-    such rows); both counts are printed.
-    Example: genre score --model-version 3 --table silver.tracks
+    Uses @champion unless --model-version says otherwise. Re-scoring with the same
+    version replaces its rows; a new version adds rows. A null feature value is
+    imputed as in training (--set score.missing=skip to skip such rows); both counts
+    are printed.
+    Example: genre score --model-version @challenger --table silver.tracks
     """
     with handled(verbose):
-        from genre_spark.lake import UnknownTableError, spec
         from genre_spark.score import run as run_score
 
-        try:
-            spec(table)
-        except UnknownTableError as exc:
-            raise UsageError(str(exc)) from None
+        _known_table(table)
         ctx = make_context(lake, config, set_, verbose)
-        out.print(run_score(ctx.lake, ctx.settings, model_version, table).summary())
+        version = _resolved(ctx.settings, model_version)
+        out.print(run_score(ctx.lake, ctx.settings, version, table).summary())
+
+
+def _known_table(table: str) -> None:
+    from genre_spark.lake import UnknownTableError, spec
+
+    try:
+        spec(table)
+    except UnknownTableError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @app.command()
 def evaluate(
-    lake: LakeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, verbose: VerboseOpt = False
+    model_version: ModelVersionOpt = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Confusion counts and metrics for every scored CNN version and reference model, per split.
 
     Reads gold.scored, gold.features and (if present) gold.reference_predictions;
-    writes gold.confusion and gold.evaluation.
+    writes gold.confusion and gold.evaluation, then prints the macro-F1 of the model
+    --model-version names (default @champion) beside the best reference.
     Example: genre evaluate && genre sql "SELECT * FROM gold.evaluation WHERE genre = 'macro avg'"
     """
     with handled(verbose):
         from genre_spark.evaluate import run as run_evaluate
+        from genre_spark.model.registry import ModelNotFoundError
 
         ctx = make_context(lake, config, set_, verbose)
+        try:
+            version: str | None = _resolved(ctx.settings, model_version)
+        except ModelNotFoundError as exc:
+            if model_version:
+                raise
+            version = None
+            out.print(f"[yellow]note:[/yellow] {exc}")
         result = run_evaluate(ctx.lake)
         out.print(
             f"evaluated {', '.join(result.models)}: gold.confusion v{result.confusion_version}, "
             f"gold.evaluation v{result.evaluation_version}"
         )
+        if version is not None:
+            _print_headline(ctx.lake, version)
         for note in result.notes:
             out.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _print_headline(lake_: Any, version: str) -> None:
+    """Macro-F1 per split of one CNN version (a few rows of gold.evaluation)."""
+    from pyspark.sql import functions as F
+
+    from genre_spark.evaluate import MACRO, cnn_model_name
+
+    name = cnn_model_name(version)
+    rows = (
+        lake_.read("gold.evaluation")
+        .where((F.col("model") == name) & (F.col("genre") == MACRO))
+        .select("split", "f1")
+        .collect()
+    )
+    if not rows:
+        out.print(
+            f"[yellow]note:[/yellow] {name} is not scored: run `genre score --model-version {version}`"
+        )
+        return
+    scores = ", ".join(
+        f"{r['split']} {r['f1']:.4f}" for r in sorted(rows, key=lambda r: r["split"])
+    )
+    out.print(f"{name} macro-F1: {scores}")
 
 
 @app.command()
@@ -550,14 +749,107 @@ def report(
 ) -> None:
     """Write the HTML report of a model version: <reports>/<version>/index.html with PNG plots.
 
-    Sections whose input is missing (no references, prepare not run) say so on the page.
+    Defaults to @champion, compared with @challenger on the same tracks. Sections
+    whose input is missing (no references, prepare not run, no drift run) say so on the page.
     Example: genre report --model-version 3 && open reports/3/index.html
     """
     with handled(verbose):
         from genre_spark.report import run as run_report
 
         ctx = make_context(lake, config, set_, verbose)
-        out.print(f"report: {run_report(ctx.lake, ctx.settings, model_version)}")
+        version = _resolved(ctx.settings, model_version)
+        out.print(f"report: {run_report(ctx.lake, ctx.settings, version)}")
+
+
+@app.command()
+def drift(
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Model whose training snapshot is the baseline (default: @champion).",
+        ),
+    ] = None,
+    table: Annotated[
+        str, typer.Option("--table", help="Lake table to compare (raw feature columns).")
+    ] = "silver.tracks",
+    baseline_scored: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline-scored",
+            help="Scoring run to compare predictions with: VERSION or VERSION@GOLD_SCORED_VERSION "
+            "(default: the model's previous run).",
+        ),
+    ] = None,
+    current_scored: Annotated[
+        str | None,
+        typer.Option(
+            "--current-scored", help="Scoring run compared (default: the model's newest run)."
+        ),
+    ] = None,
+    fail_on_drift: Annotated[
+        bool, typer.Option("--fail-on-drift", help="Exit 1 when a threshold is crossed.")
+    ] = False,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Compare a catalogue with a model's training snapshot (PSI, KS) and two scoring runs; into gold.drift.
+
+    Flags a feature whose PSI is above drift.psi_threshold (0.2) or KS above
+    drift.ks_threshold (0.1), and a shift of the predicted genre shares (PSI).
+    Example: genre ingest csv new_export.csv && genre score && genre drift
+    """
+    with handled(verbose):
+        from genre_spark.drift.run import run as run_drift
+
+        _known_table(table)
+        ctx = make_context(lake, config, set_, verbose)
+        version = _resolved(ctx.settings, against)
+        result = run_drift(ctx.lake, ctx.settings, version, table, baseline_scored, current_scored)
+        _print_drift(result, ctx.settings)
+        if result.flagged and fail_on_drift:
+            raise typer.Exit(1)
+
+
+def _print_drift(result: Any, settings: Settings) -> None:
+    """Per feature PSI, KS bounds, missing shares and the flag; the genre shares; the verdict."""
+    from rich.table import Table
+
+    shown = Table(
+        title=f"{result.table} v{result.table_version} vs version {result.model.version}'s "
+        f"{result.reference.describe()}"
+    )
+    for column in ("feature", "PSI", "KS (bounds)", "missing (train -> now)", "drift"):
+        shown.add_column(column)
+    for f in result.features:
+        psi = "n/a" if f.psi is None else f"{f.psi:.3f}"
+        ks = "n/a" if f.ks is None else f"{f.ks:.3f} ({f.ks:.3f}-{f.ks_upper:.3f})"
+        missing = (
+            f"{f.baseline.missing / max(f.baseline.rows, 1):.1%} -> "
+            f"{f.current.missing / max(f.current.rows, 1):.1%}"
+        )
+        shown.add_row(f.feature, psi, ks, missing, "[red]DRIFT[/red]" if f.drifted else "ok")
+    out.print(shown)
+    if result.predictions is not None:
+        p = result.predictions
+        out.print(
+            f"predicted genre shares: {p.current.describe()} vs {p.baseline.describe()}: "
+            f"PSI {p.psi:.3f}, largest share change {p.max_shift:.1%} "
+            + ("[red]DRIFT[/red]" if p.drifted else "ok")
+        )
+    for note in result.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    out.print(f"gold.drift v{result.drift_version}")
+    cfg = settings.drift
+    if result.flagged:
+        out.print(
+            f"[red]drift:[/red] {', '.join(result.flagged)} (psi_threshold {cfg.psi_threshold}, "
+            f"ks_threshold {cfg.ks_threshold}, missing_threshold {cfg.missing_threshold})"
+        )
+    else:
+        out.print("no drift above the thresholds")
 
 
 # --- pipeline -----------------------------------------------------------------
@@ -627,19 +919,26 @@ def sql(
     set_: SetOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run Spark SQL over every lake table (bronze.*, silver.*, gold.*).
+    """Run read-only Spark SQL over every lake table (bronze.*, silver.*, gold.*).
+
+    Queries (SELECT, WITH, VALUES, TABLE), SHOW, DESCRIBE and EXPLAIN run; a
+    statement that would change a table or the catalogue (INSERT, UPDATE, DELETE,
+    MERGE, DROP, CREATE, ALTER, TRUNCATE, ...) is refused before it runs (exit 2).
 
     Examples:
       genre sql "SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre ORDER BY genre"
       genre sql "SELECT * FROM gold.evaluation WHERE split = 'test'" --format csv
     """
-    from genre_spark.sqlshell import render, run_query
+    from genre_spark.sqlshell import ReadOnlyError, render, run_query
 
     with handled(verbose):
         if fmt not in ("table", "csv", "json"):
             raise UsageError(f"--format must be one of table, csv, json (got {fmt!r})")
         ctx = make_context(lake, config, set_, verbose)
-        result = run_query(ctx.lake, query, limit)
+        try:
+            result = run_query(ctx.lake, query, limit)
+        except ReadOnlyError as exc:
+            raise UsageError(str(exc)) from None
         render(result, fmt, out)
 
 

@@ -48,6 +48,9 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(8, ge=1)
     driver_memory: str = "4g"
     conf: dict[str, str] = Field(default_factory=dict)
+    delta_jars: str | None = Field(
+        None, description="folder of Delta's connector jars; None: jvm/delta/jars (make setup)"
+    )
 
 
 class SyntheticSettings(_Section):
@@ -84,8 +87,9 @@ class SpotifySettings(_Section):
     checkpoint_batch: int = Field(200, ge=1, description="responses per bronze commit")
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(15.0, gt=0)
-    transport_retries: int = Field(2, ge=0, description="quick urllib3 retries on 5xx/connect")
-    max_attempts: int = Field(6, ge=1, description="attempts per request under the retry policy")
+    max_attempts: int = Field(
+        6, ge=1, description="requests sent per call at most (the only retry layer)"
+    )
     backoff_s: float = Field(
         1.0, ge=0.0, description="first 5xx/timeout backoff, doubled per retry"
     )
@@ -203,6 +207,12 @@ class TrainSettings(_Section):
     patience: int = Field(10, ge=1, description="epochs without a better validation macro-F1")
     num_processes: int = Field(2, ge=1)
     local_mode: bool = True
+    collective_timeout_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="longest a training process waits for the others; a rank that died or hung "
+        "fails training after this",
+    )
     exclude_outliers: bool = True
     seed: int = 7
     references: ReferenceSettings = Field(default_factory=ReferenceSettings)
@@ -228,6 +238,34 @@ class ScoreSettings(_Section):
     )
 
 
+class PromoteSettings(_Section):
+    """``genre promote``: the challenger must reach the champion's validation macro-F1 plus this."""
+
+    margin: float = Field(
+        0.0, ge=-1.0, le=1.0, description="required lead in validation macro-F1 (negative: leeway)"
+    )
+
+
+class DriftSettings(_Section):
+    """``genre drift``: bins of the training snapshot and the thresholds that flag a shift."""
+
+    psi_threshold: float = Field(0.2, gt=0.0, description="PSI above this flags a feature")
+    ks_threshold: float = Field(0.1, gt=0.0, le=1.0, description="KS above this flags a feature")
+    missing_threshold: float = Field(
+        0.1, gt=0.0, le=1.0, description="change in the share of missing values that flags"
+    )
+    psi_bins: int = Field(10, ge=2, le=100, description="reference-quantile bins for PSI")
+    ks_grid: int = Field(
+        1000, ge=10, le=10000, description="reference quantiles the KS statistic is read at"
+    )
+    psi_floor: float = Field(
+        1e-4, gt=0.0, lt=0.01, description="share an empty bin counts as (keeps PSI finite)"
+    )
+    history: int = Field(
+        50, ge=1, description="gold.scored versions searched back for the previous scoring run"
+    )
+
+
 class ReportSettings(_Section):
     split: Literal["train", "validation", "test"] = "test"
     sample_size: int = Field(5000, ge=100, description="points in the 2-D outlier projection")
@@ -248,6 +286,8 @@ class Settings(_Section):
     tune: TuneSettings = Field(default_factory=TuneSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
+    promote: PromoteSettings = Field(default_factory=PromoteSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
 
     @field_validator("features")

@@ -80,6 +80,7 @@ TIME_COLUMNS: frozenset[str] = frozenset(
         "created_at",
         "scored_at",
         "prepared_at",
+        "decided_at",
     }
 )
 

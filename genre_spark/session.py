@@ -2,7 +2,9 @@
 
 Under ``spark-submit`` the session (master, resources, packages) is the one
 spark-submit configured and is used as it is. Run directly (CLI, tests,
-notebooks) it starts ``local[*]`` on this machine with settings from config.
+notebooks) it starts ``local[*]`` on this machine with settings from config,
+and with Delta's JVM connector when the engine is ``delta-spark``, or ``auto``
+and ``make setup`` has fetched its jars.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from genre_spark.config import Settings
-from genre_spark.lake import Lake
+from genre_spark.lake import Lake, connector
 
 
 def under_spark_submit() -> bool:
@@ -47,11 +49,29 @@ def get_spark(settings: Settings) -> SparkSession:
         )
         if warehouse is not None:
             builder = builder.config("spark.sql.warehouse.dir", str(warehouse))
-        for key, value in settings.spark.conf.items():
+        for key, value in {**settings.spark.conf, **delta_connector_conf(settings)}.items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def delta_connector_conf(settings: Settings) -> dict[str, str]:
+    """Spark settings that load Delta's connector, where the engine may use it and it is here.
+
+    An explicit ``delta-spark`` engine without the jars fails now, in one
+    line, rather than at the first write; ``auto`` without them says so later,
+    once, when the lake falls back to delta-rs.
+    """
+    if settings.engine == "delta-rs":
+        return {}
+    jars = connector.delta_jars(settings.spark.delta_jars)
+    if not jars:
+        if settings.engine == "delta-spark":
+            where = settings.spark.delta_jars or connector.PROJECT_JARS
+            raise connector.missing(f"Delta's connector jars, and none are in {where}")
+        return {}
+    return connector.connector_conf(jars, settings.spark.conf)
 
 
 def open_lake(settings: Settings, spark: SparkSession | None = None) -> Lake:

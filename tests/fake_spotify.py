@@ -2,7 +2,7 @@
 
 The only stand-in the project allows: a real HTTP server (ephemeral port, one
 thread per connection) speaking the shapes documented in SPOTIFY_API.md, so
-the ingester runs its real spotipy + requests + urllib3 stack against it.
+the ingester runs its real requests + urllib3 stack and retry policy against it.
 
 - ``POST /api/token``: client credentials over HTTP Basic; bad ones -> 400 invalid_client.
 - ``GET /v1/search``: paging object, ``limit`` at most 10, absolute ``next`` on this host.
@@ -15,6 +15,11 @@ the ingester runs its real spotipy + requests + urllib3 stack against it.
 Faults are injected per test (``Fault``) and every request and injected fault
 is counted, so tests compare what the client survived with what was thrown at it.
 The catalog is generated from a seed: the same seed gives the same tracks.
+
+Timeouts have margin both ways (``settings``): this server answers in
+milliseconds, far below ``READ_TIMEOUT_S`` even on a busy machine, and a ``slow``
+fault holds its answer until the server stops, far beyond it; so only an
+injected fault can time out, and each costs the test one read timeout.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import json
 import random
 import string
 import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +48,11 @@ FEATURE_NAMES = (
     "valence",
 )
 ROUTES = ("token", "search", "track", "artist", "playlist", "audio_features", "provider")
+#: The client's timeouts in tests (``FakeSpotify.settings``): generous for a loopback answer.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 3.0
+#: How long a ``slow`` fault holds its answer at most: ``stop()`` ends the wait sooner.
+SLOW_HOLD_S = 120.0
 FAULT_KINDS = ("429", "5xx", "expire", "malformed", "slow")
 
 
@@ -195,7 +204,8 @@ class Fault:
     kinds: ``429`` (with ``Retry-After: retry_after``), ``5xx`` (``status``),
     ``expire`` (the bearer token is revoked: 401 "The access token expired" until
     the client fetches a new one), ``malformed`` (truncated JSON, status 200),
-    ``slow`` (answer only after ``delay_s``, beyond the client's read timeout).
+    ``slow`` (no answer for ``delay_s``, by default until the server stops: far
+    beyond the client's read timeout, so the client always gives up first).
     """
 
     route: str
@@ -204,7 +214,7 @@ class Fault:
     after: int = 0
     retry_after: int = 1
     status: int = 503
-    delay_s: float = 1.0
+    delay_s: float = SLOW_HOLD_S
     seen: int = 0
 
     def __post_init__(self) -> None:
@@ -243,6 +253,7 @@ class FakeSpotify:
         self.tokens: set[str] = set()
         self.revoked: set[str] = set()
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
 
     # --- lifecycle -------------------------------------------------------------
@@ -255,6 +266,7 @@ class FakeSpotify:
         self.stop()
 
     def start(self) -> None:
+        self.stopping.clear()
         handler = type("Handler", (_Handler,), {"fake": self})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
@@ -265,6 +277,7 @@ class FakeSpotify:
         ).start()
 
     def stop(self) -> None:
+        self.stopping.set()  # releases the answers ``slow`` faults hold
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -281,8 +294,10 @@ class FakeSpotify:
         return f"{self.url}/reccobeats"
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
-        """``ingest.spotify`` overrides that point the ingester here."""
+        """``ingest.spotify`` overrides that point the ingester here, with timeouts of margin."""
         return {
+            "connect_timeout_s": CONNECT_TIMEOUT_S,
+            "read_timeout_s": READ_TIMEOUT_S,
             "api_base": self.url,
             "token_url": f"{self.url}/api/token",
             "provider_base": self.provider_base,
@@ -374,8 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault.kind == "malformed":
             self._send(200, None, raw=b'{"id": "tr')
         elif fault.kind == "slow":
-            time.sleep(fault.delay_s)
-            return False
+            # the client has long given up; a server that is stopping answers nothing
+            return self.fake.stopping.wait(fault.delay_s)
         elif fault.kind == "expire":
             token = self._bearer()
             with self.fake.lock:

@@ -144,10 +144,33 @@ def standalone_cluster(
                 process.wait()
 
 
+def delta_submit_args(jars: list[str]) -> list[str]:
+    """spark-submit options that load Delta's connector from local jars, as a user would pass them."""
+    from genre_spark.lake import connector
+
+    conf = connector.connector_conf(jars)
+    return [
+        "--jars",
+        conf["spark.jars"],
+        "--conf",
+        f"spark.sql.extensions={conf['spark.sql.extensions']}",
+        "--conf",
+        f"spark.sql.catalog.spark_catalog={conf['spark.sql.catalog.spark_catalog']}",
+    ]
+
+
 def spark_submit(
-    cluster: Cluster, script: Path, args: list[str], cwd: Path, timeout: int = 900
+    cluster: Cluster,
+    script: Path,
+    args: list[str],
+    cwd: Path,
+    timeout: int = 900,
+    submit_args: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``spark-submit --master spark://...`` a job script with the venv's Python on every node."""
+    """``spark-submit --master spark://...`` a job script with the venv's Python on every node.
+
+    ``submit_args`` go before the script (``delta_submit_args`` for Delta's connector).
+    """
     command = [
         str(SPARK_HOME / "bin" / "spark-submit"),
         "--master",
@@ -164,6 +187,7 @@ def spark_submit(
         "spark.task.maxFailures=1",
         "--executor-memory",
         "1g",
+        *(submit_args or []),
         str(script),
         *args,
     ]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from fake_spotify import Catalog, FakeSpotify, Fault
 from pyspark.sql import DataFrame, SparkSession
@@ -31,13 +32,15 @@ from typer.testing import CliRunner
 
 from genre_spark.cli import app
 from genre_spark.config import Settings, SpotifySettings
-from genre_spark.ingest import spotify
-from genre_spark.ingest.providers import ProviderUnavailableError
-from genre_spark.ingest.spotify_client import (
-    Credentials,
-    RateLimitStop,
-    SpotifyClient,
-)
+from genre_spark.ingest.spotify import store
+from genre_spark.ingest.spotify.client import SpotifyClient
+from genre_spark.ingest.spotify.credentials import Credentials
+from genre_spark.ingest.spotify.errors import RateLimitStop
+from genre_spark.ingest.spotify.events import ProgressEvent, TrackDone
+from genre_spark.ingest.spotify.flatten import responses_to_raw
+from genre_spark.ingest.spotify.plan import Planner, plan_id
+from genre_spark.ingest.spotify.providers import ProviderUnavailableError
+from genre_spark.ingest.spotify.runner import SpotifyIngestSummary, run
 from genre_spark.lake import Lake
 from genre_spark.schema import raw_schema, track_schema
 
@@ -74,12 +77,9 @@ def configure(settings: Settings, fake: FakeSpotify, **overrides: Any) -> Settin
             **{
                 "genres": list(GENRES),
                 "per_genre": PER_GENRE,
-                "connect_timeout_s": 0.5,
-                "read_timeout_s": 0.25,
                 "backoff_s": 0.01,
                 "backoff_max_s": 0.05,
-                "transport_retries": 1,
-                "max_attempts": 4,
+                "max_attempts": 6,
                 "max_retry_after_s": 2,
                 "checkpoint_batch": 100,
                 **overrides,
@@ -95,8 +95,8 @@ def client_for(settings: Settings, fake: FakeSpotify) -> SpotifyClient:
 
 def ingest(
     lake: Lake, settings: Settings, fake: FakeSpotify, **kwargs: Any
-) -> spotify.SpotifyIngestSummary:
-    return spotify.run(lake, settings, client=client_for(settings, fake), **kwargs)
+) -> SpotifyIngestSummary:
+    return run(lake, settings, client=client_for(settings, fake), **kwargs)
 
 
 # --- references ------------------------------------------------------------------------
@@ -115,11 +115,11 @@ def expected_reasons(catalog: Catalog, fake: FakeSpotify) -> dict[str, str]:
     reasons = {}
     for track_id in expected_plan(catalog):
         if track_id in catalog.missing:
-            reasons[track_id] = spotify.TRACK_NOT_FOUND
+            reasons[track_id] = store.TRACK_NOT_FOUND
         elif track_id in fake.malformed_track_ids:
-            reasons[track_id] = spotify.MALFORMED_RESPONSE
+            reasons[track_id] = store.MALFORMED_RESPONSE
         elif fake.features(track_id) is None:
-            reasons[track_id] = spotify.NO_AUDIO_FEATURES
+            reasons[track_id] = store.NO_AUDIO_FEATURES
     return reasons
 
 
@@ -221,8 +221,8 @@ CASES = {
     "slow_response": Case(
         fake={
             "faults": [
-                Fault("track", "slow", after=2, delay_s=0.6),
-                Fault("provider", "slow", delay_s=0.6),
+                Fault("track", "slow", after=2),
+                Fault("provider", "slow"),
             ]
         }
     ),
@@ -247,10 +247,10 @@ def test_fault_matrix_every_requested_track_in_silver_or_quarantine_once(
         for _ in range(case.stops):
             clients.append(client_for(settings, fake))
             with pytest.raises(RateLimitStop, match="run the same command again after"):
-                spotify.run(lake, settings, client=clients[-1])
-            assert lake.exists(spotify.RESPONSES) and not lake.exists("silver.tracks")
+                run(lake, settings, client=clients[-1])
+            assert lake.exists(store.RESPONSES) and not lake.exists("silver.tracks")
         clients.append(client_for(settings, fake))
-        summary = spotify.run(lake, settings, client=clients[-1])
+        summary = run(lake, settings, client=clients[-1])
         assert_all_accounted_for(lake, catalog, fake)
         assert summary.providers == {case.provider: summary.requested}
         assert summary.requested == len(expected_plan(catalog))
@@ -288,18 +288,21 @@ class SimulatedKill(Exception):
     """Raised from inside the fetch loop: nothing buffered is saved, as after SIGKILL."""
 
 
-class KillAfter(spotify.ProgressSink):
+class KillAfter:
+    """A progress listener that kills the run when the ``tracks``-th track is done."""
+
     def __init__(self, tracks: int) -> None:
         self.left = tracks
 
-    def advance(self, genre: str) -> None:
-        self.left -= 1
-        if self.left == 0:
-            raise SimulatedKill
+    def __call__(self, event: ProgressEvent) -> None:
+        if isinstance(event, TrackDone):
+            self.left -= 1
+            if self.left == 0:
+                raise SimulatedKill
 
 
 def stored_tracks(lake: Lake) -> int:
-    return lake.read(spotify.RESPONSES).where(F.col("kind") == "track").count()
+    return lake.read(store.RESPONSES).where(F.col("kind") == "track").count()
 
 
 def test_killed_run_resumes_to_the_same_silver_fetching_only_the_rest_then_nothing(
@@ -334,9 +337,11 @@ def test_plan_takes_owned_playlists_first_then_search_and_resumes_from_stored_pa
     listed = [jazz[5], None, rock[0], jazz[5], jazz[7]]  # a local file, a rock track, a repeat
     with_playlist = dataclasses.replace(catalog, playlists={"pl1": listed})
 
-    def plan_now(per_genre: int) -> list[spotify.PlannedTrack]:
+    def plan_now(per_genre: int) -> list[store.PlannedTrack]:
         configure(settings, fake, playlists={"jazz": ["pl1"]}, per_genre=per_genre)
-        return spotify.SpotifyIngest(lake, settings, client_for(settings, fake)).plan()
+        responses = store.ResponseStore(lake, settings.ingest.spotify.checkpoint_batch)
+        client = client_for(settings, fake)
+        return Planner(responses, client, settings.ingest.spotify).plan()
 
     def expected(per_genre: int) -> list[tuple[str, str]]:
         rock_plan = rock[:per_genre]
@@ -354,6 +359,41 @@ def test_plan_takes_owned_playlists_first_then_search_and_resumes_from_stored_pa
     assert [(p.track_id, p.genre) for p in plan] == expected(PER_GENRE)
     assert [p.position for p in plan] == list(range(len(plan)))
     assert [(p.track_id, p.genre) for p in smaller] == expected(PER_GENRE - 2)
+
+
+# --- the store ---------------------------------------------------------------------------
+
+
+def test_store_appends_each_batch_as_one_arrow_commit_with_no_spark_job(
+    lake: Lake, spark: SparkSession
+) -> None:
+    """Also onto a table an older run created with a Spark write (an existing lake)."""
+    schema = store.responses_schema()
+    rows = [store.response("track", f"track|t{i}", f"t{i}", {"id": f"t{i}"}) for i in range(8)]
+    first = spark.createDataFrame([tuple(rows[0].values())], schema)
+    lake.write(first, store.RESPONSES, mode="append")
+    responses = store.ResponseStore(lake, checkpoint_batch=3)
+    context = spark.sparkContext
+    context.setJobGroup("spotify-store", "appends from the driver")
+    try:
+        for row in rows[1:]:
+            responses.add(row)
+        responses.flush()
+        no_jobs = context.statusTracker().getJobIdsForGroup("spotify-store")
+        assert lake.read(store.RESPONSES).count() == len(rows)  # the tracker does see a job
+        assert context.statusTracker().getJobIdsForGroup("spotify-store")
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)
+    if lake.engine.name == "delta-rs":
+        assert no_jobs == []
+    assert (responses.commits, responses.rows) == (3, 7)  # 3 + 3 + the flushed 1
+    assert lake.version(store.RESPONSES) == 3
+    assert [h["operation"] for h in lake.history(store.RESPONSES)] == ["APPEND"] * 4
+    expected = spark.createDataFrame([tuple(r.values()) for r in rows], schema)
+    assertDataFrameEqual(lake.read(store.RESPONSES), expected)
+    extra = store.response("artist", "artist|a", "a", {"id": "a"})
+    table = pa.Table.from_pylist([extra], schema=first.toArrow().schema)
+    assert lake.append_arrow(store.RESPONSES, table) == lake.version(store.RESPONSES) == 4
 
 
 # --- flatten (pure) --------------------------------------------------------------------
@@ -403,10 +443,10 @@ def test_responses_to_raw_joins_plan_tracks_and_features(spark: SparkSession) ->
         row("audio_features", "audio_features|c", "c", reason="no_audio_features"),
     ]
     responses = spark.createDataFrame(
-        [tuple(r[f.name] for f in spotify.responses_schema().fields) for r in rows],
-        spotify.responses_schema(),
+        [tuple(r[f.name] for f in store.responses_schema().fields) for r in rows],
+        store.responses_schema(),
     )
-    raw = spotify.responses_to_raw(responses, "p1")
+    raw = responses_to_raw(responses, "p1")
     assert [(f.name, f.dataType) for f in raw.schema] == [
         (f.name, f.dataType) for f in raw_schema()
     ]
@@ -451,7 +491,7 @@ def test_responses_to_raw_joins_plan_tracks_and_features(spark: SparkSession) ->
 
 
 def cli_args(fake: FakeSpotify, lake_path: str) -> list[str]:
-    overrides = fake.settings(read_timeout_s=0.25, backoff_s=0.01, max_attempts=4)
+    overrides = fake.settings(backoff_s=0.01, max_attempts=4)
     sets = [arg for k, v in overrides.items() for arg in ("--set", f"ingest.spotify.{k}={v}")]
     genres = ",".join(GENRES)
     return [
@@ -491,7 +531,7 @@ def test_the_secret_is_nowhere_logs_output_tables_files_or_errors(
 ) -> None:
     """A real CLI run (verbose, debug logging on) and a refused one; then search everything."""
     monkeypatch.chdir(tmp_path)
-    for name in ("spotipy", "urllib3", "genre_spark"):
+    for name in ("urllib3", "genre_spark"):
         caplog.set_level(logging.DEBUG, logger=name)
     env = {"SPOTIPY_CLIENT_ID": "fake-client-id", "SPOTIPY_CLIENT_SECRET": SECRET}
     basic = base64.b64encode(f"fake-client-id:{SECRET}".encode()).decode()
@@ -504,7 +544,7 @@ def test_the_secret_is_nowhere_logs_output_tables_files_or_errors(
         refused = runner.invoke(
             app, [*cli_args(fake, str(tmp_path / "other")), "-v"], env=wrong_env
         )
-        pid = spotify.plan_id(configure(settings, fake).ingest.spotify)
+        pid = plan_id(configure(settings, fake).ingest.spotify)
     assert ok.exit_code == 0, ok.output
     assert f"spotify plan {pid}" in ok.output
     assert refused.exit_code == 1 and "invalid_client" in refused.output
@@ -513,7 +553,7 @@ def test_the_secret_is_nowhere_logs_output_tables_files_or_errors(
     captured = capsys.readouterr()
     for text in (caplog.text, captured.out, captured.err, ok.output, refused.output):
         assert not any(n in text for n in needles)
-    assert "Basic ***" in caplog.text  # spotipy's debug line was there, masked
+    assert "/api/token" in caplog.text  # the token exchanges were logged at DEBUG
     assert not (tmp_path / ".cache").exists()  # MemoryCacheHandler: no token file
     infos = lake.tables()
     assert {i.name for i in infos} >= {

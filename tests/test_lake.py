@@ -1,9 +1,16 @@
-"""The Delta layer: atomic commits, merge, time travel, SQL, and other Delta readers."""
+"""The lake contract on both engines: atomic commits, merge, time travel, SQL, other Delta readers.
+
+Every test that takes ``engine_lake`` runs once on delta-rs and once on
+delta-spark (Delta's JVM connector), in the one shared Spark session.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+import time
+from pathlib import Path
 
 import duckdb
 import duckdb_extensions
@@ -15,7 +22,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from genre_spark.lake import Lake, TableNotFoundError, UnknownTableError, content_hash
+from genre_spark.lake import (
+    ConcurrentWriteError,
+    Lake,
+    TableNotFoundError,
+    UnknownTableError,
+    content_hash,
+)
 
 SCHEMA = T.StructType(
     [
@@ -35,33 +48,36 @@ def rows(spark: SparkSession, data: list[tuple[str, str, float]]) -> DataFrame:
     ).repartition(2)
 
 
-def test_write_then_read_roundtrip(spark: SparkSession, lake: Lake) -> None:
+def test_write_then_read_roundtrip(spark: SparkSession, engine_lake: Lake) -> None:
     df = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25), ("c", "jazz", 0.125)])
-    version = lake.write(df, "silver.tracks")
+    version = engine_lake.write(df, "silver.tracks")
     assert version == 0
-    assertDataFrameEqual(lake.read("silver.tracks"), df)
-    assert lake.path("silver.tracks").endswith(os.path.join("lake", "silver", "tracks"))
+    assertDataFrameEqual(engine_lake.read("silver.tracks"), df)
+    assert engine_lake.path("silver.tracks").endswith(os.path.join("lake", "silver", "tracks"))
 
 
 def test_overwrite_and_append_are_single_commits_with_history(
-    spark: SparkSession, lake: Lake
+    spark: SparkSession, engine_lake: Lake
 ) -> None:
-    lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
-    lake.write(rows(spark, [("b", "pop", 0.25)]), "silver.tracks", mode="append")
-    lake.write(rows(spark, [("c", "jazz", 0.1)]), "silver.tracks")
-    assert lake.version("silver.tracks") == 2
-    ops = [h["operation"] for h in lake.history("silver.tracks")]
+    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
+    engine_lake.write(rows(spark, [("b", "pop", 0.25)]), "silver.tracks", mode="append")
+    engine_lake.write(rows(spark, [("c", "jazz", 0.1)]), "silver.tracks")
+    assert engine_lake.version("silver.tracks") == 2
+    ops = [h["operation"] for h in engine_lake.history("silver.tracks")]
     assert ops == ["OVERWRITE", "APPEND", "OVERWRITE"]
-    assertDataFrameEqual(lake.read("silver.tracks"), rows(spark, [("c", "jazz", 0.1)]))
+    assertDataFrameEqual(engine_lake.read("silver.tracks"), rows(spark, [("c", "jazz", 0.1)]))
     assertDataFrameEqual(
-        lake.read("silver.tracks", version=1), rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
+        engine_lake.read("silver.tracks", version=1),
+        rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]),
     )
 
 
-def test_failed_write_leaves_previous_version_intact(spark: SparkSession, lake: Lake) -> None:
+def test_failed_write_leaves_previous_version_intact(
+    spark: SparkSession, engine_lake: Lake
+) -> None:
     original = rows(spark, [(str(i), "rock", i / 100) for i in range(50)])
-    lake.write(original, "silver.tracks")
-    before = lake.content_hash("silver.tracks")
+    engine_lake.write(original, "silver.tracks")
+    before = engine_lake.content_hash("silver.tracks")
 
     @F.udf("double")
     def explode_midway(x: float) -> float:
@@ -71,38 +87,38 @@ def test_failed_write_leaves_previous_version_intact(spark: SparkSession, lake: 
 
     failing = original.withColumn("energy", explode_midway("energy"))
     with pytest.raises(Exception, match="simulated crash"):
-        lake.write(failing, "silver.tracks")
-    assert lake.version("silver.tracks") == 0
-    assert lake.content_hash("silver.tracks") == before
+        engine_lake.write(failing, "silver.tracks")
+    assert engine_lake.version("silver.tracks") == 0
+    assert engine_lake.content_hash("silver.tracks") == before
 
 
-def test_merge_upserts_on_keys(spark: SparkSession, lake: Lake) -> None:
-    lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), "gold.scored")
-    lake.merge(
+def test_merge_upserts_on_keys(spark: SparkSession, engine_lake: Lake) -> None:
+    engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), "gold.scored")
+    engine_lake.merge(
         rows(spark, [("b", "pop", 0.75), ("c", "jazz", 0.1)]), "gold.scored", keys=["track_id"]
     )
     expected = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.75), ("c", "jazz", 0.1)])
-    assertDataFrameEqual(lake.read("gold.scored"), expected)
-    lake.merge(
+    assertDataFrameEqual(engine_lake.read("gold.scored"), expected)
+    engine_lake.merge(
         rows(spark, [("b", "pop", 0.75), ("c", "jazz", 0.1)]), "gold.scored", keys=["track_id"]
     )
-    assertDataFrameEqual(lake.read("gold.scored"), expected)
-    assert lake.history("gold.scored")[0]["operation"] == "MERGE"
+    assertDataFrameEqual(engine_lake.read("gold.scored"), expected)
+    assert engine_lake.history("gold.scored")[0]["operation"] == "MERGE"
 
 
-def test_sql_sees_every_written_table(spark: SparkSession, lake: Lake) -> None:
-    lake.write(rows(spark, [("a", "rock", 0.5), ("b", "rock", 0.25)]), "silver.tracks")
+def test_sql_sees_every_written_table(spark: SparkSession, engine_lake: Lake) -> None:
+    engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "rock", 0.25)]), "silver.tracks")
     result = spark.sql("SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre")
     assertDataFrameEqual(result, spark.createDataFrame([("rock", 2)], "genre string, n long"))
-    lake.write(rows(spark, [("c", "pop", 0.1)]), "silver.tracks", mode="append")
+    engine_lake.write(rows(spark, [("c", "pop", 0.1)]), "silver.tracks", mode="append")
     assert spark.sql("SELECT count(*) AS n FROM silver.tracks").first()["n"] == 3
 
 
-def test_other_delta_readers_see_the_same_table(spark: SparkSession, lake: Lake) -> None:
+def test_other_delta_readers_see_the_same_table(spark: SparkSession, engine_lake: Lake) -> None:
     data = [(f"t{i}", "rock" if i % 2 else "pop", i / 10) for i in range(20)]
-    lake.write(rows(spark, data), "silver.tracks")
-    lake.write(rows(spark, data[:5]), "silver.tracks", mode="append")
-    path = lake.path("silver.tracks")
+    engine_lake.write(rows(spark, data), "silver.tracks")
+    engine_lake.write(rows(spark, data[:5]), "silver.tracks", mode="append")
+    path = engine_lake.path("silver.tracks")
     expected_sum = round(sum(e for _, _, e in data) + sum(e for _, _, e in data[:5]), 9)
 
     duckdb_extensions.import_extension("delta")
@@ -116,29 +132,116 @@ def test_other_delta_readers_see_the_same_table(spark: SparkSession, lake: Lake)
     assert DeltaTable(path).to_pyarrow_table().num_rows == 25
 
 
-def test_vacuum_removes_orphans_and_old_files_only(spark: SparkSession, lake: Lake) -> None:
-    lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
-    lake.write(rows(spark, [("b", "pop", 0.25)]), "silver.tracks")
-    orphan = os.path.join(lake.path("silver.tracks"), "part-orphan-from-a-killed-writer.parquet")
+def test_vacuum_removes_orphans_and_old_files_only(spark: SparkSession, engine_lake: Lake) -> None:
+    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
+    engine_lake.write(rows(spark, [("b", "pop", 0.25)]), "silver.tracks")
+    orphan = os.path.join(
+        engine_lake.path("silver.tracks"), "part-orphan-from-a-killed-writer.parquet"
+    )
     with open(orphan, "wb") as handle:
         handle.write(b"not a parquet file")
-    removed = lake.vacuum("silver.tracks")
+    removed = engine_lake.vacuum("silver.tracks")
     assert orphan in removed
-    live = set(lake.files("silver.tracks"))
+    live = set(engine_lake.files("silver.tracks"))
     on_disk = {
-        os.path.join(lake.path("silver.tracks"), f)
-        for f in os.listdir(lake.path("silver.tracks"))
+        os.path.join(engine_lake.path("silver.tracks"), f)
+        for f in os.listdir(engine_lake.path("silver.tracks"))
         if f.endswith(".parquet")
     }
     assert on_disk == live
-    assertDataFrameEqual(lake.read("silver.tracks"), rows(spark, [("b", "pop", 0.25)]))
+    assertDataFrameEqual(engine_lake.read("silver.tracks"), rows(spark, [("b", "pop", 0.25)]))
 
 
-def test_tables_lists_versions_and_rows(spark: SparkSession, lake: Lake) -> None:
-    lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), "silver.tracks")
-    lake.write(rows(spark, [("x", "rock", 0.5)]), "bronze.quarantine")
-    infos = {(i.name, i.version, i.rows) for i in lake.tables()}
+def test_tables_lists_versions_and_rows(spark: SparkSession, engine_lake: Lake) -> None:
+    engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), "silver.tracks")
+    engine_lake.write(rows(spark, [("x", "rock", 0.5)]), "bronze.quarantine")
+    infos = {(i.name, i.version, i.rows) for i in engine_lake.tables()}
     assert infos == {("silver.tracks", 0, 2), ("bronze.quarantine", 0, 1)}
+
+
+def in_threads(*fns: object) -> tuple[list[object], list[BaseException]]:
+    """Start callables together in threads; their results and exceptions."""
+    start = threading.Barrier(len(fns))
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def go(fn: object) -> None:
+        start.wait()
+        try:
+            results.append(fn())  # type: ignore[operator]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(fn,)) for fn in fns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return results, errors
+
+
+def test_concurrent_appends_both_land_and_each_returns_its_own_version(
+    spark: SparkSession, engine_lake: Lake
+) -> None:
+    engine_lake.write(rows(spark, [("v0", "rock", 0.0)]), "silver.tracks")
+    a = rows(spark, [(f"a{i}", "pop", i / 10) for i in range(5)])
+    b = rows(spark, [(f"b{i}", "jazz", i / 10) for i in range(3)])
+    results, errors = in_threads(
+        lambda: ("a", engine_lake.write(a, "silver.tracks", mode="append")),
+        lambda: ("b", engine_lake.write(b, "silver.tracks", mode="append")),
+    )
+    assert errors == [], [str(e)[:2000] for e in errors]
+    assert sorted(v for _, v in results) == [1, 2]  # type: ignore[misc]
+    for tag, version in results:  # type: ignore[misc]
+        added = engine_lake.read("silver.tracks", version).exceptAll(
+            engine_lake.read("silver.tracks", version - 1)
+        )
+        assertDataFrameEqual(added, a if tag == "a" else b)
+    assertDataFrameEqual(
+        engine_lake.read("silver.tracks"), rows(spark, [("v0", "rock", 0.0)]).union(a).union(b)
+    )
+
+
+def test_a_merge_never_drops_a_write_that_committed_while_it_ran(
+    spark: SparkSession, engine_lake: Lake, tmp_path: Path
+) -> None:
+    """The merge's source waits until an append has committed: the merge loses, or keeps it."""
+    table = "gold.scored"
+    base = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
+    appended = rows(spark, [("c", "jazz", 0.1)])
+    engine_lake.write(base, table)
+    started, go = tmp_path / "merge-started", tmp_path / "append-committed"
+
+    @F.udf("double")
+    def wait_for_the_append(energy: float) -> float:
+        started.touch()
+        deadline = time.monotonic() + 300
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return energy
+
+    update = rows(spark, [("b", "pop", 0.75)]).withColumn("energy", wait_for_the_append("energy"))
+
+    def append_while_the_merge_runs() -> int:
+        deadline = time.monotonic() + 300
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            return engine_lake.write(appended, table, mode="append")
+        finally:
+            go.touch()
+
+    _, errors = in_threads(
+        lambda: engine_lake.merge(update, table, keys=["track_id"]), append_while_the_merge_runs
+    )
+    after_append = base.union(appended)
+    if errors:  # the merge lost the race, said so, and the append stands alone
+        assert len(errors) == 1 and isinstance(errors[0], ConcurrentWriteError), errors
+        assert engine_lake.path(table) in str(errors[0])
+        assertDataFrameEqual(engine_lake.read(table), after_append)
+    else:  # Delta rebased the merge onto the append: both are in
+        merged = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.75), ("c", "jazz", 0.1)])
+        assertDataFrameEqual(engine_lake.read(table), merged)
 
 
 def test_content_hash_ignores_order_and_wall_clock(spark: SparkSession) -> None:

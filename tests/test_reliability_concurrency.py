@@ -1,10 +1,13 @@
 """Concurrent writers to one table: both commit in order, or one gets ConcurrentWriteError; nothing lost.
 
-Two levels. Whole ``Lake.write`` calls from two threads sharing the Spark
-session (what two jobs on one driver do). And a forced race at the commit
+Three levels. Whole ``Lake.write`` calls from two threads sharing the Spark
+session (what two jobs on one driver do). A forced race at the commit
 itself: both writers load the same snapshot, wait for each other, then
 commit — the case a scheduler cannot be relied on to produce, created here by
-holding delta-rs' commit call at a barrier (test code only).
+holding delta-rs' commit call at a barrier (test code only). And two
+``genre ingest csv`` *processes*, each with its own JVM, into one lake, their
+commits held (``tests/cli_harness.py``) until both have built their write and
+then released one after the other.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -22,7 +26,11 @@ from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
+from subprocesses import finish, start_harness
+from test_ingest_csv import TIDY_HEADER, TIDY_ROWS
+from typer.testing import CliRunner
 
+from genre_spark.cli import app
 from genre_spark.lake import ConcurrentWriteError, Lake, deltars
 
 TABLE = "silver.tracks"
@@ -200,3 +208,69 @@ def test_forced_overwrite_race_one_wins_the_other_gets_a_clear_error(
         assert len(notes(lake)) == 1 and lake.version(TABLE) == 2
         (tag,) = notes(lake)
         assert notes(lake) == {tag: sizes[tag]}
+
+
+# --- two processes ------------------------------------------------------------------
+
+
+def tidy_csv(path: Path, prefix: str, rows: int) -> Path:
+    """A TidyTuesday export of ``rows`` tracks with ids ``<prefix>0``, ``<prefix>1``, ..."""
+    lines = [TIDY_HEADER]
+    for i in range(rows):
+        fields = TIDY_ROWS[0].split(",")
+        fields[0], fields[1] = f"{prefix}{i}", f"Song {prefix}{i}"
+        lines.append(",".join(fields))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_two_processes_ingesting_into_one_lake_at_once_lose_and_double_nothing(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Two ``genre ingest csv`` jobs build bronze from the same version; the second commits last.
+
+    Each job replaces its own file's rows in bronze.tracks_raw by overwriting
+    the table with the other sources' rows plus its own, so the job that
+    commits second computed its table without the first one's rows. It must
+    not commit that (the first job's rows would be gone): it fails with
+    ConcurrentWriteError, one line, and running it again adds its rows.
+    """
+    lake_root = tmp_path / "lake"
+    first = CliRunner().invoke(
+        app,
+        ["ingest", "csv", str(tidy_csv(tmp_path / "first.csv", "f", 5)), "--lake", str(lake_root)],
+    )
+    assert first.exit_code == 0, first.output
+    files = {name: tidy_csv(tmp_path / f"{name}.csv", name, 7) for name in ("a", "b")}
+    markers = tmp_path / "markers"
+    jobs = {}
+    for name, after in (("a", None), ("b", "a")):
+        hook = {"kind": "commit_in_turn", "table": "bronze.tracks_raw", "name": name,
+                "peers": ["a", "b"], "after": after}  # fmt: skip
+        args = ["ingest", "csv", str(files[name]), "--lake", str(lake_root)]
+        spec = {"markers": str(markers), "commands": [{"args": args, "hooks": [hook]}]}
+        jobs[name] = start_harness(spec, tmp_path / f"job-{name}")
+    logs = {name: finish(job, tmp_path / f"job-{name}" / "job.log") for name, job in jobs.items()}
+
+    assert jobs["a"].returncode == 0, logs["a"]
+    errors = [line for line in logs["b"].splitlines() if line.startswith("error:")]
+    if jobs["b"].returncode != 0:  # refused: named, one line, nothing of it committed
+        assert jobs["b"].returncode == 1, logs["b"]
+        assert len(errors) == 1 and "ConcurrentWriteError" in errors[0], logs["b"]
+        assert "lost to a concurrent writer" in errors[0], errors[0]
+        again = CliRunner().invoke(
+            app, ["ingest", "csv", str(files["b"]), "--lake", str(lake_root)]
+        )
+        assert again.exit_code == 0, again.output
+    lake = Lake(spark, str(lake_root))
+    bronze = lake.read("bronze.tracks_raw")
+    per_source = {
+        r["source"].rsplit("/", 1)[1]: r["count"]
+        for r in bronze.groupBy("source").count().collect()
+    }
+    assert per_source == {"first.csv": 5, "a.csv": 7, "b.csv": 7}
+    assert bronze.select("source", "source_row").distinct().count() == 19
+    silver = lake.read("silver.tracks")
+    assert silver.count() + lake.read("bronze.quarantine").count() == 19
+    assert silver.select("track_id").distinct().count() == silver.count()

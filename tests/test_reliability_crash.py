@@ -1,76 +1,62 @@
-"""Crash safety: a write job SIGKILLed mid-write or just before its commit loses nothing.
+"""Crash safety: SIGKILL at every kind of write loses nothing and mixes nothing.
 
-Each test runs ``tests/crash_writer.py`` as its own process session (Python
-driver, its JVM, and PySpark's worker daemon, which moves into a process
-group of its own) and kills all of it with SIGKILL at one point. Afterwards
-the table must still be at its previous version with the same content; a
-re-run must give exactly the content of an uninterrupted run; the killed
-run's files stay on disk but are never read, and ``genre vacuum`` removes
-them. Two subprocesses (two JVM starts) in all.
+Every test runs a real job as its own process session (Python driver, its
+JVM, and PySpark's worker daemon, which moves into a process group of its
+own) and kills all of it with SIGKILL at one point, reached through a marker
+file, never a guessed sleep. Afterwards the previous version of every table
+must still be readable with the same content, and a re-run must give exactly
+the tables of an uninterrupted run. The kinds of write:
+
+- a plain overwrite (``tests/crash_writer.py``): killed while part files are
+  written, and after they are complete just before the commit; the killed
+  run's files stay on disk but are never read, and ``genre vacuum`` removes them;
+- a merge (``genre score`` into gold.scored, copy-on-write): killed in its
+  commit step, its whole new copy of the table written;
+- a multi-table stage (``genre prepare``): killed between its second and third
+  table; train, references, tune, evaluate and report then refuse the mixed set;
+- a Spotify checkpoint: ``tests/test_reliability_crash_spotify.py``.
+
+The stage jobs run the real CLI in ``tests/cli_harness.py``; a partition
+replace, once ``Lake`` has one, is killed the same way (its ``pause_at_commit``
+on the table it replaces). Four subprocesses (four JVM starts) in this file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 from crash_writer import MARKER, ROWS, TABLE, job_frame
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
+from subprocesses import START_TIMEOUT_S, kill_at, kill_session, start, start_harness
 from typer.testing import CliRunner
 
 from genre_spark.cli import app
+from genre_spark.config import Settings
 from genre_spark.lake import Lake, content_hash
+from genre_spark.pipeline import PipelineResult
+from genre_spark.prepare.manifest import TABLES as PREPARE_TABLES
+from genre_spark.prepare.manifest import IncompletePrepareError, require_complete
+from genre_spark.prepare.run import run as prepare_run
+from genre_spark.score import run as score_run
 
 SCRIPT = Path(__file__).with_name("crash_writer.py")
-#: Generous: the subprocess starts a JVM on a shared 2-core machine.
-START_TIMEOUT_S = 240
-
-
-def session_pids(sid: int) -> list[int]:
-    """Every live process of a session: the driver, its JVM and the worker daemon's group."""
-    pids = []
-    for pid in psutil.pids():
-        try:
-            if os.getsid(pid) == sid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                pids.append(pid)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            continue
-    return pids
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL every process of the session until none is left (fails the test if one survives)."""
-    for _ in range(50):
-        pids = session_pids(sid)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    assert not session_pids(sid), "processes of the killed job survived"
 
 
 def start_writer(root: Path, mode: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SCRIPT.parents[1]), *sys.path])}
-    with log.open("wb") as fh:
-        return subprocess.Popen(
-            [sys.executable, str(SCRIPT), str(root), mode],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
+    return start([sys.executable, str(SCRIPT), str(root), mode], log)
 
 
 def parquet_files(folder: str) -> set[str]:
@@ -150,3 +136,106 @@ def test_killed_just_before_the_commit(
     assert sum(pq.ParquetFile(os.path.join(path, f)).metadata.num_rows for f in written) == ROWS
     assert parquet_files(path) - files0 == written
     assert_untouched_then_rerun_and_vacuum(spark, lake, h0, files0, written)
+
+
+# --- stages: a merge, and prepare part-way ----------------------------------------------
+
+
+def copy_lake(spark: SparkSession, settings: Settings, to: Path) -> tuple[Lake, Settings]:
+    """A copy of ``settings``' lake (tables, MLflow registry) at ``to``, and settings for it."""
+    shutil.copytree(settings.lake, to)
+    copied = settings.model_copy(update={"lake": str(to)})
+    return Lake(spark, str(to), copied.engine), copied
+
+
+@dataclass(frozen=True)
+class Lakes:
+    """A finished lake whose silver changed since (what the killed jobs start from), and what
+    an uninterrupted prepare and score over it wrote in a copy."""
+
+    start: Settings
+    prepared: dict[str, str]
+    scored: str
+
+
+def changed_silver(silver: DataFrame) -> DataFrame:
+    """A tenth of the tracks gone, a seventh with half their energy: every prepare table changes."""
+    bucket = F.abs(F.xxhash64("track_id"))
+    halved = F.when(bucket % 7 == 0, F.col("energy") * 0.5).otherwise(F.col("energy"))
+    return silver.where(bucket % 10 != 0).withColumn("energy", halved)
+
+
+@pytest.fixture(scope="module")
+def lakes(
+    spark: SparkSession,
+    pipeline_run: tuple[Settings, Lake, PipelineResult],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Lakes:
+    settings = pipeline_run[0]
+    root = tmp_path_factory.mktemp("crash-stages")
+    lake, start = copy_lake(spark, settings, root / "start")
+    lake.write(changed_silver(lake.read("silver.tracks")), "silver.tracks")
+    reference, uninterrupted = copy_lake(spark, start, root / "uninterrupted")
+    prepare_run(reference, uninterrupted)
+    score_run(reference, uninterrupted, model_version="1")
+    prepared = {name: reference.content_hash(name) for name in PREPARE_TABLES}
+    return Lakes(start, prepared, reference.content_hash("gold.scored"))
+
+
+def harness_job(folder: Path, args: list[str], hook: dict[str, Any]) -> subprocess.Popen[bytes]:
+    spec = {"markers": str(folder / "markers"), "commands": [{"args": args, "hooks": [hook]}]}
+    return start_harness(spec, folder)
+
+
+@pytest.mark.slow
+def test_score_killed_inside_its_merge_commit_leaves_gold_scored_as_it_was(
+    spark: SparkSession, lakes: Lakes, tmp_path: Path
+) -> None:
+    lake, settings = copy_lake(spark, lakes.start, tmp_path / "lake")
+    version, before = lake.version("gold.scored"), lake.content_hash("gold.scored")
+    assert before != lakes.scored  # the merge would change the table
+    hook = {"kind": "pause_at_commit", "table": "gold.scored"}
+    job = harness_job(
+        tmp_path / "job", ["score", "--model-version", "1", "--lake", lake.root], hook
+    )
+    paused = kill_at(
+        tmp_path / "job" / "markers" / "paused.json", job, tmp_path / "job" / "job.log"
+    )
+
+    written = set(paused["files"])  # the merge's whole new copy of the table, never committed
+    assert written and written <= parquet_files(lake.path("gold.scored"))
+    assert not written & {os.path.basename(f) for f in lake.files("gold.scored")}
+    assert lake.version("gold.scored") == version
+    assert lake.content_hash("gold.scored") == before
+
+    score_run(lake, settings, model_version="1")  # the re-run
+    assert lake.content_hash("gold.scored") == lakes.scored
+
+
+@pytest.mark.slow
+def test_prepare_killed_between_two_tables_is_refused_downstream_until_rerun(
+    spark: SparkSession, lakes: Lakes, tmp_path: Path
+) -> None:
+    lake, settings = copy_lake(spark, lakes.start, tmp_path / "lake")
+    before = {name: (lake.version(name), lake.content_hash(name)) for name in PREPARE_TABLES}
+    hook = {"kind": "pause_before_write", "table": "gold.outlier_params"}
+    job = harness_job(tmp_path / "job", ["prepare", "--lake", lake.root], hook)
+    kill_at(tmp_path / "job" / "markers" / "paused.json", job, tmp_path / "job" / "job.log")
+
+    # Killed after gold.normalizer and gold.features, before gold.outlier_params: a real mix.
+    moved = {name for name in PREPARE_TABLES if lake.version(name) != before[name][0]}
+    assert moved == {"gold.normalizer", "gold.features"}
+    assert lake.content_hash("gold.features") != before["gold.features"][1]
+    for name, (version, content) in before.items():  # every previous version still reads whole
+        assert content_hash(lake.read(name, version)) == content
+    with pytest.raises(IncompletePrepareError, match="did not finish"):
+        require_complete(lake)
+    for stage in ("train", "references", "tune", "evaluate", "report"):
+        refused = CliRunner().invoke(app, [stage, "--lake", lake.root])
+        said = " ".join(refused.output.split())
+        assert refused.exit_code == 1, (stage, refused.output)
+        assert "IncompletePrepareError" in said and "did not finish" in said, (stage, said)
+
+    prepare_run(lake, settings)  # the re-run
+    assert {name: lake.content_hash(name) for name in PREPARE_TABLES} == lakes.prepared
+    require_complete(lake)

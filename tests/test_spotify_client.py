@@ -20,7 +20,17 @@ from fake_spotify import Catalog, FakeSpotify, Fault, track_object
 from pydantic import ValidationError
 
 from genre_spark.config import SpotifySettings
-from genre_spark.ingest.providers import (
+from genre_spark.ingest.spotify.client import SpotifyClient
+from genre_spark.ingest.spotify.credentials import Credentials, load_credentials
+from genre_spark.ingest.spotify.errors import (
+    MalformedResponseError,
+    MissingCredentialsError,
+    NotFoundError,
+    RateLimitStop,
+    SpotifyAuthError,
+    SpotifyUnavailableError,
+)
+from genre_spark.ingest.spotify.providers import (
     AutoProvider,
     ProviderUnavailableError,
     ReccoBeatsProvider,
@@ -28,18 +38,7 @@ from genre_spark.ingest.providers import (
     make_provider,
     spotify_id_of,
 )
-from genre_spark.ingest.spotify_client import (
-    Credentials,
-    MalformedResponseError,
-    MissingCredentialsError,
-    NotFoundError,
-    RateLimitStop,
-    SpotifyAuthError,
-    SpotifyClient,
-    SpotifyUnavailableError,
-    _retry_after_s,
-    load_credentials,
-)
+from genre_spark.ingest.spotify.retry import retry_after_s
 
 SECRET = "sEcReT-do-not-leak-0123456789"
 
@@ -74,11 +73,8 @@ class Sleeps(list):
 def make_client(fake: FakeSpotify, sleeps: Sleeps | None = None, **overrides: Any) -> SpotifyClient:
     settings = SpotifySettings(
         **fake.settings(
-            connect_timeout_s=0.5,
-            read_timeout_s=0.3,
             backoff_s=0.01,
             backoff_max_s=0.05,
-            transport_retries=1,
             max_attempts=4,
             max_retry_after_s=5,
             **overrides,
@@ -101,7 +97,7 @@ def test_search_pages_follow_absolute_next_and_track_matches_catalog(
     fake = fake_factory()
     client = make_client(fake)
     first = client.search_tracks("jazz", 10, None)
-    second = client.next_page(first, "jazz page 2")
+    second = client.next_page(first["next"], "jazz page 2")
     assert first["next"].startswith(fake.url)
     assert [t["id"] for t in first["items"] + second["items"]] == catalog.search["jazz"]
     assert (second["offset"], second["next"]) == (10, None)
@@ -152,9 +148,9 @@ def test_429_beyond_the_cap_stops_cleanly_without_waiting(
 
 def test_retry_after_as_http_date() -> None:
     when = datetime.now(timezone.utc) + timedelta(seconds=120)
-    assert 100 < _retry_after_s({"Retry-After": format_datetime(when, usegmt=True)}) <= 120
-    assert _retry_after_s({"Retry-After": "7"}) == 7.0
-    assert _retry_after_s({}) is None
+    assert 100 < retry_after_s({"Retry-After": format_datetime(when, usegmt=True)}) <= 120
+    assert retry_after_s({"Retry-After": "7"}) == 7.0
+    assert retry_after_s({}) is None
 
 
 def test_5xx_burst_is_survived_with_logged_backoff(
@@ -170,12 +166,15 @@ def test_5xx_burst_is_survived_with_logged_backoff(
     assert len(reasons) == 3 and all("503" in r for r in reasons)
 
 
-def test_persistent_5xx_stops_resumably(
+def test_persistent_5xx_stops_resumably_after_max_attempts_sends(
     fake_factory: Callable[..., FakeSpotify], catalog: Catalog
 ) -> None:
     fake = fake_factory(faults=[Fault("track", "5xx", times=100, status=502)])
+    client = make_client(fake)
     with pytest.raises(SpotifyUnavailableError, match="run the same command again"):
-        make_client(fake).track(catalog.search["rock"][2])
+        client.track(catalog.search["rock"][2])
+    # one retry layer: max_attempts sends in all, none added underneath
+    assert fake.requests["track"] == client.settings.max_attempts == 4
 
 
 def test_expired_token_is_refreshed(
@@ -205,7 +204,7 @@ def test_malformed_json_is_retried_then_reported(
 def test_slow_response_times_out_and_is_retried(
     fake_factory: Callable[..., FakeSpotify], catalog: Catalog
 ) -> None:
-    fake = fake_factory(faults=[Fault("track", "slow", delay_s=1.0)])
+    fake = fake_factory(faults=[Fault("track", "slow")])
     client = make_client(fake)
     track_id = catalog.search["rock"][3]
     assert client.track(track_id)["id"] == track_id
@@ -244,15 +243,81 @@ def test_credentials_from_env_then_dotenv_and_a_clear_error(tmp_path: Any) -> No
     assert "SPOTIPY_CLIENT_ID and" not in str(only_secret.value)
 
 
-def test_debug_logs_of_spotipy_are_redacted(
+def test_debug_logs_of_the_token_exchange_carry_no_secret(
     fake_factory: Callable[..., FakeSpotify], catalog: Catalog, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = fake_factory()
     caplog.set_level(logging.DEBUG)
     make_client(fake).track(catalog.search["rock"][0])
     basic = base64.b64encode(f"{fake.client_id}:{SECRET}".encode()).decode()
-    assert "Basic ***" in caplog.text  # spotipy did log the header: the filter masked it
+    assert "/api/token" in caplog.text  # the token request was logged at DEBUG
     assert SECRET not in caplog.text and basic not in caplog.text
+
+
+def test_spotipy_debug_lines_mask_the_basic_header_and_every_token(
+    fake_factory: Callable[..., FakeSpotify], catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """spotipy logs request headers at DEBUG: they are there, with the credentials masked."""
+    fake = fake_factory(faults=[Fault("track", "expire", after=1)])
+    caplog.set_level(logging.DEBUG)
+    client = make_client(fake)
+    for track_id in catalog.search["rock"][:3]:
+        client.track(track_id)
+    basic = base64.b64encode(f"{fake.client_id}:{SECRET}".encode()).decode()
+    spotipy_lines = [r.getMessage() for r in caplog.records if r.name.startswith("spotipy")]
+    assert any("Basic ***" in line and "/api/token" in line for line in spotipy_lines)
+    assert sum("Bearer ***" in line for line in spotipy_lines) == fake.requests["track"] == 4
+    assert len(fake.tokens) == 2  # the expired one and its replacement
+    for needle in (SECRET, basic, *fake.tokens):
+        assert needle not in caplog.text
+
+
+def test_spotipy_error_lines_are_debug_only_the_policy_speaks_for_them(
+    fake_factory: Callable[..., FakeSpotify], catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = fake_factory(faults=[Fault("track", "5xx", times=1, status=503)])
+    caplog.set_level(logging.INFO)
+    client = make_client(fake)
+    assert client.track(catalog.search["rock"][0])["id"] == catalog.search["rock"][0]
+    with pytest.raises(NotFoundError):
+        client.track(sorted(catalog.missing)[0])
+    assert [r for r in caplog.records if r.name.startswith("spotipy")] == []
+    assert len(waits_logged(caplog)) == 1
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(NotFoundError):
+        client.track(sorted(catalog.missing)[0])
+    errors = [r for r in caplog.records if r.getMessage().startswith("HTTP Error for GET")]
+    assert [(r.name, r.levelno) for r in errors] == [("spotipy.client", logging.DEBUG)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "survived_as"),
+    [("5xx", "token_endpoint"), ("malformed", "token_endpoint"), ("slow", "timeout")],
+)
+def test_a_failing_token_endpoint_is_retried_by_the_policy(
+    fake_factory: Callable[..., FakeSpotify], catalog: Catalog, kind: str, survived_as: str
+) -> None:
+    fake = fake_factory(faults=[Fault("token", kind)])
+    client = make_client(fake)
+    track_id = catalog.search["jazz"][0]
+    assert client.track(track_id)["id"] == track_id
+    assert client.stats.survived[survived_as] == fake.injected[kind] == 1
+    assert (fake.requests["token"], fake.requests["track"]) == (2, 1)
+
+
+def test_malformed_audio_features_are_retried(
+    fake_factory: Callable[..., FakeSpotify], catalog: Catalog
+) -> None:
+    fake = fake_factory(audio_features_allowed=True, faults=[Fault("audio_features", "malformed")])
+    client = make_client(fake)
+    ids = catalog.search["jazz"][:4]
+    got = client.audio_features(ids)
+    assert [f["tempo"] if f else None for f in got] == [
+        f["tempo"] if f else None for f in expected_features(catalog, ids).values()
+    ]
+    assert client.stats.survived["malformed"] == fake.injected["malformed"] == 1
+    assert fake.requests["audio_features"] == 2
 
 
 def test_search_limit_above_ten_is_rejected_by_config() -> None:

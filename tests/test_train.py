@@ -168,6 +168,7 @@ def test_gold_models_row(trained: dict[str, Any], spark: SparkSession) -> None:
                 GENRES,
                 list(FEATURES),
                 "cnn",
+                ["challenger"],  # a new version is the challenger until `genre promote`
             )
         ],
         MODELS_SCHEMA,

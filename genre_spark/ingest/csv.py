@@ -16,9 +16,14 @@ nothing that grows with the file.
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import os
 import re
 import unicodedata
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -62,7 +67,19 @@ MODE_CODE: dict[str, int] = {"major": 1, "minor": 0, "maj": 1, "min": 0}
 
 
 class CsvInputError(ValueError):
-    """A CSV path that does not exist or has no header line."""
+    """A CSV file that is missing, unreadable, damaged or holds no data: refused before any write.
+
+    The message is one line that starts with the file's path and says what is
+    wrong (a truncated or corrupt gzip, binary data, a file that vanished or
+    became unreadable while it was read, an empty or header-only file).
+    """
+
+
+#: Bytes read from the start of a local file (decompressed, for .gz) to tell
+#: CSV text from binary data and a damaged gzip header, before Spark opens it.
+SNIFF_BYTES = 8192
+#: Encodings in which a NUL byte is text; in any other, a NUL means binary data.
+WIDE_ENCODINGS = frozenset({"utf-16", "utf-16be", "utf-16le", "utf-32"})
 
 
 @dataclass(frozen=True)
@@ -144,10 +161,120 @@ def _reader(spark: SparkSession, options: CsvOptions) -> DataFrameReader:
     return reader.option("comment", options.comment) if options.comment else reader
 
 
+def check_file(path: str, encodings: set[str]) -> None:
+    """Refuse a local file that is missing, unreadable, empty, binary or not valid gzip.
+
+    Reads at most SNIFF_BYTES from its start on the driver (a constant, not
+    the file), so the common mistakes get a clear line before Spark starts a
+    job. A NUL byte is binary data unless every encoding that may be used
+    (``encodings``, Spark's names) is a wide one. Other schemes than ``file:``
+    are left to Spark, whose read errors ``reading`` translates.
+    """
+    parsed = urlparse(path)
+    if parsed.scheme not in ("", "file"):
+        return
+    file = Path(parsed.path if parsed.scheme else path)
+    if not file.is_file():
+        raise CsvInputError(f"{path}: no such file" if not file.exists() else f"{path}: not a file")
+    try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(file, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except PermissionError:
+        raise CsvInputError(f"{path}: cannot be read (permission denied)") from None
+    except EOFError:
+        raise CsvInputError(
+            f"{path}: truncated gzip data (it ends before the stream does)"
+        ) from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise CsvInputError(f"{path}: not valid gzip data ({exc})") from None
+    if not head.removeprefix(codecs.BOM_UTF8).strip():
+        raise CsvInputError(f"{path}: empty file, no header line")
+    nul = head.find(b"\x00")
+    if nul >= 0 and not encodings <= WIDE_ENCODINGS:
+        raise CsvInputError(
+            f"{path}: binary data, not CSV text (a NUL byte at offset {nul}); "
+            "a UTF-16 file needs csv.encoding in a mapping file"
+        )
+
+
+def check_input(path: str, mapping: Mapping | None) -> None:
+    """``check_file`` with the encodings ``mapping`` (or, detecting, any shipped one) reads."""
+    known = [mapping] if mapping is not None else shipped_mappings()
+    check_file(path, {m.csv.spark_encoding for m in known})
+
+
+def _java_chain(exc: BaseException) -> list[tuple[str, str]]:
+    """(class name, message) of the Java exception behind a PySpark error and of each cause."""
+    throwable = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
+    chain = []
+    while throwable is not None and len(chain) < 20:
+        chain.append((throwable.getClass().getName(), str(throwable.getMessage() or "")))
+        throwable = throwable.getCause()
+    return chain
+
+
+def read_problem(exc: BaseException, path: str) -> str | None:
+    """What Spark's failure says is wrong with reading ``path``, in words; None if it is not that.
+
+    Only failures that name the file (Spark's FAILED_READ_FILE and
+    PATH_NOT_FOUND errors, Hadoop's missing-file message) count, so an error
+    reading some other file (a bronze table) is not blamed on the CSV.
+    """
+    chain = _java_chain(exc)
+    name = os.path.basename(path.rstrip("/"))
+    if not any(name in message for _, message in chain):
+        return None
+    # Most specific first: Java reports a file it may not open as a
+    # FileNotFoundException "(Permission denied)" under Spark's FILE_NOT_EXIST.
+    for words, matches in _READ_PROBLEMS:
+        for cls, message in chain:
+            if matches(cls, message):
+                return words.format(message=message)
+    return None
+
+
+#: (what to say, which Java exception says it), in the order read_problem tries them.
+_READ_PROBLEMS: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
+    (
+        "became unreadable while it was being read (permission denied)",
+        lambda cls, message: (
+            cls.endswith("AccessDeniedException") or "Permission denied" in message
+        ),
+    ),
+    (
+        "the file vanished while it was being read (no such file)",
+        lambda cls, message: (
+            cls.endswith(("FileNotFoundException", "NoSuchFileException"))
+            or "PATH_NOT_FOUND" in message
+            or "FILE_NOT_EXIST" in message
+        ),
+    ),
+    ("truncated compressed data ({message})", lambda cls, _: cls.endswith("EOFException")),
+    (
+        "corrupt data that cannot be decoded ({message})",
+        lambda cls, message: cls.endswith("IOException") and "FAILED_READ_FILE" not in message,
+    ),
+)
+
+
+@contextmanager
+def reading(path: str) -> Iterator[None]:
+    """Turn Spark's failure to read ``path`` (``read_problem``) into one CsvInputError line.
+
+    The Java exception stays chained for ``--verbose``.
+    """
+    try:
+        yield
+    except Exception as exc:
+        problem = read_problem(exc, path)
+        if problem is None:
+            raise
+        raise CsvInputError(f"{path}: {problem}") from exc
+
+
 def read_header(spark: SparkSession, path: str, options: CsvOptions) -> list[str]:
     """The header's column names (BOM dropped), read by Spark from the first line only."""
-    if "://" not in path and not Path(path).exists():
-        raise CsvInputError(f"CSV file not found: {path}")
     header = [c.lstrip("\ufeff") for c in _reader(spark, options).csv(path).columns]
     if not header:
         raise CsvInputError(f"{path}: no header line (an empty file?)")
@@ -399,14 +526,18 @@ def read_csv(spark: SparkSession, path: str, mapping: Mapping | None = None) -> 
     header lacks is a MappingError here, before any row is read.
     """
     path = str(path)
-    if mapping is None:
-        mapping, header = detect_mapping(lambda options: read_header(spark, path, options), path)
-    else:
-        header = read_header(spark, path, mapping.csv)
-    columns = resolve_columns(mapping, header, path)
-    records = _records(spark, path, mapping.csv, header)
-    source_row, counts = _number_records(records)
-    blank, comment = _line_counts(spark, path, mapping.csv)
+    check_input(path, mapping)
+    with reading(path):
+        if mapping is None:
+            mapping, header = detect_mapping(
+                lambda options: read_header(spark, path, options), path
+            )
+        else:
+            header = read_header(spark, path, mapping.csv)
+        columns = resolve_columns(mapping, header, path)
+        records = _records(spark, path, mapping.csv, header)
+        source_row, counts = _number_records(records)
+        blank, comment = _line_counts(spark, path, mapping.csv)
     source = source_name(path)
     raw = records.filter(~F.col(_EMPTY)).select(
         *raw_columns(mapping, columns, source),
@@ -433,13 +564,22 @@ def run_csv(
     """Read ``path``, replace its rows in bronze.tracks_raw, rebuild silver and quarantine.
 
     Re-running on the same file gives the same tables (``land`` replaces the
-    file's own rows). Mapping problems raise MappingError before anything is written.
+    file's own rows). Mapping problems raise MappingError, a damaged, unreadable
+    or empty file (header only included: landing it would delete the rows an
+    earlier ingest of this file put in bronze) CsvInputError, before anything is
+    written; a file that vanishes while ``land`` reads it fails that commit.
     """
     chosen = (
         mapping if isinstance(mapping, Mapping) or mapping is None else resolve_mapping(mapping)
     )
     read = read_csv(lake.spark, str(path), chosen)
-    version = land(lake, read.raw, read.source)
+    if read.rows_in == 0:
+        raise CsvInputError(
+            f"{path}: no data rows after the header ({read.empty_lines} empty, "
+            f"{read.comment_lines} comment lines); nothing to ingest"
+        )
+    with reading(str(path)):
+        version = land(lake, read.raw, read.source)
     return CsvIngestReport(
         path=str(path), read=read, bronze_version=version, summary=refresh_silver(lake, settings)
     )

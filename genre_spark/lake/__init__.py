@@ -1,30 +1,39 @@
 """The Delta lake every stage reads and writes: one API, two engines.
 
-``Lake(spark, root)`` picks delta-spark when Delta's JVM classes are present
-and delta-rs otherwise (ARCHITECTURE decision 1). Every write is one atomic
-Delta commit; every table is reachable by path and, after ``register_sql``,
-as ``layer.name`` in Spark SQL.
+``Lake(spark, root)`` picks delta-spark when the session has Delta's JVM
+connector loaded and delta-rs otherwise (``engine: auto``). Every write is one
+atomic Delta commit; every table is reachable by path and, after
+``register_sql``, as ``layer.name`` in Spark SQL.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from genre_spark.config import ConfigError
+from genre_spark.lake import connector
 from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
-from genre_spark.lake.deltars import ConcurrentWriteError, DeltaRsEngine
+from genre_spark.lake.connector import DeltaConnectorMissingError
+from genre_spark.lake.deltars import DeltaRsEngine
 from genre_spark.lake.deltaspark import DeltaSparkEngine
+from genre_spark.lake.engine import ConcurrentWriteError, Engine, is_local
 from genre_spark.schema import TIME_COLUMNS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "TABLES",
     "ConcurrentWriteError",
+    "DeltaConnectorMissingError",
     "Lake",
+    "NonLocalLakeError",
     "TableInfo",
     "TableNotFoundError",
     "UnknownTableError",
@@ -32,6 +41,8 @@ __all__ = [
 ]
 
 EngineName = Literal["auto", "delta-spark", "delta-rs"]
+#: A session's own default for ``engine: auto`` (see ``choose_engine``).
+SESSION_ENGINE_CONF = "spark.genre.lake.engine"
 
 #: Serialises catalogue (re)registration: Spark's session catalogue is shared by
 #: every thread of the driver, and two writers re-registering one table
@@ -44,6 +55,10 @@ class TableNotFoundError(LookupError):
     """A catalogue table that has not been written yet."""
 
 
+class NonLocalLakeError(ConfigError):
+    """An object-store lake asked of the delta-rs engine, which writes with local file paths."""
+
+
 @dataclass(frozen=True)
 class TableInfo:
     name: str
@@ -52,13 +67,34 @@ class TableInfo:
     rows: int
 
 
-def delta_jvm_available(spark: SparkSession) -> bool:
-    """True when Delta's JVM connector is on the driver's classpath."""
-    try:
-        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
-        return True
-    except Exception:
-        return False
+def choose_engine(spark: SparkSession, root: str, engine: EngineName = "auto") -> Engine:
+    """The engine for a lake at ``root`` on ``spark``; a choice that cannot work fails in one line.
+
+    ``auto`` is the session's ``spark.genre.lake.engine`` if set (a session
+    with the connector that should still default to delta-rs: the test
+    suite's), else delta-spark when the session has Delta's connector, else
+    delta-rs (said once). delta-rs executors write with local file paths, so it
+    refuses a lake on an object store rather than write somewhere unexpected.
+    """
+    has_connector = connector.session_has_connector(spark)
+    if engine == "auto":
+        engine = spark.conf.get(SESSION_ENGINE_CONF, None) or "auto"  # type: ignore[assignment]
+    if engine == "auto":
+        engine = "delta-spark" if has_connector else "delta-rs"
+        if not has_connector and is_local(root):
+            connector.say_fallback_once("Delta's JVM connector is not loaded in this Spark session")
+    if engine == "delta-spark":
+        if not has_connector:
+            raise connector.missing("Delta's JVM connector loaded in the Spark session")
+        return DeltaSparkEngine(spark)
+    if not is_local(root):
+        reason = "" if has_connector else " (Delta's JVM connector is not loaded)"
+        raise NonLocalLakeError(
+            f"lake {root} is not on a local or shared filesystem: the delta-rs engine writes "
+            f"with local file paths and cannot use it{reason}; use engine delta-spark "
+            f"(--set engine=delta-spark, with {connector.DELTA_PACKAGE})"
+        )
+    return DeltaRsEngine(spark)
 
 
 def _hashable(name: str, data_type: T.DataType) -> Column:
@@ -90,9 +126,7 @@ class Lake:
     def __init__(self, spark: SparkSession, root: str, engine: EngineName = "auto") -> None:
         self.spark = spark
         self.root = root
-        if engine == "auto":
-            engine = "delta-spark" if delta_jvm_available(spark) else "delta-rs"
-        self.engine = DeltaSparkEngine(spark) if engine == "delta-spark" else DeltaRsEngine(spark)
+        self.engine: Engine = choose_engine(spark, root, engine)
 
     def path(self, name: str) -> str:
         return table_path(self.root, name)
@@ -123,6 +157,15 @@ class Lake:
         )
         self._register(name)
         return version
+
+    def append_arrow(self, name: str, table: pa.Table) -> int:
+        """Append rows already on the driver (API responses) as one atomic commit; returns its version.
+
+        No Spark job on the delta-rs engine, and no SQL re-registration: an
+        append keeps the schema, and a registered SQL table reads the latest
+        snapshot (``register_sql`` registers tables created since).
+        """
+        return self.engine.append_arrow(self.path(name), table)
 
     def merge(self, df: DataFrame, name: str, keys: list[str]) -> int:
         """Upsert on ``keys`` (unique in ``df``): matched rows replaced, new rows inserted.

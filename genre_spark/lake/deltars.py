@@ -32,11 +32,19 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
+from genre_spark.lake.connector import session_has_connector
+from genre_spark.lake.engine import (
+    WRITE_ID_KEY,
+    ConcurrentWriteError,
+    commit_tags,
+    delta_table_ddl,
+    local_path,
+    new_write_id,
+    operation_of,
+    user_metadata,
+)
+
 FORMAT = "genre_delta"
-
-
-class ConcurrentWriteError(RuntimeError):
-    """Another writer committed to the table first; the caller may retry."""
 
 
 def _arrow_schema(schema: T.StructType) -> pa.Schema:
@@ -75,12 +83,14 @@ class _DeltaRsWriter(DataSourceArrowWriter):
         overwrite: bool,
         operation: str,
         write_id: str | None,
+        read_version: int | None = None,
     ) -> None:
         self.path = path
         self.arrow_schema = _arrow_schema(schema)
         self.overwrite = overwrite
         self.operation = operation
         self.write_id = write_id
+        self.read_version = read_version
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> _FilesWritten:
         import pyarrow.parquet as pq
@@ -119,7 +129,13 @@ class _DeltaRsWriter(DataSourceArrowWriter):
     def commit(self, messages: list[_FilesWritten | None]) -> None:
         files = [f for m in messages if m is not None for f in m.files]
         commit_files(
-            self.path, self.arrow_schema, files, self.overwrite, self.operation, self.write_id
+            self.path,
+            self.arrow_schema,
+            files,
+            self.overwrite,
+            self.operation,
+            self.write_id,
+            self.read_version,
         )
 
     def abort(self, messages: list[_FilesWritten | None]) -> None:
@@ -145,7 +161,7 @@ class _DeltaRsReader(DataSourceReader):
     def read(self, partition: _FilePartition) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(_local(partition.uri)).iter_batches():
+        for batch in pq.ParquetFile(local_path(partition.uri)).iter_batches():
             yield pa.Table.from_batches([batch]).cast(self.arrow_schema).to_batches()[0]
 
 
@@ -153,7 +169,9 @@ class DeltaRsSource(DataSource):
     """``genre_delta``: a Delta table through delta-rs, for ``df.write`` and SQL tables.
 
     Options: ``table_path`` (table folder), ``version`` (time travel, read only),
-    ``operation`` and ``write_id`` (recorded in the commit, write only).
+    ``operation`` and ``write_id`` (recorded in the commit, write only),
+    ``read_version`` (write only: the version the written rows were computed
+    from; the commit then fails if another writer committed since).
     """
 
     #: Set on the per-table subclasses that SQL tables use (see ``sql_source``):
@@ -174,7 +192,15 @@ class DeltaRsSource(DataSource):
     def writer(self, schema: T.StructType, overwrite: bool) -> _DeltaRsWriter:
         operation = self.options.get("operation", "OVERWRITE" if overwrite else "APPEND")
         write_id = self.options.get("write_id")
-        return _DeltaRsWriter(self._path(), schema, overwrite, operation, write_id)
+        read_version = self.options.get("read_version")
+        return _DeltaRsWriter(
+            self._path(),
+            schema,
+            overwrite,
+            operation,
+            write_id,
+            int(read_version) if read_version not in (None, "") else None,
+        )
 
     def _path(self) -> str:
         path = self.options.get("table_path", self.default_path)
@@ -197,16 +223,6 @@ def sql_source(path: str) -> type[DeltaRsSource]:
     )
 
 
-def _local(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-#: Commit metadata keys: the operation shown in history, and the id of the write
-#: that made the commit (how a writer finds its own version among concurrent ones).
-OPERATION_KEY = "genre_spark.operation"
-WRITE_ID_KEY = "genre_spark.write_id"
-
-
 def commit_files(
     path: str,
     arrow_schema: pa.Schema,
@@ -214,8 +230,16 @@ def commit_files(
     overwrite: bool,
     operation: str,
     write_id: str | None = None,
+    read_version: int | None = None,
 ) -> None:
-    """Commit files already written into the table folder as one Delta transaction."""
+    """Commit files already written into the table folder as one Delta transaction.
+
+    With ``read_version`` (a read-modify-write such as MERGE) the commit fails
+    if another writer committed since that version, as Delta's own MERGE does:
+    checked here first, then by delta-rs' conflict check from that snapshot
+    (which catches removed files, though not an append in the instant between).
+    Without it the transaction starts from the latest snapshot.
+    """
     from deltalake import DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
@@ -231,14 +255,13 @@ def commit_files(
         )
         for f in files
     ]
-    metadata = {OPERATION_KEY: operation}
-    if write_id is not None:
-        metadata[WRITE_ID_KEY] = write_id
-    props = CommitProperties(custom_metadata=metadata)
+    props = CommitProperties(custom_metadata={"userMetadata": user_metadata(operation, write_id)})
     schema = Schema.from_arrow(arrow_schema)
     try:
+        if read_version is not None and DeltaTable(path).version() != read_version:
+            raise CommitFailedError(f"the table moved on from version {read_version}")
         if DeltaTable.is_deltatable(path):
-            DeltaTable(path).create_write_transaction(
+            DeltaTable(path, version=read_version).create_write_transaction(
                 adds,
                 mode="overwrite" if overwrite else "append",
                 schema=schema,
@@ -250,7 +273,7 @@ def commit_files(
                 path, schema, adds, mode="append", commit_properties=props
             )
     except CommitFailedError as exc:
-        raise ConcurrentWriteError(f"commit to {path} lost to a concurrent writer: {exc}") from exc
+        raise ConcurrentWriteError.lost(path, exc) from exc
 
 
 def committed_version(path: str, write_id: str) -> int:
@@ -264,7 +287,7 @@ def committed_version(path: str, write_id: str) -> int:
     table = DeltaTable(path)
     for limit in (32, None):
         for commit in table.history(limit=limit):
-            if commit.get(WRITE_ID_KEY) == write_id:
+            if commit_tags(commit).get(WRITE_ID_KEY) == write_id:
                 return int(commit["version"])
     raise RuntimeError(f"write {write_id} reported success but no commit of {path} carries it")
 
@@ -284,6 +307,9 @@ class DeltaRsEngine:
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
         spark.dataSource.register(DeltaRsSource)
+        # Delta's catalogue, when the session has it, cannot resolve a table backed
+        # by a Python data source; it reads the same Delta log itself.
+        self._sql_through_delta = session_has_connector(spark)
 
     def exists(self, path: str) -> bool:
         from deltalake import DeltaTable
@@ -292,23 +318,72 @@ class DeltaRsEngine:
 
     def read(self, path: str, version: int | None = None) -> DataFrame:
         schema = _spark_schema(_table_arrow_schema(path, version))
-        files = [_local(u) for u in snapshot_files(path, version)]
+        files = [local_path(u) for u in snapshot_files(path, version)]
         if not files:
             return self.spark.createDataFrame([], schema)
         return self.spark.read.schema(schema).parquet(*files)
 
     def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
         """One commit of ``df``; returns that commit's version."""
+        return self._write(df, path, overwrite, operation)
+
+    def _write(
+        self,
+        df: DataFrame,
+        path: str,
+        overwrite: bool,
+        operation: str,
+        read_version: int | None = None,
+    ) -> int:
         _activate(df.sparkSession)
-        write_id = uuid.uuid4().hex
-        (
+        if read_version is None and overwrite and self.exists(path):
+            # An overwrite is computed from the table as it stands (``land``
+            # re-reads bronze): a writer that commits meanwhile makes it fail
+            # with ConcurrentWriteError instead of losing that writer's rows.
+            read_version = self.version(path)
+        write_id = new_write_id()
+        writer = (
             df.write.format(FORMAT)
             .mode("overwrite" if overwrite else "append")
             .option("table_path", path)
             .option("operation", operation)
             .option("write_id", write_id)
-            .save()
         )
+        if read_version is not None:
+            writer = writer.option("read_version", str(read_version))
+        try:
+            writer.save()
+        except Exception as exc:
+            lost = _lost_race(exc)
+            if lost is None:
+                raise
+            raise lost from exc
+        return committed_version(path, write_id)
+
+    def append_arrow(self, path: str, table: pa.Table) -> int:
+        """Append rows the driver already holds as one commit, with no Spark job.
+
+        For small batches (API responses): ``write_deltalake`` from the driver,
+        tagged with a write id like ``write`` so a concurrent writer's later
+        commit is not taken for this one. Rows are cast to the table's schema
+        (all columns nullable when this commit creates it, as ``write`` does).
+        """
+        from deltalake import write_deltalake
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import CommitProperties
+
+        if self.exists(path):
+            schema = _table_arrow_schema(path)
+        else:
+            schema = pa.schema([f.with_nullable(True) for f in table.schema])
+        write_id = new_write_id()
+        props = CommitProperties(
+            custom_metadata={"userMetadata": user_metadata("APPEND", write_id)}
+        )
+        try:
+            write_deltalake(path, table.cast(schema), mode="append", commit_properties=props)
+        except CommitFailedError as exc:
+            raise ConcurrentWriteError.lost(path, exc) from exc
         return committed_version(path, write_id)
 
     def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
@@ -316,13 +391,17 @@ class DeltaRsEngine:
 
         One overwrite commit, computed by executors; the old files stay in the
         log's history until vacuumed, so reading the target while replacing it
-        is safe.
+        is safe. The commit is checked against the version the target was read
+        at, so a write that lands meanwhile makes the merge fail with
+        ConcurrentWriteError instead of being overwritten unseen.
         """
         if not self.exists(path):
             return self.write(df, path, overwrite=True, operation="MERGE")
-        target = self.read(path)
+        read_version = self.version(path)
+        target = self.read(path, read_version)
         kept = target.join(df.select(*keys).distinct(), on=keys, how="left_anti")
-        return self.write(kept.unionByName(df.select(*target.columns)), path, True, "MERGE")
+        merged = kept.unionByName(df.select(*target.columns))
+        return self._write(merged, path, True, "MERGE", read_version)
 
     def version(self, path: str) -> int:
         from deltalake import DeltaTable
@@ -336,13 +415,13 @@ class DeltaRsEngine:
             {
                 "version": h.get("version"),
                 "timestamp": h.get("timestamp"),
-                "operation": h.get(OPERATION_KEY, h.get("operation")),
+                "operation": operation_of(h),
             }
             for h in DeltaTable(path).history()
         ]
 
     def files(self, path: str) -> list[str]:
-        return sorted(_local(u) for u in snapshot_files(path))
+        return sorted(local_path(u) for u in snapshot_files(path))
 
     def rows(self, path: str) -> int:
         from deltalake import DeltaTable
@@ -361,9 +440,24 @@ class DeltaRsEngine:
         return list(removed) + _orphans(path)
 
     def sql_ddl(self, qualified: str, path: str) -> str:
+        if self._sql_through_delta:
+            return delta_table_ddl(qualified, path)
         source = sql_source(path)
         self.spark.dataSource.register(source)
         return f"CREATE TABLE {qualified} USING {source.name()}"
+
+
+def _lost_race(exc: Exception) -> ConcurrentWriteError | None:
+    """The ConcurrentWriteError a data source commit raised inside ``exc``, if it did.
+
+    The commit runs in a Python worker, so Spark reports its exception as text
+    inside PYTHON_DATA_SOURCE_ERROR; the caller gets the project's error back.
+    """
+    marker = f"{ConcurrentWriteError.__module__}.{ConcurrentWriteError.__name__}: "
+    for line in str(exc).splitlines():
+        if line.startswith(marker):
+            return ConcurrentWriteError(line[len(marker) :])
+    return None
 
 
 def _activate(spark: SparkSession) -> None:
@@ -384,7 +478,7 @@ def _orphans(path: str) -> list[str]:
     Run only while no writer is working on the table: an in-flight writer's
     files are not in the log yet either.
     """
-    live = {os.path.basename(_local(u)) for u in snapshot_files(path)}
+    live = {os.path.basename(local_path(u)) for u in snapshot_files(path)}
     removed = []
     for name in sorted(os.listdir(path)):
         if name.endswith(".parquet") and name not in live:

@@ -1,18 +1,100 @@
-"""The delta-spark engine: Delta's own JVM connector, for clusters that have its jars.
+"""The delta-spark engine: Delta's own JVM connector, for sessions that have it loaded.
 
-Chosen when ``io.delta.tables.DeltaTable`` is on the JVM classpath (``--packages
-io.delta:delta-spark_4.2_2.13:4.4.1``, Databricks). Not exercised by CI here:
-the connector cannot be downloaded on these machines (PLATFORM.md).
+Chosen when the session has Delta's jars, SQL extension and catalog
+(``make setup`` locally, ``--packages io.delta:delta-spark_4.2_2.13:4.4.0`` on
+a cluster, built into Databricks). Writes, MERGE, history, time travel and
+vacuum are Delta's own, so a lake on an object store (``s3a://``) works where
+every executor reaches it. The guarantees match the delta-rs engine's: every
+write and merge records a write id in the commit's ``userMetadata`` and
+returns the version of the commit carrying it (not the table's latest, which
+a concurrent writer may have moved on), and Delta's conflict exceptions
+become :class:`ConcurrentWriteError`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+from genre_spark.lake.engine import (
+    WRITE_ID_KEY,
+    ConcurrentWriteError,
+    commit_tags,
+    delta_table_ddl,
+    local_path,
+    new_write_id,
+    operation_of,
+    user_metadata,
+)
+
+T = TypeVar("T")
+
+#: The session setting Delta reads a commit's ``userMetadata`` from when the
+#: operation has no option for it (MERGE through the DeltaTable API).
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
+#: Table features whose snapshots cannot be read as plain Parquet files: rows
+#: deleted by a vector, or columns stored under physical names.
+UNREADABLE_AS_PARQUET = ("deletionVectors", "columnMapping")
+
+#: MERGE takes its userMetadata from a session-wide setting; merges from
+#: threads of one driver are serialised so none commits with another's write id.
+_SESSION_CONF_LOCK = threading.Lock()
+
+
+#: How Delta's conflict exceptions read once Spark has turned them into text.
+CONFLICT_MARKERS = (
+    "io.delta.exceptions.Concurrent",
+    "io.delta.exceptions.MetadataChangedException",
+    "io.delta.exceptions.ProtocolChangedException",
+    "DELTA_CONCURRENT_",
+)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """Delta's concurrent-modification family (ConcurrentAppend, ConcurrentDeleteDelete, ...)."""
+    from delta.exceptions.base import DeltaConcurrentModificationException
+
+    return isinstance(exc, DeltaConcurrentModificationException) or any(
+        marker in str(exc) for marker in CONFLICT_MARKERS
+    )
+
+
+def _committing(path: str, commit: Callable[[], T]) -> T:
+    """Run a committing Delta call; a lost commit race becomes ConcurrentWriteError."""
+    try:
+        return commit()
+    except Exception as exc:
+        if _is_conflict(exc):
+            raise ConcurrentWriteError.lost(path, exc) from exc
+        raise
+
+
+@contextmanager
+def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Set a session setting for one block and put the previous value back."""
+    with _SESSION_CONF_LOCK:
+        previous = spark.conf.get(key, None)
+        spark.conf.set(key, value)
+        try:
+            yield
+        finally:
+            if previous is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, previous)
+
 
 class DeltaSparkEngine:
+    """Table operations through Delta's JVM connector."""
+
     name = "delta-spark"
 
     def __init__(self, spark: SparkSession) -> None:
@@ -35,52 +117,95 @@ class DeltaSparkEngine:
         return reader.load(path)
 
     def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
-        """One commit of ``df``; returns the table's latest version after it.
-
-        Not necessarily this commit's under a concurrent writer (the delta-rs
-        engine finds its own commit by a write id; not done here, untested).
-        """
-        (
+        """One commit of ``df``; returns that commit's version."""
+        write_id = new_write_id()
+        writer = (
             df.write.format("delta")
             .mode("overwrite" if overwrite else "append")
             .option("overwriteSchema", "true" if overwrite else "false")
-            .option("userMetadata", operation)
-            .save(path)
+            .option("userMetadata", user_metadata(operation, write_id))
         )
-        return self.version(path)
+        _committing(path, lambda: writer.save(path))
+        return self._committed_version(path, write_id)
+
+    def append_arrow(self, path: str, table: pa.Table) -> int:
+        """Append rows the driver already holds: Spark makes them a DataFrame, then ``write``."""
+        return self.write(
+            self.spark.createDataFrame(table), path, overwrite=False, operation="APPEND"
+        )
 
     def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
-        """Delta's MERGE; returns the latest version after it (see ``write``)."""
+        """Delta's MERGE on ``keys``: matched rows updated, new rows inserted; that commit's version."""
         if not self.exists(path):
             return self.write(df, path, overwrite=True, operation="MERGE")
+        write_id = new_write_id()
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-        (
+        builder = (
             self._table(path)
             .alias("t")
             .merge(df.alias("s"), condition)
             .whenMatchedUpdateAll()
             .whenNotMatchedInsertAll()
-            .execute()
         )
-        return self.version(path)
+        with _session_conf(self.spark, USER_METADATA_CONF, user_metadata("MERGE", write_id)):
+            _committing(path, builder.execute)
+        return self._committed_version(path, write_id)
+
+    def _committed_version(self, path: str, write_id: str) -> int:
+        """The version of the commit carrying ``write_id``, searched newest first."""
+        for limit in (32, None):
+            history = self._table(path).history(limit) if limit else self._table(path).history()
+            for row in history.select("version", "userMetadata").collect():
+                if commit_tags(row.asDict()).get(WRITE_ID_KEY) == write_id:
+                    return int(row["version"])
+        raise RuntimeError(f"write {write_id} reported success but no commit of {path} carries it")
 
     def version(self, path: str) -> int:
         return int(self._table(path).history(1).first()["version"])
 
     def history(self, path: str) -> list[dict[str, Any]]:
-        rows = self._table(path).history().select("version", "timestamp", "operation").collect()
-        return [r.asDict() for r in rows]
+        rows = (
+            self._table(path).history().select("version", "timestamp", "operation", "userMetadata")
+        ).collect()
+        return [
+            {
+                "version": int(r["version"]),
+                "timestamp": r["timestamp"],
+                "operation": operation_of(r.asDict()),
+            }
+            for r in rows
+        ]
 
     def files(self, path: str) -> list[str]:
-        return sorted(self.read(path).inputFiles())
+        """The snapshot's data files as Delta's file index lists them (no folder listing).
+
+        Training ranks read these files with pyarrow, so a table whose rows are
+        not what its Parquet files hold (deletion vectors, column mapping) is refused.
+        """
+        features = self._table(path).detail().select("tableFeatures").first()["tableFeatures"]
+        unreadable = sorted(set(features or []) & set(UNREADABLE_AS_PARQUET))
+        if unreadable:
+            raise ValueError(
+                f"table {path} uses Delta feature(s) {unreadable}: its Parquet files alone do "
+                "not give its rows, so they cannot be handed to training; rewrite the table "
+                "without them"
+            )
+        return sorted(local_path(f) for f in self.read(path).inputFiles())
 
     def rows(self, path: str) -> int:
         return int(self.read(path).count())
 
     def vacuum(self, path: str) -> list[str]:
-        self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-        self._table(path).vacuum(0)
-        return []
+        """Delete every file no current snapshot reads (retention 0); returns the deleted files.
+
+        A dry run lists the files first, then the same vacuum deletes them: run
+        it while no job writes to the table (as with the delta-rs engine).
+        """
+        table = f"delta.`{path}`"
+        with _session_conf(self.spark, RETENTION_CHECK_CONF, "false"):
+            doomed = self.spark.sql(f"VACUUM {table} RETAIN 0 HOURS DRY RUN").collect()
+            self.spark.sql(f"VACUUM {table} RETAIN 0 HOURS").collect()
+        return sorted(local_path(r["path"]) for r in doomed)
 
     def sql_ddl(self, qualified: str, path: str) -> str:
-        return f"CREATE TABLE {qualified} USING delta LOCATION '{path}'"
+        return delta_table_ddl(qualified, path)

@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from genre_spark.lake.engine import arrow_file
+
 COLUMNS = ("genre", "split", "features", "is_outlier")
 
 
@@ -73,8 +75,11 @@ def _hive_values(path: str) -> dict[str, str]:
 
 def _read_file(path: str) -> pa.Table:
     """The columns training needs from one file, partition columns restored from its path."""
-    present = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[c for c in COLUMNS if c in present])
+    filesystem, where = arrow_file(path)
+    present = set(pq.read_schema(where, filesystem=filesystem).names)
+    table = pq.read_table(
+        where, columns=[c for c in COLUMNS if c in present], filesystem=filesystem
+    )
     for column, value in _hive_values(path).items():
         if column in COLUMNS and column not in present:
             table = table.append_column(column, pa.array([value] * table.num_rows))

@@ -37,6 +37,7 @@ from genre_spark.config import Settings, TrainSettings
 from genre_spark.features.spark import read_transform
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.model import distributed
 from genre_spark.model.cnn import GenreCNN, architecture
 from genre_spark.prepare.manifest import require_complete
 
@@ -277,8 +278,12 @@ def _load_rank_data(cfg: dict[str, Any], rank: int, world: int) -> dict[str, Any
 
     files = data.shard_files(cfg["files"], rank, world)
     n_features = len(cfg["features"])
-    train = data.read_shard(files, "train", n_features, cfg["exclude_outliers"])
-    validation = data.read_shard(files, "validation", n_features)
+    train, validation = distributed.agree(
+        lambda: (
+            data.read_shard(files, "train", n_features, cfg["exclude_outliers"]),
+            data.read_shard(files, "validation", n_features),
+        )
+    )
     genres = sorted(set().union(*_gather(sorted(set(train.genres.tolist())))))
     if len(genres) < 2:
         raise NoTrainingDataError(f"the training split has {len(genres)} genre(s); need at least 2")
@@ -324,13 +329,17 @@ def _evaluate(
     return float(reduced[0] / max(matrix.sum(), 1.0)), matrix
 
 
-def _report(cfg: dict[str, Any], row: dict[str, Any]) -> None:
-    """Rank 0's epoch line: printed (driver stdout or executor log) and appended for the driver's progress."""
-    print(
+def _report(cfg: dict[str, Any], row: dict[str, Any], rank: int) -> None:
+    """The epoch line: every rank's latest log line; rank 0 also prints it (driver stdout or
+    executor log) and appends it for the driver's progress."""
+    line = (
         f"epoch {row['epoch']}/{cfg['epochs']}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-        f"val_accuracy {row['val_accuracy']:.4f}  val_macro_f1 {row['val_macro_f1']:.4f}  lr {row['lr']:.2e}",
-        flush=True,
+        f"val_accuracy {row['val_accuracy']:.4f}  val_macro_f1 {row['val_macro_f1']:.4f}  lr {row['lr']:.2e}"
     )
+    distributed.log(line)
+    if rank != 0:
+        return
+    print(line, flush=True)
     if cfg.get("progress_path"):
         with open(cfg["progress_path"], "a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -350,7 +359,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
     from genre_spark.model.data import balanced_weights
 
     device = _device()
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    distributed.init_process_group(device, cfg["collective_timeout_s"])
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
         loaded = _load_rank_data(cfg, rank, world)
@@ -362,6 +371,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             "validation": len(y_val),
             "unseen_validation": loaded["unseen_validation"],
         }
+        distributed.log(f"read {len(loaded['files'])} file(s): {rows['train']} training rows")
         counts = _all_sum(np.bincount(y_train.cpu().numpy(), minlength=len(genres)), device)
         if counts.sum() == 0:
             raise NoTrainingDataError(
@@ -418,8 +428,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
                 "lr": _epoch_rate(cfg, optimizer, epoch, steps),
             }
             history.append(row)
-            if rank == 0:
-                _report(cfg, row)
+            _report(cfg, row, rank)
             if cfg["schedule"] == "plateau":
                 plateau.step(metrics["macro_f1"])
             if metrics["macro_f1"] > best["f1"] + 1e-9:
@@ -455,7 +464,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             class_weights=[float(w) for w in weights],
         )
     finally:
-        dist.destroy_process_group()
+        distributed.destroy_process_group()
 
 
 # --- on the driver -------------------------------------------------------------------------
@@ -500,6 +509,7 @@ def rank_config(train: TrainSettings, features: list[str], files: list[str]) -> 
         **{k: getattr(train, k) for k in HYPERPARAMETERS},
         "features": list(features),
         "files": list(files),
+        "collective_timeout_s": train.collective_timeout_s,
     }
 
 
@@ -531,8 +541,6 @@ def fit(
     small file beside the driver; with ``local_mode=False`` on a multi-host
     cluster the ranks run elsewhere and only their logs show progress).
     """
-    from pyspark.ml.torch.distributor import TorchDistributor
-
     check_slots(spark, train)
     if spark.sparkContext.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -549,10 +557,7 @@ def fit(
         if follower:
             follower.start()
         try:
-            distributor = TorchDistributor(
-                num_processes=train.num_processes, local_mode=train.local_mode, use_gpu=False
-            )
-            result = distributor.run(train_rank, cfg)
+            result = distributed.run_ranks(spark, train, train_rank, cfg)
         finally:
             stop.set()
             if follower:
@@ -583,12 +588,18 @@ def run(
 ) -> TrainOutcome:
     """``genre train``: train on gold.features, log the MLflow run, register a new version.
 
+    The new version becomes ``@challenger`` (``genre promote`` decides whether
+    it replaces the champion), and the run stores the training snapshot that
+    ``genre drift`` compares catalogues with.
+
     ``train`` overrides ``settings.train`` (tuning retrains its best
     configuration this way).
     """
     import mlflow
 
+    from genre_spark.drift.reference import log_reference
     from genre_spark.model.registry import (
+        mark_challenger,
         register_model,
         use_tracking,
         within_run,
@@ -604,6 +615,7 @@ def run(
         mlflow.set_tags({"stage": "train", "normalizer_table_version": str(transform_version)})
         result = fit(lake.spark, files, train, transform.outputs, on_epoch)
         mlflow.log_dict({str(r): f for r, f in result.shards.items()}, "shards.json")
+        log_reference(lake, settings, train, transform.names)
         registration = register_model(
             lake,
             settings,
@@ -615,6 +627,7 @@ def run(
             history=result.history,
             run_id=active.info.run_id,
         )
+    mark_challenger(lake, settings, registration.version)
     return TrainOutcome(
         version=registration.version,
         run_id=active.info.run_id,

@@ -26,12 +26,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from genre_spark.config import SpotifySettings
-from genre_spark.ingest.spotify_client import (
+from genre_spark.ingest.spotify.client import SpotifyClient
+from genre_spark.ingest.spotify.errors import (
     ApiStatusError,
     ForbiddenError,
     IngestStop,
     SpotifyAuthError,
-    SpotifyClient,
     SpotifyUnavailableError,
 )
 

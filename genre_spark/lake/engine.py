@@ -1,0 +1,148 @@
+"""What every lake engine provides, and the pieces both engines share.
+
+``Lake`` talks to an engine through :class:`Engine` only, so delta-rs
+(``deltars.py``) and Delta's JVM connector (``deltaspark.py``) are swapped by
+configuration and give the same guarantees: each write or merge is one
+atomic commit and returns that commit's own version, a lost commit race is a
+:class:`ConcurrentWriteError`, and ``files`` is the snapshot's file list as
+the Delta log states it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pyspark.sql import DataFrame
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: Commit metadata keys: the operation shown in history, and the id of the write
+#: that made the commit (how a writer finds its own version among concurrent ones).
+#: Both engines store them as JSON in the commit's ``userMetadata`` (Delta's field
+#: for it), so either engine reads the other's history.
+OPERATION_KEY = "genre_spark.operation"
+WRITE_ID_KEY = "genre_spark.write_id"
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Another writer committed to the table first; the caller may retry."""
+
+    @classmethod
+    def lost(cls, path: str, cause: BaseException) -> ConcurrentWriteError:
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        return cls(f"commit to {path} lost to a concurrent writer: {first}")
+
+
+class Engine(Protocol):
+    """Table operations on one Delta implementation; paths are table folders or URIs."""
+
+    name: str
+
+    def exists(self, path: str) -> bool: ...
+
+    def read(self, path: str, version: int | None = None) -> DataFrame: ...
+
+    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
+        """One commit of ``df``; returns that commit's version."""
+        ...
+
+    def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
+        """Upsert on ``keys`` in one commit; returns that commit's version."""
+        ...
+
+    def append_arrow(self, path: str, table: pa.Table) -> int:
+        """Append rows already on the driver (an Arrow table) in one commit; returns its version."""
+        ...
+
+    def version(self, path: str) -> int: ...
+
+    def history(self, path: str) -> list[dict[str, Any]]:
+        """Commits newest first: ``version``, ``timestamp``, ``operation`` (the project's name)."""
+        ...
+
+    def files(self, path: str) -> list[str]:
+        """The current snapshot's data files, sorted (local paths, or URIs off this machine)."""
+        ...
+
+    def rows(self, path: str) -> int: ...
+
+    def vacuum(self, path: str) -> list[str]:
+        """Delete files no current snapshot reads; returns what was deleted."""
+        ...
+
+    def sql_ddl(self, qualified: str, path: str) -> str:
+        """The ``CREATE TABLE`` statement that makes ``path`` queryable as ``qualified``."""
+        ...
+
+
+def delta_table_ddl(qualified: str, path: str) -> str:
+    """A catalogue table over a Delta folder, read by Delta's own connector."""
+    return f"CREATE TABLE {qualified} USING delta LOCATION '{path}'"
+
+
+def user_metadata(operation: str, write_id: str | None) -> str:
+    """The ``userMetadata`` of a commit this project makes."""
+    tags = {OPERATION_KEY: operation, WRITE_ID_KEY: write_id}
+    return json.dumps({k: v for k, v in tags.items() if v is not None}, sort_keys=True)
+
+
+def commit_tags(commit: Mapping[str, Any]) -> dict[str, Any]:
+    """The operation and write id a commit's info carries, {} for other tools' commits.
+
+    Read from ``userMetadata``, or from top-level keys where delta-rs tables
+    written before both engines shared that field keep them.
+    """
+    tags = {k: commit[k] for k in (OPERATION_KEY, WRITE_ID_KEY) if commit.get(k) is not None}
+    try:
+        parsed = json.loads(commit.get("userMetadata") or "{}")
+    except ValueError:
+        parsed = {}
+    if isinstance(parsed, dict):
+        tags.update({k: parsed[k] for k in (OPERATION_KEY, WRITE_ID_KEY) if k in parsed})
+    return tags
+
+
+def operation_of(commit: Mapping[str, Any]) -> str:
+    """The project's operation name (OVERWRITE, APPEND, MERGE), else Delta's own."""
+    return str(commit_tags(commit).get(OPERATION_KEY, commit.get("operation")))
+
+
+def new_write_id() -> str:
+    return uuid.uuid4().hex
+
+
+def local_path(uri: str) -> str:
+    """A ``file:`` URI as a plain path (``file:///a``, ``file:/a`` -> ``/a``); other URIs as given.
+
+    Both engines hand out the same form, so callers (training ranks, vacuum
+    reports) compare and open files without caring which engine listed them.
+    """
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    if uri.startswith("file:"):
+        return uri[len("file:") :]
+    return uri
+
+
+def arrow_file(uri: str) -> tuple[Any, str]:
+    """A data file as ``files`` lists it, as pyarrow opens it: ``(filesystem or None, path)``.
+
+    Local paths need no filesystem; ``s3a://`` (Hadoop's name for S3) becomes
+    pyarrow's S3 filesystem, which takes its credentials, region and endpoint
+    from the standard ``AWS_*`` environment, as boto3 does.
+    """
+    if "://" not in uri:
+        return None, uri
+    import pyarrow.fs as pafs
+
+    scheme, rest = uri.split("://", 1)
+    return pafs.FileSystem.from_uri(f"s3://{rest}" if scheme in ("s3a", "s3n") else uri)
+
+
+def is_local(root: str) -> bool:
+    """True for a folder on this machine's filesystem (a plain path or a ``file:`` URI)."""
+    return "://" not in root or root.startswith("file:")
