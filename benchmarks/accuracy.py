@@ -14,8 +14,9 @@ runs), one subprocess per command:
    XGBoost through ``xgboost.spark``) on the same gold.features split, score,
    evaluate, report;
 2. ``genre tune``: Optuna on validation macro-F1 only; the best configuration
-   is retrained and registered; ``genre score`` and ``genre evaluate`` then
-   give the test metrics of both CNN versions.
+   is retrained and registered as ``@challenger`` (the pipeline's version is
+   ``@champion``); ``genre score --model-version @challenger`` and
+   ``genre evaluate`` then give the test metrics of both CNN versions.
 
 Then, in this process, the single-machine yardstick a data scientist would
 try: scikit-learn's ``HistGradientBoostingClassifier`` (defaults, and with
@@ -101,7 +102,7 @@ def run_dataset(data: Dataset, workdir: Path, trials: int, tune_epochs: int) -> 
     return {
         "pipeline": genre("pipeline", "--csv", str(data.csv), *common, log=log),
         "tune": genre("tune", *common, *tune_sets, log=log),
-        "score tuned": genre("score", *common, log=log),
+        "score tuned": genre("score", "--model-version", "@challenger", *common, log=log),
         "evaluate": genre("evaluate", *common, log=log),
     }
 
