@@ -160,7 +160,9 @@ class ReferenceSettings(_Section):
     Logistic regression and random forest are Spark MLlib; XGBoost runs through
     its Spark estimator on ``xgb_num_workers`` executors, boosting until the
     validation loss has not improved for ``xgb_early_stopping`` rounds.
-    Defaults were chosen on validation macro-F1 (BENCHMARKS.md, section 1).
+    Defaults are sized to make strong references (more capacity than MLlib's
+    own defaults); their validation and test scores are in BENCHMARKS.md,
+    section 1. No capacity sweep is recorded.
     """
 
     models: list[Literal["logistic_regression", "random_forest", "xgboost"]] = Field(
