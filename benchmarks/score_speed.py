@@ -4,8 +4,9 @@
     python benchmarks/score_speed.py --tracks 100000 --master 'local[2]'
 
 Builds a throw-away lake under --workdir: N synthetic tracks in silver.tracks,
-a normalizer fitted on them, and a randomly initialised GenreCNN of the
-configured size registered in MLflow. Then measures, on this machine:
+the feature transform fitted on them (the configured scaler), and a randomly
+initialised GenreCNN of the configured size (ensemble members included)
+registered in MLflow. Then measures, on this machine:
 
 * spark (noop): ``score.score(...)`` into Spark's ``noop`` sink: read
   silver.tracks, scale, predict_batch_udf, label/top-3/map expressions.
@@ -37,10 +38,12 @@ from pyspark.sql import functions as F
 
 from genre_spark import score
 from genre_spark.config import Settings, load_settings
+from genre_spark.features.spark import fit_transform, transform_table
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import register_model
-from genre_spark.prepare.normalize import fit_normalizer, normalizer_parameters
+from genre_spark.model.train import NETWORK
+from genre_spark.schema import FEATURES
 from genre_spark.session import get_spark
 
 GENRES = [f"genre{i:02d}" for i in range(10)]
@@ -58,14 +61,13 @@ def tracks(spark: SparkSession, n: int, features: list[str], partitions: int) ->
 def build_lake(spark: SparkSession, settings: Settings, n: int) -> tuple[Lake, GenreCNN, str]:
     lake = Lake(spark, settings.lake, settings.engine)
     partitions = max(2, spark.sparkContext.defaultParallelism)
-    lake.write(tracks(spark, n, settings.features, partitions), "silver.tracks")
-    lake.write(fit_normalizer(lake.read("silver.tracks"), settings.features), "gold.normalizer")
-    normalizer = normalizer_parameters(lake.read("gold.normalizer"), settings.features)
-    t = settings.train
+    lake.write(tracks(spark, n, list(FEATURES), partitions), "silver.tracks")
+    fitted = fit_transform(lake.read("silver.tracks"), FEATURES, scaler=settings.prepare.scaler)
+    transform = fitted.transform
+    lake.write(transform_table(spark, transform, 0), "gold.normalizer")
     torch.manual_seed(0)
-    model = GenreCNN(
-        len(settings.features), len(GENRES), t.channels, t.depth, t.kernel_size, t.dropout
-    ).eval()
+    shape = {k: getattr(settings.train, k) for k in NETWORK}
+    model = GenreCNN(len(transform.outputs), len(GENRES), **shape).eval()
     version = register_model(
         lake,
         settings,
@@ -73,8 +75,7 @@ def build_lake(spark: SparkSession, settings: Settings, n: int) -> tuple[Lake, G
         params={"benchmark": True},
         metrics={"val_accuracy": 0.0, "val_macro_f1": 0.0},
         genres=GENRES,
-        features=list(settings.features),
-        normalizer=normalizer,
+        transform=transform,
     ).version
     return lake, model, version
 
@@ -110,12 +111,9 @@ def main() -> None:
         lake, model, version = build_lake(spark, settings, args.tracks)
         spec = score.model_spec(settings, version)
         source = lake.read("silver.tracks")
-        normalizer = score.model_normalizer(lake, spec)
 
         def noop(df: DataFrame) -> None:
-            score.score(df, normalizer, spec, settings).write.format("noop").mode(
-                "overwrite"
-            ).save()
+            score.score(df, spec, settings).write.format("noop").mode("overwrite").save()
 
         noop(source.limit(1000))  # warm-up: workers start, import torch and MLflow
         score.run(lake, settings, version, "silver.tracks")  # warm-up of the run path
@@ -130,7 +128,7 @@ def main() -> None:
             peak_mb = max(peak_mb, tree.total)
         torch_rate = max(
             torch_rows_per_second(
-                model, args.tracks, len(settings.features), settings.score.batch_size
+                model, args.tracks, len(spec.transform.outputs), settings.score.batch_size
             )
             for _ in range(args.repeat)
         )

@@ -50,8 +50,7 @@ PIPELINE_SETTINGS = (
     "train.references.lr_max_iter=20",
     "train.references.rf_trees=20",
     "train.references.rf_max_depth=8",
-    "train.references.gbt_max_iter=5",
-    "train.references.gbt_max_depth=3",
+    "train.references.xgb_rounds=30",
 )
 STAGE_DONE = re.compile(r"done in ([0-9.]+)s")
 STAGE_START = re.compile(r"^(\w+) \.\.\.", re.MULTILINE)

@@ -38,6 +38,7 @@ from genre_spark.lake import Lake
 from genre_spark.model import train as training
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.data import balanced_weights, blob_features, encode, genre_index, read_shard
+from genre_spark.schema import FEATURES
 from genre_spark.session import get_spark
 
 
@@ -48,24 +49,26 @@ def plain_torch(files: list[str], train: TrainSettings, features: list[str]) -> 
     index = genre_index(train_rows.genres.tolist())
     x, y = (torch.as_tensor(a) for a in encode(train_rows, index))
     xv, yv = (torch.as_tensor(a) for a in encode(validation, index))
+    cfg = training.rank_config(train, features, files)
     torch.manual_seed(train.seed)
-    model = GenreCNN(
-        len(features), len(index), train.channels, train.depth, train.kernel_size, train.dropout
-    )
+    model = GenreCNN(len(features), len(index), **training.network_shape(cfg))
     weights = torch.as_tensor(
         balanced_weights(np.bincount(y.numpy(), minlength=len(index))), dtype=torch.float32
     )
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=train.label_smoothing)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
     )
     rng = np.random.default_rng(train.seed)
-    for _ in range(train.epochs):
+    steps = -(-len(y) // train.batch_size)
+    for epoch in range(train.epochs):
         model.train()
-        for idx in training.shuffled_batches(len(y), train.batch_size, rng):
+        for i, idx in enumerate(training.shuffled_batches(len(y), train.batch_size, rng)):
+            if train.schedule != "plateau":
+                training.set_rate(optimizer, cfg, epoch * steps + i, train.epochs * steps)
             batch = torch.as_tensor(idx)
             optimizer.zero_grad()
-            loss_fn(model(x[batch]), y[batch]).backward()
+            training.ensemble_loss(loss_fn, model.member_logits(x[batch]), y[batch]).backward()
             optimizer.step()
     model.eval()
     with torch.no_grad():
@@ -78,15 +81,15 @@ def speed(settings: Settings, rows: int, files: int, threads: int) -> None:
     lake = Lake(spark, settings.lake, settings.engine)
     genres = [f"genre{i:02d}" for i in range(10)]
     lake.write(
-        blob_features(spark, rows, genres, settings.features, spread=1.2, files=files),
+        blob_features(spark, rows, genres, list(FEATURES), spread=1.2, files=files),
         "gold.features",
     )
     paths = lake.files("gold.features")
     with measured() as distributed:
-        result = training.fit(spark, paths, settings.train, settings.features)
+        result = training.fit(spark, paths, settings.train, list(FEATURES))
     torch.set_num_threads(threads)
     with measured() as single:
-        single_f1 = plain_torch(paths, settings.train, settings.features)
+        single_f1 = plain_torch(paths, settings.train, list(FEATURES))
     t = settings.train
     print(header(" ".join(sys.argv)))
     print(

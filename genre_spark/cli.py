@@ -464,7 +464,7 @@ def _epoch_bar(total: int, label: str) -> Iterator[Any]:
 def _print_references(lake_: Any, settings: Settings) -> None:
     from genre_spark.model import reference
 
-    with console.status("fitting reference models (Spark MLlib)"):
+    with console.status("fitting reference models (Spark MLlib, XGBoost on Spark)"):
         found = reference.run(lake_, settings)
     for name, metrics in found.metrics.items():
         out.print(
@@ -476,7 +476,7 @@ def _print_references(lake_: Any, settings: Settings) -> None:
 @app.command()
 def train(
     with_references: Annotated[
-        bool, typer.Option("--with-references", help="Also fit the MLlib reference models.")
+        bool, typer.Option("--with-references", help="Also fit the reference models.")
     ] = False,
     lake: LakeOpt = None,
     config: ConfigOpt = None,
@@ -504,6 +504,9 @@ def train(
             f"val accuracy {metrics['val_accuracy']:.4f}, val macro-F1 {metrics['val_macro_f1']:.4f}; "
             f"MLflow run {outcome.run_id}"
         )
+        out.print(
+            f"features: {', '.join(outcome.features)} ({len(outcome.result.inputs)} model inputs)"
+        )
         _print_role(ctx.settings, outcome.version)
         if with_references:
             _print_references(ctx.lake, ctx.settings)
@@ -525,7 +528,7 @@ def _print_role(settings: Settings, version: str) -> None:
 def references(
     lake: LakeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, verbose: VerboseOpt = False
 ) -> None:
-    """Fit logistic regression, random forest and boosted trees (Spark MLlib) beside the CNN.
+    """Fit logistic regression, random forest (Spark MLlib) and XGBoost (on Spark) beside the CNN.
 
     Same split, features and outlier rule as the CNN; writes predictions for every
     split to gold.reference_predictions and logs validation scores to MLflow.

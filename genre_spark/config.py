@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from genre_spark.schema import FEATURES, validate_features
+from genre_spark.schema import validate_features
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 ENV_PREFIX = "GENRE_"
@@ -140,34 +140,73 @@ class DbscanSettings(_Section):
 
 class PrepareSettings(_Section):
     split: SplitSettings = Field(default_factory=SplitSettings)
-    scaler: Literal["standard", "robust"] = "standard"
+    scaler: Literal["standard", "robust", "quantile"] = Field(
+        "quantile", description="continuous features: standard, robust, or quantile-normal"
+    )
+    quantiles: int = Field(64, ge=2, le=1024, description="knots of the quantile-normal map")
+    min_present: float = Field(
+        0.5, gt=0.0, le=1.0, description="features: auto keeps those present in this share of train"
+    )
     dbscan: DbscanSettings = Field(default_factory=DbscanSettings)
     playlist_size: int = Field(50, ge=1)
 
 
-class ReferenceSettings(_Section):
-    """Spark MLlib reference models trained beside the CNN (``genre references``)."""
+REFERENCE_MODELS = ("logistic_regression", "random_forest", "xgboost")
 
-    lr_max_iter: int = Field(100, ge=1)
+
+class ReferenceSettings(_Section):
+    """Reference models trained beside the CNN on the same split (``genre references``).
+
+    Logistic regression and random forest are Spark MLlib; XGBoost runs through
+    its Spark estimator on ``xgb_num_workers`` executors, boosting until the
+    validation loss has not improved for ``xgb_early_stopping`` rounds.
+    Defaults are sized to make strong references (more capacity than MLlib's
+    own defaults); their validation and test scores are in BENCHMARKS.md,
+    section 1. No capacity sweep is recorded.
+    """
+
+    models: list[Literal["logistic_regression", "random_forest", "xgboost"]] = Field(
+        default_factory=lambda: list(REFERENCE_MODELS), min_length=1
+    )
+    lr_max_iter: int = Field(200, ge=1)
     lr_reg_param: float = Field(0.0, ge=0.0)
-    rf_trees: int = Field(100, ge=1)
-    rf_max_depth: int = Field(12, ge=1, le=30)
-    gbt_max_iter: int = Field(30, ge=1)
-    gbt_max_depth: int = Field(4, ge=1, le=30)
-    parallelism: int = Field(2, ge=1, description="one-vs-rest GBT classifiers fitted at once")
+    rf_trees: int = Field(200, ge=1)
+    rf_max_depth: int = Field(16, ge=1, le=30)
+    rf_min_instances: int = Field(2, ge=1, description="rows a random-forest leaf needs")
+    xgb_rounds: int = Field(1000, ge=1, description="boosting rounds at most")
+    xgb_early_stopping: int = Field(50, ge=1, description="rounds without a better validation loss")
+    xgb_max_depth: int = Field(6, ge=1, le=20)
+    xgb_learning_rate: float = Field(0.05, gt=0.0, le=1.0)
+    xgb_subsample: float = Field(0.8, gt=0.0, le=1.0)
+    xgb_colsample: float = Field(0.8, gt=0.0, le=1.0)
+    xgb_num_workers: int = Field(2, ge=1, description="XGBoost workers (Spark tasks)")
+    class_weights: bool = Field(
+        True, description="weigh rows by inverse genre frequency, as the CNN's loss does"
+    )
     seed: int = 5
 
 
 class TrainSettings(_Section):
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(40, ge=1)
     batch_size: int = Field(128, ge=2, description="rows per step in each process")
-    learning_rate: float = Field(3e-3, gt=0.0)
+    learning_rate: float = Field(3e-3, gt=0.0, description="peak rate of the schedule")
+    schedule: Literal["onecycle", "cosine", "plateau"] = Field(
+        "onecycle", description="learning rate over the epochs; plateau halves it when stuck"
+    )
     weight_decay: float = Field(1e-4, ge=0.0)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    embedding: Literal["periodic", "linear"] = Field(
+        "periodic", description="per-feature input embedding: periodic (PLR) or linear"
+    )
+    frequencies: int = Field(16, ge=1, description="periodic embedding: sin/cos pairs per input")
+    frequency_scale: float = Field(0.1, gt=0.0, description="periodic embedding: initial sigma")
     channels: int = Field(32, ge=1)
     depth: int = Field(2, ge=1, le=6)
     kernel_size: int = Field(3, ge=1)
-    patience: int = Field(5, ge=1, description="epochs without a better validation macro-F1")
+    hidden: int = Field(128, ge=2, description="units of the classifier head")
+    members: int = Field(3, ge=1, le=16, description="networks averaged (a seed ensemble)")
+    patience: int = Field(10, ge=1, description="epochs without a better validation macro-F1")
     num_processes: int = Field(2, ge=1)
     local_mode: bool = True
     collective_timeout_s: float = Field(
@@ -238,7 +277,9 @@ class Settings(_Section):
     lake: str = "./lake"
     engine: Literal["auto", "delta-spark", "delta-rs"] = "auto"
     reports: str = "./reports"
-    features: list[str] = Field(default_factory=lambda: list(FEATURES))
+    features: Literal["auto"] | list[str] = Field(
+        "auto", description="auto: every model feature present in prepare.min_present of train"
+    )
     spark: SparkSettings = Field(default_factory=SparkSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     validation: ValidateSettings = Field(default_factory=ValidateSettings)
@@ -253,8 +294,13 @@ class Settings(_Section):
 
     @field_validator("features")
     @classmethod
-    def _known_features(cls, value: list[str]) -> list[str]:
-        return list(validate_features(value))
+    def _known_features(cls, value: str | list[str]) -> str | list[str]:
+        return value if value == "auto" else list(validate_features(value))
+
+    @property
+    def feature_list(self) -> list[str] | None:
+        """The configured features, or None for ``auto`` (prepare chooses)."""
+        return None if self.features == "auto" else list(self.features)
 
     @property
     def tracking_uri(self) -> str:

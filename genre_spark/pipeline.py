@@ -79,7 +79,8 @@ def _prepare(lake: Lake, settings: Settings, state: PipelineState) -> str:
 
     summary = run(lake, settings)
     return (
-        f"{summary.tracks:,} tracks, {summary.n_outliers:,} DBSCAN outliers (eps {summary.eps:.3f})"
+        f"{summary.tracks:,} tracks, {summary.n_outliers:,} DBSCAN outliers (eps {summary.eps:.3f}); "
+        f"features: {', '.join(summary.features)} ({summary.inputs} model inputs)"
     )
 
 

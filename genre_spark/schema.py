@@ -1,4 +1,4 @@
-"""The canonical track schema and the one feature list.
+"""The canonical track schema and the one feature list, each feature with its kind.
 
 Every stage (ingest, validate, prepare, train, score, report) reads its column
 names and types from here, so a feature is named once in the whole project.
@@ -7,11 +7,12 @@ names and types from here, so a feature is named once in the whole project.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from pyspark.sql import types as T
 
-#: Audio features the model learns from, in the order of the feature vector.
-#: All are Spotify audio features in Spotify's units (0–1 scores, dB, BPM, ms).
+#: Spotify's audio features, in Spotify's units (0–1 scores, dB, BPM, ms): what
+#: every source delivers, what genre baselines and trends describe.
 FEATURES: tuple[str, ...] = (
     "tempo",
     "energy",
@@ -130,9 +131,47 @@ def quarantine_schema() -> T.StructType:
     )
 
 
+class Kind(str, Enum):
+    """How a model feature's values are turned into inputs (see ``genre_spark.features``).
+
+    ``continuous``: a number on a scale (scaled by the configured scaler);
+    ``cyclic``: a position on a circle of ``period`` values, such as the pitch
+    class ``key`` where B (11) and C (0) are neighbours (sin and cos inputs);
+    ``binary``: 0 or 1, such as ``mode`` (minor/major).
+    """
+
+    CONTINUOUS = "continuous"
+    CYCLIC = "cyclic"
+    BINARY = "binary"
+
+
+@dataclass(frozen=True)
+class ModelFeature:
+    """A canonical field the model can learn from, with its kind (and a cyclic one's period)."""
+
+    name: str
+    kind: Kind
+    period: float | None = None
+
+
+#: Every feature the model can learn from, in the order of its inputs: the audio
+#: features, then the metadata Spotify and most exports carry. Which of them a
+#: catalog gets is decided by ``features`` (``auto``: the ones present in enough
+#: train tracks; see ``genre_spark.prepare.transform``).
+MODEL_FEATURES: tuple[ModelFeature, ...] = (
+    *(ModelFeature(name, Kind.CONTINUOUS) for name in FEATURES),
+    ModelFeature("popularity", Kind.CONTINUOUS),
+    ModelFeature("year", Kind.CONTINUOUS),
+    ModelFeature("key", Kind.CYCLIC, period=12.0),
+    ModelFeature("mode", Kind.BINARY),
+)
+MODEL_FEATURE_BY_NAME: dict[str, ModelFeature] = {f.name: f for f in MODEL_FEATURES}
+MODEL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in MODEL_FEATURES)
+
+
 def validate_features(features: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Check a configured feature subset against FEATURES, keeping FEATURES' order."""
-    unknown = [f for f in features if f not in FEATURES]
+    """Check a configured feature list against MODEL_FEATURES, keeping MODEL_FEATURES' order."""
+    unknown = [f for f in features if f not in MODEL_FEATURE_BY_NAME]
     if unknown:
-        raise ValueError(f"unknown feature(s) {unknown}; allowed: {list(FEATURES)}")
-    return tuple(f for f in FEATURES if f in set(features))
+        raise ValueError(f"unknown feature(s) {unknown}; allowed: {list(MODEL_FEATURE_NAMES)}")
+    return tuple(f for f in MODEL_FEATURE_NAMES if f in set(features))

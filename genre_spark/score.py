@@ -1,11 +1,12 @@
 """Batch scoring: a registered model over a whole catalogue, into gold.scored.
 
-How it runs (ARCHITECTURE decision 7). The raw feature columns are scaled by
-``apply_normalizer`` with the centers and scales the model was trained with
-(stored in the registered model from gold.normalizer at training time, so a
-later ``genre prepare`` cannot change them), the very function training's
-inputs went through, in the order of the model's own feature list.
-The scaled vectors go to the model through ``predict_batch_udf``: each Python
+How it runs (ARCHITECTURE decision 7). The raw feature columns become the
+model's inputs through ``apply_transform`` with the feature transform the
+model was trained with (stored in the registered model from gold.normalizer
+at training time: its feature list, scaling, fill values and missing
+indicators, so a later ``genre prepare`` with other features cannot change
+them), the very function training's inputs went through.
+The input vectors go to the model through ``predict_batch_udf``: each Python
 worker loads the model once (``load_model(settings, version)`` inside
 ``make_predict_fn``, cached for the worker's life) and runs it on Arrow
 batches of ``score.batch_size`` rows. The softmax and the ranking (the label
@@ -20,18 +21,19 @@ They are merged on (track_id, model_version): scoring again with the same
 model replaces its rows (idempotent); another version adds rows beside them.
 
 Missing values (``score.missing``). A row with a null track_id cannot be
-keyed and is skipped. A row with a null feature is, by default (``impute``),
-scored with that value imputed by the normalizer's rule (the train center),
-the same rule that built the training inputs, so a track is scored exactly as
-it would have been trained on; with ``skip`` such rows are left out. Either
-way the counts are returned and printed, never silent.
+keyed and is skipped. A row with a missing feature value is, by default
+(``impute``), scored with the transform's rule (the train fill value, and the
+missing indicator where the model has one), the same rule that built the
+training inputs, so a track is scored exactly as it would have been trained
+on; with ``skip`` such rows are left out. Either way the counts are returned
+and printed, never silent.
 """
 
 from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 
@@ -41,8 +43,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.features.spark import apply_transform, is_missing
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
-from genre_spark.prepare.normalize import Normalizer, apply_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +73,13 @@ class ModelSpec:
 
     version: str
     genres: tuple[str, ...]
-    features: tuple[str, ...]
-    #: (feature, center, scale) the model was trained with; empty: use gold.normalizer.
-    normalizer: tuple[tuple[str, float, float], ...] = ()
+    #: The transform the model was trained with (its features and their fitted numbers).
+    transform: FeatureTransform
+
+    @property
+    def features(self) -> list[str]:
+        """The raw columns the model reads."""
+        return self.transform.names
 
 
 @dataclass(frozen=True)
@@ -114,25 +121,26 @@ def require_columns(df: DataFrame, model: ModelSpec, source: str) -> None:
         raise ScoreInputError(f"{source} lacks column(s) {absent} that model {model.version} needs")
 
 
-def _any_null(features: Sequence[str]) -> Column:
-    return reduce(operator.or_, [F.col(f).isNull() for f in features], F.lit(False))
+def _any_missing(transform: FeatureTransform) -> Column:
+    return reduce(operator.or_, [is_missing(f) for f in transform.features], F.lit(False))
 
 
-def scorable(df: DataFrame, features: Sequence[str], missing: str = "impute") -> DataFrame:
+def scorable(df: DataFrame, transform: FeatureTransform, missing: str = "impute") -> DataFrame:
     """The rows that get a score: a track_id, and (under ``skip``) every feature present."""
     keep = F.col("track_id").isNotNull()
     if missing == "skip":
-        keep = keep & ~_any_null(features)
+        keep = keep & ~_any_missing(transform)
     return df.where(keep)
 
 
-def input_counts(df: DataFrame, features: Sequence[str]) -> InputCounts:
+def input_counts(df: DataFrame, transform: FeatureTransform) -> InputCounts:
     """Count rows, distinct ids and missing values in one aggregate job (small result)."""
+    gaps = F.col("track_id").isNotNull() & _any_missing(transform)
     row = df.agg(
         F.count(F.lit(1)).alias("rows"),
         F.count_distinct("track_id").alias("ids"),
         F.sum(F.col("track_id").isNull().cast("long")).alias("no_id"),
-        F.sum((F.col("track_id").isNotNull() & _any_null(features)).cast("long")).alias("gaps"),
+        F.sum(gaps.cast("long")).alias("gaps"),
     ).first()
     return InputCounts(row["rows"], row["ids"], row["no_id"] or 0, row["gaps"] or 0)
 
@@ -186,20 +194,20 @@ def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..
     )
 
 
-def score(df: DataFrame, normalizer: Normalizer, model: ModelSpec, settings: Settings) -> DataFrame:
+def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
     """gold.scored rows for every scorable row of ``df`` (raw feature columns + track_id).
 
-    Pure: reads nothing, writes nothing. ``normalizer`` is the model's own
-    (``model_normalizer``) or gold.normalizer rows;
-    ``model`` names the registered version whose weights each worker loads.
+    Pure: reads nothing, writes nothing. ``model`` names the registered
+    version whose weights each worker loads, and carries its transform.
     """
-    features = list(model.features)
+    features = model.features
     require_columns(df, model, "the input")
-    rows = scorable(df.select("track_id", *features), features, settings.score.missing)
-    scaled = apply_normalizer(rows, normalizer, features, output_col="_x")
+    rows = scorable(df.select("track_id", *features), model.transform, settings.score.missing)
+    scaled = apply_transform(rows, model.transform, output_col="_x")
     n_genres = len(model.genres)
     softmax = _softmax_udf(settings, model.version, n_genres)
-    vector = F.struct(*[F.col("_x")[i].alias(f) for i, f in enumerate(features)])
+    inputs = model.transform.outputs
+    vector = F.struct(*[F.col("_x")[i].alias(name) for i, name in enumerate(inputs)])
     predicted = scaled.select("track_id", softmax(vector).alias("_s"))
     labels = F.array(*[F.lit(g) for g in model.genres])
     top = [F.get(labels, F.col(f"_s.r{k}")) for k in range(min(TOP_K, n_genres))]
@@ -220,20 +228,7 @@ def model_spec(settings: Settings, version: str | None = None) -> ModelSpec:
     from genre_spark.model.registry import load_model
 
     loaded = load_model(settings, version)
-    normalizer = tuple((f, c, s) for f, (c, s) in (loaded.normalizer or {}).items())
-    return ModelSpec(loaded.version, tuple(loaded.genres), tuple(loaded.features), normalizer)
-
-
-def model_normalizer(lake: Lake, model: ModelSpec) -> Normalizer:
-    """The scaling the model was trained with; gold.normalizer for a model that carries none."""
-    if model.normalizer:
-        return {f: (c, s) for f, c, s in model.normalizer}
-    log.warning(
-        "model version %s carries no normalizer (registered without one): scaling with the "
-        "current gold.normalizer",
-        model.version,
-    )
-    return lake.read("gold.normalizer")
+    return ModelSpec(loaded.version, tuple(loaded.genres), loaded.transform)
 
 
 def run(
@@ -250,16 +245,15 @@ def run(
     """
     model = model_spec(settings, model_version)
     source = lake.read(table)
-    features = list(model.features)
     require_columns(source, model, table)
-    counts = input_counts(source, features)
+    counts = input_counts(source, model.transform)
     if counts.distinct_track_ids != counts.rows - counts.null_track_id:
         raise ScoreInputError(
             f"{table} has {counts.rows - counts.null_track_id - counts.distinct_track_ids} "
             "repeated track_id row(s); gold.scored keeps one row per (track_id, model_version), "
             "so deduplicate the table first"
         )
-    scored = score(source, model_normalizer(lake, model), model, settings)
+    scored = score(source, model, settings)
     version = lake.merge(scored, SCORED_TABLE, keys=KEYS)
     skipped = counts.missing_feature if settings.score.missing == "skip" else 0
     result = ScoreResult(

@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 from genre_spark.config import load_settings
 from genre_spark.model import train
 from genre_spark.model.data import blob_features
+from genre_spark.schema import FEATURES
 
 
 def main(out: Path, runs: int, workdir: Path) -> None:
@@ -41,7 +42,7 @@ def main(out: Path, runs: int, workdir: Path) -> None:
         environ={},
     )
     folder = workdir / "features"
-    blob_features(spark, 900, ["blues", "folk", "metal"], settings.features, files=4).write.parquet(
+    blob_features(spark, 900, ["blues", "folk", "metal"], list(FEATURES), files=4).write.parquet(
         str(folder)
     )
     files = sorted(glob.glob(str(folder / "*.parquet")))
@@ -52,7 +53,7 @@ def main(out: Path, runs: int, workdir: Path) -> None:
             spark,
             files,
             settings.train.model_copy(update={"local_mode": local_mode}),
-            settings.features,
+            list(FEATURES),
         )
         seconds = time.monotonic() - started
         print(f"run {run + 1} (local_mode={local_mode}): {seconds:.1f}s", flush=True)

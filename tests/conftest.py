@@ -116,8 +116,9 @@ SMALL_PIPELINE = {
     "ingest.synthetic.partitions": 2,
     "train.epochs": 4,
     "train.patience": 2,
+    "train.members": 2,
     "train.references.rf_trees": 10,
-    "train.references.gbt_max_iter": 5,
+    "train.references.xgb_rounds": 30,
     "train.references.lr_max_iter": 30,
     "report.sample_size": 500,
 }

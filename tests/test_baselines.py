@@ -12,6 +12,7 @@ from scipy.special import logsumexp
 from sklearn.naive_bayes import GaussianNB
 
 from genre_spark.config import SplitSettings
+from genre_spark.features.spark import apply_transform, fit_transform, sub_vector
 from genre_spark.prepare.baselines import (
     NoTrainingDataError,
     genre_baselines,
@@ -19,7 +20,6 @@ from genre_spark.prepare.baselines import (
     genre_parameters,
     genre_playlists,
 )
-from genre_spark.prepare.normalize import apply_normalizer, fit_normalizer
 from genre_spark.prepare.split import assign_split
 from genre_spark.schema import FEATURES
 
@@ -52,9 +52,12 @@ def test_baselines_equal_pandas_describe(spark: SparkSession) -> None:
 
 def _scaled(spark: SparkSession, pdf: pd.DataFrame) -> DataFrame:
     split = assign_split(silver_frame(spark, pdf), SplitSettings())
-    normalizer = fit_normalizer(split.where("split = 'train'"), FEATS)
-    return apply_normalizer(split, normalizer, FEATS, impute=False).select(
-        "track_id", "genre", "split", "features"
+    transform = fit_transform(split.where("split = 'train'"), FEATS, scaler="standard").transform
+    return apply_transform(split, transform, output_col="_x").select(
+        "track_id",
+        "genre",
+        "split",
+        sub_vector(transform, transform, False, "_x").alias("features"),
     )
 
 

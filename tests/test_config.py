@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 
 from genre_spark.config import ConfigError, load_settings
-from genre_spark.schema import FEATURES
 
 
 def test_defaults_come_from_base_yaml() -> None:
     settings = load_settings(environ={})
     assert settings.lake == "./lake"
-    assert settings.prepare.scaler == "standard"
-    assert tuple(settings.features) == FEATURES
+    assert settings.prepare.scaler == "quantile"
+    assert settings.features == "auto" and settings.feature_list is None
     assert len(settings.ingest.synthetic.genres) == 10
 
 
@@ -33,7 +32,7 @@ def test_bad_choice_names_key_and_allowed_values() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(overrides={"prepare.scaler": "minmax"}, environ={})
     message = str(err.value)
-    assert "prepare.scaler" in message and "'standard'" in message and "'robust'" in message
+    assert "prepare.scaler" in message and "'standard'" in message and "'quantile'" in message
     assert "minmax" in message
 
 
@@ -55,8 +54,10 @@ def test_unknown_feature_lists_the_allowed_ones() -> None:
 
 
 def test_feature_subset_keeps_canonical_order() -> None:
-    settings = load_settings(overrides={"features": ["valence", "tempo"]}, environ={})
-    assert settings.features == ["tempo", "valence"]
+    settings = load_settings(
+        overrides={"features": ["mode", "year", "valence", "tempo"]}, environ={}
+    )
+    assert settings.features == settings.feature_list == ["tempo", "valence", "year", "mode"]
 
 
 def test_missing_config_file_and_bad_profile(tmp_path: Path) -> None:

@@ -29,10 +29,13 @@ from pyspark.sql import functions as F
 from sklearn.metrics import f1_score
 
 from genre_spark.config import Settings, load_settings
+from genre_spark.features.spark import transform_table
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.model import distributed, train
 from genre_spark.model.data import blob_features, read_shard
 from genre_spark.model.registry import load_model
+from genre_spark.schema import FEATURES
 
 GENRES = ["blues", "folk", "metal"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,13 +64,11 @@ def _settings(root: Path, **train_overrides: Any) -> Settings:
     )
 
 
-def _write_inputs(lake: Lake, settings: Settings, features: Any) -> None:
+def _write_inputs(lake: Lake, features: Any) -> None:
+    """gold.features and the identity transform it was (notionally) built with."""
     lake.write(features, "gold.features")
-    rows = [(f, 0.0, 1.0) for f in settings.features]
-    lake.write(
-        lake.spark.createDataFrame(rows, "feature string, center double, scale double"),
-        "gold.normalizer",
-    )
+    transform = FeatureTransform.standard({f: (0.0, 1.0) for f in FEATURES})
+    lake.write(transform_table(lake.spark, transform, version=0), "gold.normalizer")
 
 
 def _rank_process(rank: int) -> psutil.Process:
@@ -112,9 +113,8 @@ def _assert_nothing_registered(settings: Settings, lake: Lake) -> None:
 
 
 @pytest.fixture(scope="module")
-def blobs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    settings = _settings(tmp_path_factory.mktemp("blobs"))
-    return blob_features(spark, 900, GENRES, settings.features, files=4).cache()
+def blobs(spark: SparkSession) -> Any:
+    return blob_features(spark, 900, GENRES, list(FEATURES), files=4).cache()
 
 
 @pytest.mark.parametrize("local_mode", [True, False], ids=["local", "barrier"])
@@ -123,7 +123,7 @@ def test_killed_rank_fails_training_with_its_name_and_last_line(
 ) -> None:
     settings = _settings(tmp_path, local_mode=local_mode)
     lake = Lake(spark, settings.lake)
-    _write_inputs(lake, settings, blobs)
+    _write_inputs(lake, blobs)
     kill = Fault(rank=1, sig=signal.SIGKILL)
 
     with pytest.raises(distributed.RankFailedError) as failed:
@@ -165,8 +165,8 @@ def test_rank_dying_on_exit_is_reported_not_waited_for(
 
     settings = _settings(tmp_path, local_mode=False, epochs=2, patience=2)
     lake = Lake(spark, settings.lake)
-    _write_inputs(lake, settings, blobs)
-    cfg = train.rank_config(settings.train, settings.features, lake.files("gold.features"))
+    _write_inputs(lake, blobs)
+    cfg = train.rank_config(settings.train, list(FEATURES), lake.files("gold.features"))
     cfg["progress_path"] = None
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
@@ -188,7 +188,7 @@ def test_hung_rank_fails_its_peers_after_the_collective_timeout(
     """A stopped (not dead) rank: the others give up after collective_timeout_s, not gloo's 30 min."""
     settings = _settings(tmp_path, local_mode=True)
     lake = Lake(spark, settings.lake)
-    _write_inputs(lake, settings, blobs)
+    _write_inputs(lake, blobs)
     stop = Fault(rank=1, sig=signal.SIGSTOP)
     peer_gone: list[float] = []
 
@@ -222,7 +222,7 @@ def test_rank_without_data_still_joins(spark: SparkSession, tmp_path: Path, blob
     """One file holds only test rows: its rank trains and validates on nothing but joins every collective."""
     settings = _settings(tmp_path, local_mode=True, epochs=3, patience=3)
     lake = Lake(spark, settings.lake)
-    _write_inputs(lake, settings, blobs.filter(F.col("split") == "test").coalesce(1))
+    _write_inputs(lake, blobs.filter(F.col("split") == "test").coalesce(1))
     lake.write(blobs.filter(F.col("split") != "test").coalesce(1), "gold.features", "append")
     files = lake.files("gold.features")
     assert len(files) == 2
@@ -232,7 +232,7 @@ def test_rank_without_data_still_joins(spark: SparkSession, tmp_path: Path, blob
     rows = outcome.result.rows
     assert sorted((r["train"], r["validation"]) for r in rows.values())[0] == (0, 0)
     assert [row["epoch"] for row in outcome.result.history] == [1, 2, 3]
-    validation = read_shard(files, "validation", len(settings.features))
+    validation = read_shard(files, "validation", len(FEATURES))
     with torch.no_grad():
         logits = load_model(settings).model(torch.as_tensor(validation.x))
     predicted = np.array(GENRES)[logits.argmax(1).numpy()]

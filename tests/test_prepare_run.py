@@ -10,18 +10,17 @@ import pandas as pd
 import pytest
 from prepare_helpers import silver_frame, silver_pandas
 from pyspark.sql import SparkSession
-from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
+from genre_spark.features.spark import FeatureNotFittedError, read_transform
 from genre_spark.lake import Lake
 from genre_spark.prepare import run as prepare_run
 from genre_spark.prepare.manifest import MANIFEST, IncompletePrepareError, require_complete
-from genre_spark.prepare.normalize import FeatureNotFittedError
 from genre_spark.prepare.run import TABLES, PrepareSummary, run
 from genre_spark.prepare.split import assign_split
-from genre_spark.schema import FEATURES
+from genre_spark.schema import FEATURES, MODEL_FEATURE_NAMES
 
 #: README examples (pasted there verbatim).
 TOP_ROCK_AUDIENCE = """
@@ -39,6 +38,7 @@ GROUP BY 1
 ORDER BY decade
 """
 
+SETTINGS = {"prepare.playlist_size": 10, "prepare.scaler": "standard"}
 PLANTED_POP_SOUNDING_JAZZ = "planted-jazz-like-pop"
 PLANTED_EXTREMES = ("planted-extreme-1", "planted-extreme-2")
 
@@ -56,10 +56,16 @@ def _silver() -> pd.DataFrame:
     pdf.loc[pdf.index % 10 == 0, "instrumentalness"] = np.nan
     pdf["year"] = pd.array(pdf["year"], dtype="Int32")
     pdf.loc[pdf.index % 25 == 0, "year"] = pd.NA
-    pop_center = pdf.loc[pdf.genre == "pop", list(FEATURES)].mean()
+    pop = pdf.loc[pdf.genre == "pop"]
+    pop_center = pop[list(FEATURES)].mean()
     planted = pdf.iloc[[0, 1, 2]].copy()
     planted["track_id"] = [PLANTED_POP_SOUNDING_JAZZ, *PLANTED_EXTREMES]
     planted["genre"] = ["jazz", "rock", "metal"]
+    # Typical of pop in every continuous feature the genre match reads, year and popularity too.
+    planted.loc[planted.index[0], ["year", "popularity"]] = [
+        round(pop["year"].mean()),
+        round(pop["popularity"].mean()),
+    ]
     planted.loc[:, list(FEATURES)] = [
         pop_center.to_numpy(),
         [290.0, 0.99, 0.01, -75.0, 0.99, 0.01, 7_000_000.0, 0.99, 0.99, 0.99],
@@ -71,9 +77,9 @@ def _silver() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def prepared(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prepared]:
     root = tmp_path_factory.mktemp("prepare")
-    settings = load_settings(
-        overrides={"lake": str(root / "lake"), "prepare.playlist_size": 10}, environ={}
-    )
+    # Standard scaling: the planted tracks are typical (pop's mean) or extreme in raw units,
+    # which a linear scaling keeps; the quantile map's warp is covered by tests/test_transform.py.
+    settings = load_settings(overrides={**SETTINGS, "lake": str(root / "lake")}, environ={})
     lake = Lake(spark, settings.lake, settings.engine)
     silver = _silver()
     lake.write(silver_frame(spark, silver), "silver.tracks")
@@ -91,8 +97,8 @@ def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
         .toPandas()
     )
     expected = silver.merge(splits, on="track_id").set_index("track_id").sort_index()
-    reference = StandardScaler().fit(expected.loc[expected.split == "train", list(FEATURES)])
-    vectors = np.nan_to_num(reference.transform(expected[list(FEATURES)]), nan=0.0)
+    transform = read_transform(lake.read("gold.normalizer"))
+    vectors = transform.apply(expected)  # the numpy application (tests/test_transform.py)
 
     assert list(lake.read("gold.features").columns) == [
         *("track_id", "genre", "split", "features", "is_outlier", "is_core", "year", "popularity")
@@ -122,10 +128,12 @@ def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
         "euclidean",
         summary.silver_version,
     ]
-    assert list(params.loc[0, "features"]) == list(FEATURES)
-    normalizer = lake.read("gold.normalizer").toPandas().set_index("feature")
-    np.testing.assert_allclose(normalizer.loc[list(FEATURES), "center"], reference.mean_, rtol=1e-9)
+    assert list(params.loc[0, "features"]) == [*FEATURES, "popularity", "year"]  # continuous
+    normalizer = lake.read("gold.normalizer").toPandas().sort_values("position")
+    assert normalizer["feature"].tolist() == list(MODEL_FEATURE_NAMES) == summary.features
     assert set(normalizer["version"]) == {summary.silver_version}
+    assert summary.indicators == ["instrumentalness", "year"]  # the features with gaps in train
+    assert summary.inputs == len(transform.outputs) == len(MODEL_FEATURE_NAMES) + 1 + 2
 
 
 def test_matches_playlists_baselines_and_trends_cover_the_catalog(prepared: Prepared) -> None:
@@ -148,7 +156,7 @@ def test_matches_playlists_baselines_and_trends_cover_the_catalog(prepared: Prep
     )
 
     assert summary.rows == {
-        "gold.normalizer": len(FEATURES),
+        "gold.normalizer": len(MODEL_FEATURE_NAMES),
         "gold.features": len(silver),
         "gold.outlier_params": 1,
         "gold.genre_baselines": len(genres) * len(FEATURES),
@@ -163,7 +171,9 @@ def test_a_rerun_through_the_cli_writes_identical_tables(prepared: Prepared) -> 
     before = {name: lake.content_hash(name) for name in TABLES}
     versions = {name: lake.version(name) for name in TABLES}
     result = CliRunner().invoke(
-        app, ["prepare", "--lake", prepared.settings.lake, "--set", "prepare.playlist_size=10"]
+        app,
+        ["prepare", "--lake", prepared.settings.lake]
+        + [x for key, value in SETTINGS.items() for x in ("--set", f"{key}={value}")],
     )
     assert result.exit_code == 0, result.output
     assert "outlier(s)" in result.output and "gold.genre_playlists: 40 rows" in result.output
@@ -245,6 +255,7 @@ def test_missing_or_empty_silver_and_unfittable_features_fail_before_writing(
 
     silver["instrumentalness"] = np.nan
     lake.write(silver_frame(spark, silver), "silver.tracks")
+    listed = settings.model_copy(update={"features": ["tempo", "instrumentalness"]})
     with pytest.raises(FeatureNotFittedError, match="instrumentalness"):
-        run(lake, settings)
+        run(lake, listed)
     assert [t.name for t in lake.tables()] == ["silver.tracks"]

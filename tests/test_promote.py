@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from pyspark.sql import SparkSession
 
 from genre_spark.config import load_settings
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.model import promote as gate
 from genre_spark.model.cnn import GenreCNN
@@ -25,6 +26,7 @@ from genre_spark.model.registry import (
     register_model,
     resolve_model,
 )
+from genre_spark.schema import FEATURES
 
 
 def _register(lake: Lake, settings: Any, seed: int, f1: float) -> str:
@@ -37,7 +39,7 @@ def _register(lake: Lake, settings: Any, seed: int, f1: float) -> str:
         params={"seed": seed},
         metrics={"val_accuracy": f1, "val_macro_f1": f1},
         genres=["jazz", "pop", "rock"],
-        features=list(settings.features),
+        transform=FeatureTransform.standard({f: (0.0, 1.0) for f in FEATURES}),
     ).version
     mark_challenger(lake, settings, version)
     return version

@@ -11,6 +11,7 @@ import torch
 from pyspark.sql import SparkSession
 
 from genre_spark.config import Settings, load_settings
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import (
@@ -22,6 +23,7 @@ from genre_spark.model.registry import (
 )
 
 GENRES = ["jazz", "pop", "rock"]
+TRANSFORM = FeatureTransform.standard({f"f{i}": (float(i), 1.0 + i) for i in range(10)})
 
 
 def _model(seed: int) -> GenreCNN:
@@ -49,7 +51,7 @@ def registered(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) ->
             params={"channels": 4, "note": "test"},
             metrics={"val_accuracy": f1 + 0.05, "val_macro_f1": f1},
             genres=GENRES,
-            features=list(settings.features),
+            transform=TRANSFORM,
             history=[{"epoch": 1, "loss": 1.2}, {"epoch": 2, "loss": 0.9}],
         ).version
         for model, f1 in ((models["1"], 0.7), (models["2"], 0.8))
@@ -77,7 +79,8 @@ def test_load_by_version_or_latest(
     settings: Settings = registered["settings"]
     loaded = load_model(settings, asked)
     assert loaded.version == expected
-    assert loaded.genres == GENRES and loaded.features == list(settings.features)
+    assert loaded.genres == GENRES and loaded.features == TRANSFORM.names
+    assert loaded.transform == TRANSFORM
     assert loaded.params == {"channels": 4, "note": "test"}
     assert isinstance(loaded.model, GenreCNN) and not loaded.model.training
     x = torch.randn(7, 10)
@@ -99,6 +102,7 @@ def test_gold_models_mirrors_every_version(registered: dict[str, Any]) -> None:
     assert json.loads(rows["1"]["params"]) == {"channels": 4, "note": "test"}
     assert rows["2"]["mlflow_run_id"] == load_model(registered["settings"], "2").run_id
     assert rows["1"]["genres"] == GENRES and rows["1"]["kind"] == "cnn"
+    assert rows["1"]["features"] == TRANSFORM.names
     assert rows["1"]["created_at"] <= rows["2"]["created_at"]
 
 
@@ -118,7 +122,7 @@ def test_an_identical_model_reuses_its_version_and_says_so(
             params=params,
             metrics={"val_accuracy": 0.75, "val_macro_f1": 0.7},
             genres=GENRES,
-            features=list(settings.features),
+            transform=TRANSFORM,
         )
 
     assert register({"note": "first"}) == Registration("1", reused=False)
@@ -143,3 +147,24 @@ def test_runs_and_artifacts_live_under_the_lake(registered: dict[str, Any]) -> N
         run.info.run_id, "epoch_loss"
     )
     assert [(m.step, m.value) for m in history] == [(1, 1.2), (2, 0.9)]
+
+
+def test_a_version_without_a_feature_transform_is_a_clear_error(tmp_path: Path) -> None:
+    """Versions from before transforms existed carried only centers and scales, and another net."""
+    import mlflow
+
+    from genre_spark.model.registry import NoTransformError, use_tracking
+
+    settings = load_settings(overrides={"lake": str(tmp_path / "lake")}, environ={})
+    use_tracking(settings)
+    legacy = {f"f{i}": [float(i), 2.0] for i in range(10)}
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(
+            _model(1),
+            name="model",
+            metadata={"genres": GENRES, "features": list(legacy), "normalizer": legacy},
+            serialization_format="pickle",
+        )
+    mlflow.register_model(info.model_uri, settings.mlflow.model_name)
+    with pytest.raises(NoTransformError, match="version 1 carries no feature transform"):
+        load_model(settings, "1")

@@ -22,6 +22,7 @@ from genre_spark.config import Settings, load_settings
 from genre_spark.drift import run as drift
 from genre_spark.drift.bins import profile
 from genre_spark.drift.reference import ARTIFACT, Reference
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.promote import promote
@@ -100,7 +101,7 @@ def _register(lake: Lake, settings: Settings, seed: int, f1: float) -> str:
         params={"epochs": 5, "seed": seed},
         metrics={"val_accuracy": f1 + 0.05, "val_macro_f1": f1},
         genres=GENRES,
-        features=list(FEATURES),
+        transform=FeatureTransform.standard({f: (0.5, 0.25) for f in FEATURES}),
         history=history,
     ).version
 
@@ -146,10 +147,9 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> tuple[str
         scored_rows.append((row["track_id"], version, cnn, {cnn: 1.0}, [cnn]))
         scored_rows.append((row["track_id"], challenger, other, {other: 1.0}, [other]))
         rescored_rows.append((row["track_id"], version, again, {again: 1.0}, [again]))
-        reference = row["genre"] if rng.random() < 0.5 else "jazz"
-        reference_rows.append(
-            (row["track_id"], "logistic_regression", split, row["genre"], reference)
-        )
+        for model_name, right in (("logistic_regression", 0.5), ("xgboost", 0.6)):
+            reference = row["genre"] if rng.random() < right else "jazz"
+            reference_rows.append((row["track_id"], model_name, split, row["genre"], reference))
     lake.write(
         spark.createDataFrame(
             feature_rows,
@@ -221,7 +221,10 @@ def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, st
             # The page's metrics table shows gold.evaluation's numbers.
             assert f"<td>{row['f1']:.3f}</td>" in html
             assert f"<td>{row['accuracy']:.3f}</td>" in html
-    assert "logistic_regression" in html
+    assert "logistic_regression" in html and "xgboost" in html
+    features = html[html.index("<h2>Features</h2>") :].split("</section>")[0]
+    assert features.count("</tr>") == 1 + len(FEATURES)  # header + one row per feature
+    assert "<td>instrumentalness</td>" in features and "<td>0.500</td>" in features
     # Champion against challenger on the same test tracks: scikit-learn's numbers on gold.scored.
     assert "<dd>1 / 2</dd>" in html
     scored = lake.read("gold.scored").join(lake.read("gold.features"), "track_id")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pyspark.sql import DataFrame, SparkSession
@@ -15,40 +16,54 @@ from typer.testing import CliRunner
 from genre_spark import score
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
+from genre_spark.features.spark import fit_transform, transform_table
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake, content_hash
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import load_model, register_model
-from genre_spark.prepare.normalize import (
-    Normalizer,
-    apply_normalizer,
-    fit_normalizer,
-    normalizer_parameters,
-)
 from genre_spark.schema import FEATURES
 
 GENRES = ["folk", "jazz", "metal", "pop"]
 N_TRACKS = 240
+METADATA = ("popularity", "year", "key", "mode")
 
 
 def _catalogue(spark: SparkSession, n: int, seed: int) -> DataFrame:
-    """Silver-like rows in Spotify units; every 17th lacks instrumentalness, one lacks its id."""
+    """Silver-like rows in Spotify units; some lack instrumentalness or popularity, some have
+    key -1 (no key detected), one lacks its id."""
     rng = np.random.default_rng(seed)
     scale = {"tempo": 200.0, "loudness": -60.0, "duration_ms": 400_000.0}
     rows = []
     for i in range(n):
-        values = {f: float(rng.random() * scale.get(f, 1.0)) for f in FEATURES}
+        values: dict[str, object] = {f: float(rng.random() * scale.get(f, 1.0)) for f in FEATURES}
+        values |= {
+            "popularity": None if i % 5 < 2 else int(rng.integers(0, 101)),
+            "year": int(rng.integers(1960, 2025)),
+            "key": -1 if i % 11 == 0 else int(rng.integers(0, 12)),
+            "mode": int(rng.integers(0, 2)),
+        }
         if i % 17 == 0:
             values["instrumentalness"] = None
         rows.append((f"t{seed}-{i:04d}" if i != 5 else None, *values.values()))
-    ddl = "track_id string, " + ", ".join(f"{f} double" for f in FEATURES)
+    ddl = ", ".join(
+        ["track_id string", *(f"{f} double" for f in FEATURES), *(f"{f} int" for f in METADATA)]
+    )
     return spark.createDataFrame(rows, ddl)
 
 
 def _register(
-    lake: Lake, settings: Settings, seed: int, normalizer: Normalizer | None = None
+    lake: Lake, settings: Settings, seed: int, transform: FeatureTransform
 ) -> tuple[str, GenreCNN]:
     torch.manual_seed(seed)
-    model = GenreCNN(len(FEATURES), len(GENRES), channels=4, depth=1, kernel_size=3, dropout=0.0)
+    model = GenreCNN(
+        len(transform.outputs),
+        len(GENRES),
+        channels=4,
+        depth=1,
+        kernel_size=3,
+        dropout=0.0,
+        members=2,
+    )
     version = register_model(
         lake,
         settings,
@@ -56,8 +71,7 @@ def _register(
         params={"seed": seed},
         metrics={"val_accuracy": 0.5, "val_macro_f1": 0.4},
         genres=GENRES,
-        features=list(FEATURES),
-        normalizer=normalizer,
+        transform=transform,
     ).version
     return version, model.eval()
 
@@ -72,36 +86,34 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     lake = Lake(spark, settings.lake, settings.engine)
     silver = _catalogue(spark, N_TRACKS, seed=1)
     lake.write(silver.repartition(3), "silver.tracks")
-    lake.write(fit_normalizer(silver.where("track_id is not null"), FEATURES), "gold.normalizer")
-    version, model = _register(lake, settings, seed=3)
+    transform = fit_transform(silver.where("track_id is not null"), scaler="quantile").transform
+    lake.write(transform_table(spark, transform, version=0), "gold.normalizer")
+    version, model = _register(lake, settings, seed=3, transform=transform)
     first = score.run(lake, settings)
-    yield settings, lake, version, model, first
+    yield settings, lake, version, model, first, transform
 
 
-def _expected(
-    lake: Lake, model: torch.nn.Module, version: str, normalizer: Normalizer | None = None
-) -> dict[str, tuple]:
-    """In-process torch on the same normalized inputs: {track_id: (predicted, probs, top3)}.
+def _silver_pandas(lake: Lake) -> pd.DataFrame:
+    return lake.read("silver.tracks").where("track_id is not null").toPandas()
 
-    ``normalizer``: the scaling the model was registered with (default: gold.normalizer).
-    """
-    rows = (
-        apply_normalizer(
-            lake.read("silver.tracks").where("track_id is not null"),
-            lake.read("gold.normalizer") if normalizer is None else normalizer,
-            FEATURES,
-        )
-        .select("track_id", "features")
-        .collect()
-    )
-    x = torch.tensor([r["features"] for r in rows], dtype=torch.float32)
+
+def _expected(lake: Lake, model: torch.nn.Module, transform: FeatureTransform) -> dict[str, tuple]:
+    """In-process torch on the numpy application of ``transform``: {track_id: (predicted, probs, top3)}."""
+    rows = _silver_pandas(lake)
+    x = torch.tensor(transform.apply(rows), dtype=torch.float32)
     with torch.inference_mode():
         probs = torch.softmax(model(x), dim=1).double().numpy()
     expected = {}
-    for row, p in zip(rows, probs, strict=True):
+    for track_id, p in zip(rows["track_id"], probs, strict=True):
         order = np.argsort(-p, kind="stable")
-        expected[row["track_id"]] = (GENRES[int(np.argmax(p))], p, [GENRES[i] for i in order[:3]])
+        expected[track_id] = (GENRES[int(np.argmax(p))], p, [GENRES[i] for i in order[:3]])
     return expected
+
+
+def _gaps(lake: Lake) -> pd.Series:
+    """Tracks with a missing value of any model feature (key -1 included)."""
+    rows = _silver_pandas(lake).set_index("track_id")
+    return rows[["instrumentalness", "popularity"]].isna().any(axis=1) | (rows["key"] < 0)
 
 
 def _assert_scores(scored: DataFrame, expected: dict[str, tuple]) -> None:
@@ -116,14 +128,16 @@ def _assert_scores(scored: DataFrame, expected: dict[str, tuple]) -> None:
 
 
 def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -> None:
-    settings, lake, version, model, first = env
+    settings, lake, version, model, first, transform = env
 
     assert first.model_version == version
     assert (first.scored, first.skipped_null_track_id) == (N_TRACKS - 1, 1)
-    assert first.missing_feature == len(range(0, N_TRACKS, 17))
+    assert first.missing_feature == int(_gaps(lake).sum()) > 0
     scored = lake.read("gold.scored")
     assert scored.columns == list(score.SCORED_COLUMNS)
-    _assert_scores(scored.where(F.col("model_version") == version), _expected(lake, model, version))
+    _assert_scores(
+        scored.where(F.col("model_version") == version), _expected(lake, model, transform)
+    )
     before = content_hash(scored)
 
     cli = CliRunner().invoke(
@@ -151,9 +165,9 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
 
 
 def test_new_version_adds_rows_beside_the_old_ones(env: tuple) -> None:
-    settings, lake, first_version, _, _ = env
+    settings, lake, first_version, _, _, transform = env
     old = content_hash(lake.read("gold.scored").where(F.col("model_version") == first_version))
-    second_version, second_model = _register(lake, settings, seed=4)
+    second_version, second_model = _register(lake, settings, seed=4, transform=transform)
     skip = settings.model_copy(
         update={"score": settings.score.model_copy(update={"missing": "skip"})}
     )
@@ -161,35 +175,36 @@ def test_new_version_adds_rows_beside_the_old_ones(env: tuple) -> None:
     result = score.run(lake, skip, model_version="latest")
 
     assert result.model_version == second_version != first_version
-    gaps = len(range(0, N_TRACKS, 17))
-    assert (result.scored, result.missing_feature) == (N_TRACKS - 1 - gaps, gaps)
+    gaps = _gaps(lake)
+    assert (result.scored, result.missing_feature) == (N_TRACKS - 1 - gaps.sum(), gaps.sum())
     table = lake.read("gold.scored")
     assert content_hash(table.where(F.col("model_version") == first_version)) == old
-    expected = _expected(lake, second_model, second_version)
-    kept = {k: v for k, v in expected.items() if int(k.rsplit("-", 1)[1]) % 17}
+    expected = _expected(lake, second_model, transform)
+    kept = {k: v for k, v in expected.items() if not gaps[k]}
     _assert_scores(table.where(F.col("model_version") == second_version), kept)
 
 
-def test_a_version_is_scored_with_the_normalizer_it_was_trained_with(env: tuple) -> None:
-    """gold.normalizer re-fitted after training (a later prepare) does not change the scores."""
-    settings, lake, _, _, _ = env
+def test_a_version_is_scored_with_the_transform_it_was_trained_with(env: tuple) -> None:
+    """gold.normalizer re-fitted after training (other features, other numbers) changes nothing."""
+    settings, lake, _, _, _, _ = env
     silver = lake.read("silver.tracks").where("track_id is not null")
-    trained_with = normalizer_parameters(
-        fit_normalizer(silver.where("track_id < 't1-0060'"), FEATURES), FEATURES
+    trained_with = fit_transform(
+        silver.where("track_id < 't1-0060'"), ["tempo", "energy", "popularity", "key"]
+    ).transform
+    lake.write(
+        transform_table(lake.spark, fit_transform(silver).transform, version=1), "gold.normalizer"
     )
-    current = normalizer_parameters(lake.read("gold.normalizer"), FEATURES)
-    assert trained_with["tempo"] != current["tempo"]
-    version, model = _register(lake, settings, seed=5, normalizer=trained_with)
-    assert load_model(settings, version).normalizer == trained_with
+    version, model = _register(lake, settings, seed=5, transform=trained_with)
+    assert load_model(settings, version).transform == trained_with
 
     score.run(lake, settings, model_version=version)
 
     scored = lake.read("gold.scored").where(F.col("model_version") == version)
-    _assert_scores(scored, _expected(lake, model, version, trained_with))
+    _assert_scores(scored, _expected(lake, model, trained_with))
 
 
 def test_repeated_track_ids_fail_before_writing(env: tuple) -> None:
-    settings, lake, version, _, _ = env
+    settings, lake, version, _, _, _ = env
     before = lake.version("silver.tracks")
     silver = lake.read("silver.tracks")
     lake.write(silver.unionByName(silver.where("track_id is not null").limit(2)), "silver.tracks")

@@ -16,6 +16,8 @@ from pyspark.testing import assertDataFrameEqual
 from sklearn.metrics import accuracy_score, f1_score
 
 from genre_spark.config import Settings, load_settings
+from genre_spark.features.spark import transform_table
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.model import train
 from genre_spark.model.data import (
@@ -27,6 +29,7 @@ from genre_spark.model.data import (
     shard_files,
 )
 from genre_spark.model.registry import MODELS_SCHEMA, list_versions, load_model
+from genre_spark.schema import FEATURES
 
 GENRES = ["blues", "folk", "metal"]
 FILES = 6
@@ -42,6 +45,7 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             "train.batch_size": 32,
             "train.channels": 8,
             "train.depth": 1,
+            "train.members": 2,
             "train.patience": 10,
             "train.num_processes": 2,
             "train.local_mode": True,
@@ -52,29 +56,27 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 def _features_with_poisoned_test_split(spark: SparkSession, settings: Settings) -> DataFrame:
     """Blobs whose test rows carry 3-value vectors: training fails loudly if it ever reads them."""
-    blobs = blob_features(spark, 900, GENRES, settings.features, files=FILES)
+    blobs = blob_features(spark, 900, GENRES, list(FEATURES), files=FILES)
     poisoned = F.when(F.col("split") == "test", F.slice("features", 1, 3)).otherwise(
         F.col("features")
     )
     return blobs.withColumn("features", poisoned)
 
 
-def _write_normalizer(lake: Lake, features: list[str]) -> dict[str, tuple[float, float]]:
+def _write_normalizer(lake: Lake) -> FeatureTransform:
     """A gold.normalizer for the blob features (already scaled), with distinct numbers to trace."""
-    numbers = {f: (float(i), 1.0 + i / 10) for i, f in enumerate(features)}
-    rows = [(f, c, s) for f, (c, s) in numbers.items()]
-    lake.write(
-        lake.spark.createDataFrame(rows, "feature string, center double, scale double"),
-        "gold.normalizer",
+    transform = FeatureTransform.standard(
+        {f: (float(i), 1.0 + i / 10) for i, f in enumerate(FEATURES)}
     )
-    return numbers
+    lake.write(transform_table(lake.spark, transform, version=0), "gold.normalizer")
+    return transform
 
 
 @pytest.fixture(scope="module")
 def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
     lake = Lake(spark, module_settings.lake)
     lake.write(_features_with_poisoned_test_split(spark, module_settings), "gold.features")
-    normalizer = _write_normalizer(lake, list(module_settings.features))
+    transform = _write_normalizer(lake)
     epochs: list[dict[str, Any]] = []
     outcome = train.run(lake, module_settings, on_epoch=epochs.append)
     return {
@@ -82,7 +84,7 @@ def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
         "outcome": outcome,
         "epochs": epochs,
         "files": lake.files("gold.features"),
-        "normalizer": normalizer,
+        "transform": transform,
     }
 
 
@@ -94,7 +96,7 @@ def _validation(files: list[str], n_features: int) -> tuple[torch.Tensor, np.nda
 def test_test_split_is_never_read(trained: dict[str, Any], module_settings: Settings) -> None:
     """The test rows' vectors are malformed, yet training ran: it never loaded them."""
     with pytest.raises(FeatureShapeError, match="found lengths \\[3\\]"):
-        read_shard(trained["files"], "test", len(module_settings.features))
+        read_shard(trained["files"], "test", len(FEATURES))
     rows = trained["outcome"].result.rows
     assert sum(r["train"] + r["validation"] for r in rows.values()) < 900
 
@@ -119,15 +121,15 @@ def test_registered_model_predicts_like_the_trained_weights(
     trained: dict[str, Any], module_settings: Settings
 ) -> None:
     result = trained["outcome"].result
-    x, _ = _validation(trained["files"], len(module_settings.features))
+    x, _ = _validation(trained["files"], len(FEATURES))
     with torch.no_grad():
         expected = result.model()(x)
         for version in ("latest", trained["outcome"].version):
             loaded = load_model(module_settings, version)
             assert loaded.version == trained["outcome"].version
             assert loaded.genres == GENRES
-            assert loaded.features == list(module_settings.features)
-            assert loaded.normalizer == trained["normalizer"]
+            assert loaded.features == list(FEATURES) == trained["outcome"].features
+            assert loaded.transform == trained["transform"]
             assert not loaded.model.training
             torch.testing.assert_close(loaded.model(x), expected, atol=1e-6, rtol=0)
 
@@ -137,7 +139,7 @@ def test_registered_metrics_equal_scikit_learn_on_validation(
 ) -> None:
     """The all-reduced confusion counts give the metrics of the returned model on all validation rows."""
     loaded = load_model(module_settings)
-    x, truth = _validation(trained["files"], len(module_settings.features))
+    x, truth = _validation(trained["files"], len(FEATURES))
     with torch.no_grad():
         predicted = np.array(GENRES)[loaded.model(x).argmax(1).numpy()]
     metrics = trained["outcome"].result.metrics
@@ -164,7 +166,7 @@ def test_gold_models_row(trained: dict[str, Any], spark: SparkSession) -> None:
                 outcome.result.metrics["val_macro_f1"],
                 outcome.run_id,
                 GENRES,
-                list(outcome.result.features),
+                list(FEATURES),
                 "cnn",
                 ["challenger"],  # a new version is the challenger until `genre promote`
             )
@@ -183,6 +185,7 @@ def test_mlflow_run_has_params_curves_and_artifacts(
     client = MlflowClient(module_settings.tracking_uri)
     run = client.get_run(run_id)
     assert run.data.params["learning_rate"] == str(module_settings.train.learning_rate)
+    assert run.data.params["features"] == ",".join(FEATURES)
     assert run.data.tags["registered_version"] == trained["outcome"].version
     assert run.data.tags["normalizer_table_version"] == str(
         trained["lake"].version("gold.normalizer")
@@ -201,7 +204,7 @@ def test_too_many_processes_fail_before_start(spark: SparkSession, settings: Set
     assert slots == 2  # the test session runs local[2]
     barrier = settings.train.model_copy(update={"num_processes": slots + 1, "local_mode": False})
     with pytest.raises(train.NotEnoughSlotsError, match="num_processes=3 but Spark can run only 2"):
-        train.fit(spark, ["unused.parquet"] * 4, barrier, settings.features)
+        train.fit(spark, ["unused.parquet"] * 4, barrier, list(FEATURES))
     train.check_slots(spark, barrier.model_copy(update={"num_processes": slots}))
 
 
@@ -234,6 +237,21 @@ def test_read_shard_filters_split_and_outliers(tmp_path: Path) -> None:
 def test_class_weights_are_inverse_frequency() -> None:
     np.testing.assert_allclose(balanced_weights(np.array([10, 30, 0])), [2.0, 2.0 / 3.0, 0.0])
     np.testing.assert_allclose(balanced_weights(np.array([5, 5])), [1.0, 1.0])
+
+
+def test_learning_rate_is_pytorchs_one_cycle_step_for_step() -> None:
+    for total in (7, 40, 333):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total)
+        rates = []
+        for _ in range(total):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        ours = [train.learning_rate("onecycle", 3e-3, step, total) for step in range(total)]
+        np.testing.assert_allclose(ours, rates, rtol=1e-12, atol=0)
+    cosine = [train.learning_rate("cosine", 1.0, step, 5) for step in range(5)]
+    np.testing.assert_allclose(cosine, [1.0, 0.8535533905932737, 0.5, 0.14644660940672627, 0.0])
 
 
 def test_scores_equal_scikit_learn() -> None:
@@ -273,7 +291,7 @@ def test_tune_searches_on_validation_then_registers_the_best(
     )
     lake = Lake(spark, settings.lake)
     lake.write(_features_with_poisoned_test_split(spark, settings), "gold.features")
-    _write_normalizer(lake, list(settings.features))
+    _write_normalizer(lake)
     seen: list[tuple[int, dict[str, Any], float]] = []
     outcome = tune.run(lake, settings, on_trial=lambda n, p, v: seen.append((n, p, v)))
 

@@ -37,7 +37,9 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "gold.features", "one row per track: split, scaled vector, outlier flags", "prepare"
         ),
-        TableSpec("gold.normalizer", "one row per feature: center, scale", "prepare"),
+        TableSpec(
+            "gold.normalizer", "one row per feature: the fitted feature transform", "prepare"
+        ),
         TableSpec(
             "gold.outlier_params", "one row per DBSCAN run: eps, min_samples, counts", "prepare"
         ),

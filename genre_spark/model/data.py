@@ -105,7 +105,7 @@ def read_shard(
     lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
     if len(lengths) and (lengths.min() != n_features or lengths.max() != n_features):
         raise FeatureShapeError(
-            f"gold.features vectors must have {n_features} values (settings.features); "
+            f"gold.features vectors must have {n_features} values (the transform's inputs); "
             f"found lengths {sorted(set(lengths.tolist()))}"
         )
     x = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)

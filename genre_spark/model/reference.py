@@ -1,15 +1,19 @@
-"""Reference models beside the CNN: logistic regression, random forest, gradient-boosted trees.
+"""Reference models beside the CNN: logistic regression, random forest (Spark MLlib) and XGBoost.
 
-Why Spark MLlib and not scikit-learn. The references must train on the same
-split and scaled vectors as the CNN without the driver loading the catalogue;
-MLlib's estimators train on executors from the DataFrame itself, so they scale
-with the cluster and the whole stage stays inside Spark (scikit-learn would
-need the training rows collected into one process). Multiclass boosted trees:
-MLlib's ``GBTClassifier`` is binary only, so it runs one-vs-rest
-(``OneVsRest(GBTClassifier)``, one binary model per genre, ``parallelism`` of
-them fitted at once); the genre whose model gives the highest margin wins.
-Logistic regression is multinomial (softmax), random forests are natively
-multiclass.
+What a Spark user would pick to classify these tracks, trained on the same
+split, features and outlier rule as the CNN, inside the same cluster:
+MLlib's multinomial logistic regression and random forest, and XGBoost
+through its Spark estimator (``xgboost.spark.SparkXGBClassifier``: the
+boosting runs on ``xgb_num_workers`` Spark tasks, each on its share of the
+rows, so the driver never loads the catalogue). XGBoost watches the
+validation split's log-loss and stops after ``xgb_early_stopping`` rounds
+without improvement (validation chooses, as it does for the CNN; the test
+split is never read). The capacities in ``train.references`` were chosen on
+validation macro-F1 (BENCHMARKS.md, section 1).
+
+Class weights (``class_weights``): each training row weighs
+``total / (n_genres * count of its genre)``, the CNN's inverse-frequency rule,
+so all models aim at the same balanced target that macro-F1 measures.
 
 Labels use the CNN's rule (index = position in the sorted training genres),
 outliers are left out of training when ``train.exclude_outliers`` is set, and
@@ -26,23 +30,20 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark.ml import Estimator
-from pyspark.ml.classification import (
-    GBTClassifier,
-    LogisticRegression,
-    OneVsRest,
-    RandomForestClassifier,
-)
+from pyspark.ml.classification import LogisticRegression, RandomForestClassifier
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from genre_spark.config import ReferenceSettings, Settings
 from genre_spark.lake import Lake
+from genre_spark.model.data import balanced_weights
 from genre_spark.model.train import FEATURES_TABLE, confusion, scores
 from genre_spark.prepare.manifest import require_complete
 
 PREDICTIONS_TABLE = "gold.reference_predictions"
-MODELS = ("logistic_regression", "random_forest", "gradient_boosted_trees")
+WEIGHT = "weight"
+IS_VALIDATION = "is_validation"
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,39 @@ class ReferenceOutcome:
 
 
 def estimators(cfg: ReferenceSettings) -> dict[str, Estimator]:
-    """The three reference estimators, reading ``vector`` and ``label``."""
-    common = {"featuresCol": "vector", "labelCol": "label"}
-    return {
+    """The configured reference estimators, reading ``vector``, ``label`` (and ``weight``)."""
+    from xgboost.spark import SparkXGBClassifier
+
+    weight = {"weightCol": WEIGHT} if cfg.class_weights else {}
+    common = {"featuresCol": "vector", "labelCol": "label", **weight}
+    every: dict[str, Estimator] = {
         "logistic_regression": LogisticRegression(
             family="multinomial", maxIter=cfg.lr_max_iter, regParam=cfg.lr_reg_param, **common
         ),
         "random_forest": RandomForestClassifier(
-            numTrees=cfg.rf_trees, maxDepth=cfg.rf_max_depth, seed=cfg.seed, **common
-        ),
-        "gradient_boosted_trees": OneVsRest(
-            classifier=GBTClassifier(
-                maxIter=cfg.gbt_max_iter, maxDepth=cfg.gbt_max_depth, seed=cfg.seed
-            ),
-            parallelism=cfg.parallelism,
+            numTrees=cfg.rf_trees,
+            maxDepth=cfg.rf_max_depth,
+            minInstancesPerNode=cfg.rf_min_instances,
+            seed=cfg.seed,
             **common,
         ),
+        "xgboost": SparkXGBClassifier(
+            features_col="vector",
+            label_col="label",
+            weight_col=WEIGHT if cfg.class_weights else None,
+            validation_indicator_col=IS_VALIDATION,
+            num_workers=cfg.xgb_num_workers,
+            n_estimators=cfg.xgb_rounds,
+            early_stopping_rounds=cfg.xgb_early_stopping,
+            eval_metric="mlogloss",
+            max_depth=cfg.xgb_max_depth,
+            learning_rate=cfg.xgb_learning_rate,
+            subsample=cfg.xgb_subsample,
+            colsample_bytree=cfg.xgb_colsample,
+            random_state=cfg.seed,
+        ),
     }
+    return {name: every[name] for name in cfg.models}
 
 
 def training_genres(features: DataFrame) -> list[str]:
@@ -79,11 +96,18 @@ def training_genres(features: DataFrame) -> list[str]:
     return sorted(r["genre"] for r in rows)
 
 
-def with_label(features: DataFrame, genres: list[str]) -> DataFrame:
-    """Add ``vector`` (ML vector of the scaled features) and ``label`` (index in ``genres``, -1 if unseen)."""
+def with_label(features: DataFrame, genres: list[str], weights: list[float]) -> DataFrame:
+    """Add ``vector`` (ML vector of the inputs), ``label`` (index in ``genres``, -1 if unseen),
+    ``weight`` (the label's class weight, 0 if unseen) and ``is_validation``."""
     names = F.array(*[F.lit(g) for g in genres])
-    return features.withColumn("vector", array_to_vector("features")).withColumn(
-        "label", (F.array_position(names, F.col("genre")) - 1).cast("double")
+    label = F.array_position(names, F.col("genre")) - 1
+    weight = F.array(*[F.lit(float(w)) for w in weights])
+    return features.select(
+        "*",
+        array_to_vector("features").alias("vector"),
+        label.cast("double").alias("label"),
+        F.when(label >= 0, F.get(weight, label.cast("int"))).otherwise(0.0).alias(WEIGHT),
+        (F.col("split") == "validation").alias(IS_VALIDATION),
     )
 
 
@@ -122,17 +146,32 @@ def validation_scores(predicted: DataFrame, genres: list[str]) -> dict[str, dict
     return found
 
 
+def class_counts(features: DataFrame, genres: list[str], exclude_outliers: bool) -> np.ndarray:
+    """Training rows per genre (a small aggregate): what the class weights come from."""
+    train = features.where(F.col("split") == "train")
+    if exclude_outliers:
+        train = train.where(~F.coalesce(F.col("is_outlier"), F.lit(False)))
+    found = {r["genre"]: r["count"] for r in train.groupBy("genre").count().collect()}
+    return np.array([found.get(g, 0) for g in genres], dtype=np.float64)
+
+
 def fit_references(
     labelled: DataFrame, genres: list[str], settings: Settings
 ) -> tuple[DataFrame, dict[str, dict[str, object]]]:
-    """Fit every reference on the training split; returns all their predictions (unioned) and params."""
-    train = labelled.where((F.col("split") == "train") & (F.col("label") >= 0))
+    """Fit every reference on the training split; returns all their predictions (unioned) and params.
+
+    XGBoost also gets the validation rows, flagged by ``is_validation``, for
+    its early stopping; it does not learn from them.
+    """
+    known = labelled.where(F.col("label") >= 0)
+    train = known.where(F.col("split") == "train")
     if settings.train.exclude_outliers:
         train = train.where(~F.coalesce(F.col("is_outlier"), F.lit(False)))
+    watched = train.unionByName(known.where(F.col("split") == "validation"))
     parts = []
     params = {}
     for name, estimator in estimators(settings.train.references).items():
-        fitted = estimator.fit(train)
+        fitted = estimator.fit(watched if name == "xgboost" else train)
         parts.append(predictions(name, fitted, labelled, genres))
         params[name] = {p.name: v for p, v in estimator.extractParamMap().items() if _loggable(v)}
     union = parts[0]
@@ -154,7 +193,8 @@ def run(lake: Lake, settings: Settings) -> ReferenceOutcome:
     require_complete(lake)
     features = lake.read(FEATURES_TABLE)
     genres = training_genres(features)
-    labelled = with_label(features, genres).persist()
+    counts = class_counts(features, genres, settings.train.exclude_outliers)
+    labelled = with_label(features, genres, list(balanced_weights(counts))).persist()
     try:
         union, params = fit_references(labelled, genres, settings)
         lake.write(union, PREDICTIONS_TABLE)
@@ -163,7 +203,7 @@ def run(lake: Lake, settings: Settings) -> ReferenceOutcome:
     metrics = validation_scores(lake.read(PREDICTIONS_TABLE), genres)
     use_tracking(settings)
     run_ids = {}
-    for name in MODELS:
+    for name in settings.train.references.models:
         with mlflow.start_run(
             run_name=f"reference-{name}", nested=mlflow.active_run() is not None
         ) as r:

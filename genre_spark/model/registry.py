@@ -4,7 +4,11 @@ A registered version is a version of ``settings.mlflow.model_name`` in the
 MLflow Model Registry (``"1"``, ``"2"``, ...). Its artifact is an
 ``mlflow.pytorch`` model whose MLmodel ``metadata`` carries what scoring
 needs beside the weights: the genre list (label index = position), the
-feature list (input order) and the training parameters. So
+feature list, the fitted feature transform (``transform``: per feature its
+kind, scaling, fill value and missing indicator, from gold.normalizer at
+training time) and the training parameters. A model therefore scores new
+rows exactly as its training inputs were built, whatever a later
+``genre prepare`` writes. So
 ``load_model(settings, version)`` needs only the tracking URI and a version:
 it works in a fresh Python worker (``predict_batch_udf``'s ``make_predict_fn``)
 as well as on the driver.
@@ -24,7 +28,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +40,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,10 @@ class ModelNotFoundError(LookupError):
     """No registered model, or no such version of it."""
 
 
+class NoTransformError(LookupError):
+    """A registered version without a feature transform: it cannot be scored faithfully."""
+
+
 @dataclass
 class LoadedModel:
     """A registered model ready to predict: eval mode, on CPU, with its label and input order."""
@@ -88,9 +97,8 @@ class LoadedModel:
     features: list[str]
     run_id: str
     params: dict[str, Any]
-    #: ``{feature: (center, scale)}`` the model was trained with; None for a
-    #: model registered without one (scoring then uses gold.normalizer).
-    normalizer: dict[str, tuple[float, float]] | None = None
+    #: The feature transform the model's training inputs were built with.
+    transform: FeatureTransform
 
 
 def _quiet_mlflow() -> None:
@@ -179,20 +187,20 @@ def log_model_run(
     params: dict[str, Any],
     metrics: dict[str, float],
     genres: list[str],
-    features: list[str],
+    transform: FeatureTransform,
     history: list[dict[str, Any]] | None = None,
-    normalizer: Mapping[str, tuple[float, float]] | None = None,
 ) -> str:
     """Params, final metrics, per-epoch curves and the model artifact into the active run.
 
-    ``normalizer`` (``{feature: (center, scale)}``, what the training inputs
-    were scaled with) goes into the model's metadata beside its genres and
-    features, so the model scores new rows exactly as it was trained.
+    ``transform`` (what the training inputs were built with) goes into the
+    model's metadata beside its genres and features, so the model scores new
+    rows exactly as it was trained; the chosen features are also run params.
     Returns the logged model's URI (what :func:`register_model` registers).
     """
     import mlflow
 
     mlflow.log_params(_flat_params(params))
+    mlflow.log_params({"features": ",".join(transform.names), "inputs": len(transform.outputs)})
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     log_history(history or [])
     info = mlflow.pytorch.log_model(
@@ -200,9 +208,10 @@ def log_model_run(
         name=ARTIFACT_NAME,
         metadata={
             "genres": list(genres),
-            "features": list(features),
+            "features": transform.names,
+            "inputs": transform.outputs,
             "params": params,
-            **({"normalizer": {f: list(cs) for f, cs in normalizer.items()}} if normalizer else {}),
+            "transform": transform.to_dict(),
         },
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         serialization_format="pickle",
@@ -218,15 +227,14 @@ def register_model(
     params: dict[str, Any],
     metrics: dict[str, float],
     genres: list[str],
-    features: list[str],
+    transform: FeatureTransform,
     history: list[dict[str, Any]] | None = None,
     run_id: str | None = None,
-    normalizer: Mapping[str, tuple[float, float]] | None = None,
 ) -> Registration:
     """Log ``model`` to MLflow, register a new version, mirror it into gold.models.
 
     Idempotent: when a version with the same fingerprint (weights, params,
-    genres, features) is already registered, the run is logged but that
+    genres, transform) is already registered, the run is logged but that
     version is returned with ``reused`` set (and tagged on the run as
     ``reused_version``) instead of registering a duplicate; gold.models is left
     unchanged.
@@ -242,16 +250,15 @@ def register_model(
     if missing:
         raise ValueError(f"metrics must include {sorted(missing)}")
     use_tracking(settings)
-    fingerprint = model_fingerprint(model, params, genres, features)
+    fingerprint = model_fingerprint(model, params, genres, transform)
     with within_run(run_id) as run:
         uri = log_model_run(
             model,
             params=params,
             metrics=metrics,
             genres=genres,
-            features=features,
+            transform=transform,
             history=history,
-            normalizer=normalizer,
         )
         existing = version_with_fingerprint(settings, fingerprint)
         if existing is not None:
@@ -261,14 +268,14 @@ def register_model(
         version = str(mlflow.register_model(uri, name).version)
         client(settings).set_model_version_tag(name, version, FINGERPRINT_TAG, fingerprint)
         mlflow.set_tag("registered_version", version)
-        _mirror(lake, version, params, metrics, run.info.run_id, genres, features)
+        _mirror(lake, version, params, metrics, run.info.run_id, genres, transform.names)
     return Registration(version, reused=False)
 
 
 def model_fingerprint(
-    model: torch.nn.Module, params: dict[str, Any], genres: list[str], features: list[str]
+    model: torch.nn.Module, params: dict[str, Any], genres: list[str], transform: FeatureTransform
 ) -> str:
-    """What makes two registrations the same model: weights, params, genre and feature order.
+    """What makes two registrations the same model: weights, params, genres and feature transform.
 
     Training is deterministic (seeded init, per-rank shuffles, files sorted by
     partition), so re-training on the same gold.features gives the same
@@ -277,7 +284,7 @@ def model_fingerprint(
     """
     digest = hashlib.sha256(
         json.dumps(
-            {"params": params, "genres": list(genres), "features": list(features)},
+            {"params": params, "genres": list(genres), "transform": transform.to_dict()},
             sort_keys=True,
             default=str,
         ).encode()
@@ -361,11 +368,18 @@ def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
         features=list(metadata.get("features", [])),
         run_id=run_id,
         params=dict(metadata.get("params", {})),
-        normalizer=(
-            {f: (float(c), float(sc)) for f, (c, sc) in metadata["normalizer"].items()}
-            if metadata.get("normalizer")
-            else None
-        ),
+        transform=_transform(metadata, name, resolved),
+    )
+
+
+def _transform(metadata: dict[str, Any], name: str, version: str) -> FeatureTransform:
+    """The model's transform; a version registered before models carried one cannot be rebuilt."""
+    if metadata.get("transform"):
+        return FeatureTransform.from_dict(metadata["transform"])
+    raise NoTransformError(
+        f"model {name!r} version {version} carries no feature transform (it was registered by "
+        "an older genre-spark, whose network and inputs differ), so it cannot score; "
+        "train it again with `genre train`"
     )
 
 

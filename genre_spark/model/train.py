@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import tempfile
 import threading
@@ -33,24 +34,36 @@ import torch
 from pyspark.sql import SparkSession
 
 from genre_spark.config import Settings, TrainSettings
+from genre_spark.features.spark import read_transform
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.model import distributed
 from genre_spark.model.cnn import GenreCNN, architecture
 from genre_spark.prepare.manifest import require_complete
-from genre_spark.prepare.normalize import normalizer_parameters
 
 FEATURES_TABLE = "gold.features"
 NORMALIZER_TABLE = "gold.normalizer"
+#: TrainSettings fields that are GenreCNN's constructor arguments.
+NETWORK = (
+    "channels",
+    "depth",
+    "kernel_size",
+    "dropout",
+    "hidden",
+    "embedding",
+    "frequencies",
+    "frequency_scale",
+    "members",
+)
 #: TrainSettings fields that shape one training run (logged as MLflow params).
 HYPERPARAMETERS = (
     "epochs",
     "batch_size",
     "learning_rate",
+    "schedule",
     "weight_decay",
-    "dropout",
-    "channels",
-    "depth",
-    "kernel_size",
+    "label_smoothing",
+    *NETWORK,
     "patience",
     "exclude_outliers",
     "seed",
@@ -74,7 +87,8 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor]
     architecture: dict[str, Any]
     genres: list[str]
-    features: list[str]
+    #: The model's input names, in vector order (``FeatureTransform.outputs``).
+    inputs: list[str]
     history: list[dict[str, float]]
     metrics: dict[str, float]
     shards: dict[int, list[str]]
@@ -95,6 +109,8 @@ class TrainOutcome:
     version: str
     run_id: str
     result: TrainResult
+    #: The raw features the model reads (the transform's, from gold.normalizer).
+    features: list[str]
     #: True when training reproduced an already registered model, whose version was re-used.
     reused: bool = False
 
@@ -162,6 +178,90 @@ def _from_rank0(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _all_max(value: float, device: torch.device) -> float:
+    import torch.distributed as dist
+
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
+class MemberLogits(torch.nn.Module):
+    """The view of a GenreCNN that training wraps in DDP: every member's logits.
+
+    DDP synchronises gradients only through its wrapped module's forward, so
+    the per-member logits the loss needs must come out of a forward.
+    """
+
+    def __init__(self, net: GenreCNN) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.member_logits(x)
+
+
+def learning_rate(schedule: str, peak: float, step: int, total: int) -> float:
+    """The rate at ``step`` (0-based) of ``total`` steps.
+
+    ``onecycle``: PyTorch's ``OneCycleLR`` with its defaults, step for step
+    (cosine from ``peak / 25`` up to ``peak`` over the first 30 % of the
+    steps, then cosine down to ``peak / 250000``); ``cosine``: from ``peak``
+    down to 0. A pure function of the step, so every rank computes the same
+    rate without talking.
+    """
+
+    def cosine(start: float, end: float, fraction: float) -> float:
+        return end + (start - end) * (1 + math.cos(math.pi * min(max(fraction, 0.0), 1.0))) / 2
+
+    last = max(total - 1, 1)
+    if schedule == "onecycle":
+        initial = peak / 25
+        warm = 0.3 * total - 1
+        if step <= warm:
+            return cosine(initial, peak, step / warm if warm > 0 else 1.0)
+        return cosine(peak, initial / 1e4, (step - warm) / (last - warm))
+    if schedule == "cosine":
+        return cosine(peak, 0.0, step / last)
+    raise ValueError(f"unknown schedule {schedule!r}; allowed: onecycle, cosine (or plateau)")
+
+
+def set_rate(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], step: int, total: int) -> None:
+    """Set the schedule's rate for ``step`` of ``total`` on every parameter group."""
+    rate = learning_rate(cfg["schedule"], cfg["learning_rate"], step, total)
+    for group in optimizer.param_groups:
+        group["lr"] = rate
+
+
+def _epoch_rate(
+    cfg: dict[str, Any], optimizer: torch.optim.Optimizer, epoch: int, steps: int
+) -> float:
+    """The rate at the epoch's last step as every rank computes it (a rank with fewer batches
+    stopped short of that step, so its optimizer's last rate would differ)."""
+    if cfg["schedule"] == "plateau":
+        return float(optimizer.param_groups[0]["lr"])
+    return learning_rate(
+        cfg["schedule"], cfg["learning_rate"], epoch * steps - 1, cfg["epochs"] * steps
+    )
+
+
+def ensemble_loss(
+    loss_fn: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """The loss of ``[members, N, genres]`` logits, summed over members.
+
+    Each member learns from its own loss with the gradient it would get if it
+    were trained alone; reporting divides by the member count.
+    """
+    members = logits.shape[0]
+    return members * loss_fn(logits.flatten(0, 1), target.repeat(members))
+
+
+def network_shape(cfg: dict[str, Any]) -> dict[str, Any]:
+    """GenreCNN's size arguments from a rank config."""
+    return {k: cfg[k] for k in NETWORK}
 
 
 def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -279,24 +379,20 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             )
         weights = balanced_weights(counts)
         torch.manual_seed(cfg["seed"])
-        net = GenreCNN(
-            len(cfg["features"]),
-            len(genres),
-            cfg["channels"],
-            cfg["depth"],
-            cfg["kernel_size"],
-            cfg["dropout"],
-        ).to(device)
-        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+        net = GenreCNN(len(cfg["features"]), len(genres), **network_shape(cfg)).to(device)
+        model = DDP(MemberLogits(net), device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"]
         )
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=0.5, patience=max(1, cfg["patience"] // 2)
         )
         loss_fn = torch.nn.CrossEntropyLoss(
-            weight=torch.as_tensor(weights, dtype=torch.float32, device=device)
+            weight=torch.as_tensor(weights, dtype=torch.float32, device=device),
+            label_smoothing=cfg["label_smoothing"],
         )
+        # The same step count on every rank, so every rank sets the same rate at each step.
+        steps = int(_all_max(math.ceil(len(y_train) / cfg["batch_size"]), device))
         rng = np.random.default_rng([cfg["seed"], rank])
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"f1": -1.0}
@@ -305,13 +401,16 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             model.train()
             loss_sum, seen = 0.0, 0
             with model.join():
-                for idx in shuffled_batches(len(y_train), cfg["batch_size"], rng):
+                for i, idx in enumerate(shuffled_batches(len(y_train), cfg["batch_size"], rng)):
+                    if cfg["schedule"] != "plateau":
+                        set_rate(optimizer, cfg, (epoch - 1) * steps + i, cfg["epochs"] * steps)
                     batch = torch.as_tensor(idx, device=device)
                     optimizer.zero_grad()
-                    loss = loss_fn(model(x_train[batch]), y_train[batch])
+                    logits = model(x_train[batch])  # [members, batch, genres]
+                    loss = ensemble_loss(loss_fn, logits, y_train[batch])
                     loss.backward()
                     optimizer.step()
-                    loss_sum += float(loss.detach()) * len(idx)
+                    loss_sum += float(loss.detach()) / logits.shape[0] * len(idx)
                     seen += len(idx)
             total_loss, total_seen = _all_sum(np.array([loss_sum, seen]), device)
             val_loss, matrix = _evaluate(net, x_val, y_val, len(genres), device)
@@ -326,11 +425,12 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
                 "val_loss": val_loss,
                 "val_accuracy": metrics["accuracy"],
                 "val_macro_f1": metrics["macro_f1"],
-                "lr": float(optimizer.param_groups[0]["lr"]),
+                "lr": _epoch_rate(cfg, optimizer, epoch, steps),
             }
             history.append(row)
             _report(cfg, row, rank)
-            scheduler.step(metrics["macro_f1"])
+            if cfg["schedule"] == "plateau":
+                plateau.step(metrics["macro_f1"])
             if metrics["macro_f1"] > best["f1"] + 1e-9:
                 best = {
                     "f1": metrics["macro_f1"],
@@ -350,7 +450,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             state_dict=state,
             architecture=architecture(net),
             genres=genres,
-            features=list(cfg["features"]),
+            inputs=list(cfg["features"]),
             history=history,
             metrics={
                 "val_accuracy": kept["val_accuracy"],
@@ -508,18 +608,14 @@ def run(
     train = train or settings.train
     require_complete(lake)
     files = lake.files(FEATURES_TABLE)
-    # Read with the features it scaled; the model carries these numbers (see register_model).
-    normalizer_version = lake.version(NORMALIZER_TABLE)
-    normalizer = normalizer_parameters(
-        lake.read(NORMALIZER_TABLE, normalizer_version), settings.features
-    )
+    transform_version, transform = prepared_transform(lake)
     params = params_of(train, len(files))
     use_tracking(settings)
     with within_run(None, run_name=run_name) as active:
-        mlflow.set_tags({"stage": "train", "normalizer_table_version": str(normalizer_version)})
-        result = fit(lake.spark, files, train, settings.features, on_epoch)
+        mlflow.set_tags({"stage": "train", "normalizer_table_version": str(transform_version)})
+        result = fit(lake.spark, files, train, transform.outputs, on_epoch)
         mlflow.log_dict({str(r): f for r, f in result.shards.items()}, "shards.json")
-        log_reference(lake, settings, train, result.features)
+        log_reference(lake, settings, train, transform.names)
         registration = register_model(
             lake,
             settings,
@@ -527,15 +623,25 @@ def run(
             params=params,
             metrics=result.metrics,
             genres=result.genres,
-            features=result.features,
+            transform=transform,
             history=result.history,
             run_id=active.info.run_id,
-            normalizer=normalizer,
         )
     mark_challenger(lake, settings, registration.version)
     return TrainOutcome(
         version=registration.version,
         run_id=active.info.run_id,
         result=result,
+        features=transform.names,
         reused=registration.reused,
     )
+
+
+def prepared_transform(lake: Lake) -> tuple[int, FeatureTransform]:
+    """gold.normalizer's version and the feature transform it holds: what gold.features was built with.
+
+    The model is trained on these inputs and carries this transform (see
+    ``register_model``), whatever ``settings.features`` says now.
+    """
+    version = lake.version(NORMALIZER_TABLE)
+    return version, read_transform(lake.read(NORMALIZER_TABLE, version))

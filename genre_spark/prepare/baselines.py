@@ -92,7 +92,7 @@ def genre_parameters(train_scaled: DataFrame, vector_col: str = "features") -> D
     """Per genre and vector position: count, mean and population variance of the scaled values.
 
     Input: train-split rows with ``genre`` and an array column whose nulls mark
-    missing values (``apply_normalizer(..., impute=False)``).
+    missing values (``features.spark.apply_transform(..., impute=False)``).
     """
     return (
         train_scaled.select("genre", F.posexplode(vector_col).alias("position", "value"))

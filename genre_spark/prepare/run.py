@@ -20,6 +20,15 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.features.spark import (
+    FitResult,
+    apply_transform,
+    fit_transform,
+    is_missing,
+    sub_vector,
+    transform_table,
+)
+from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.prepare import manifest
 from genre_spark.prepare.baselines import (
@@ -29,7 +38,6 @@ from genre_spark.prepare.baselines import (
     genre_playlists,
 )
 from genre_spark.prepare.manifest import TABLES
-from genre_spark.prepare.normalize import apply_normalizer, fit_normalizer, normalizer_parameters
 from genre_spark.prepare.outliers import OutlierResult, flag_outliers
 from genre_spark.prepare.split import SPLITS, assign_split
 from genre_spark.prepare.trends import trends_by_year
@@ -62,6 +70,13 @@ class PrepareSummary:
     silver_version: int
     tracks: int
     splits: dict[str, int]
+    features: list[str]
+    inputs: int
+    #: Share of train tracks with a value, per candidate feature (auto) or listed feature.
+    present: dict[str, float]
+    auto: bool
+    min_present: float
+    indicators: list[str]
     imputed: dict[str, int]
     tracks_without_year: int
     scaler: str
@@ -73,14 +88,31 @@ class PrepareSummary:
     def lines(self) -> list[str]:
         """Human-readable report, one fact per line."""
         split = ", ".join(f"{name} {self.splits[name]:,}" for name in SPLITS)
+        how = (
+            f"auto: present in at least {self.min_present:.0%} of train tracks"
+            if self.auto
+            else "as configured"
+        )
         lines = [
             f"silver.tracks v{self.silver_version}: {self.tracks:,} tracks ({split})",
-            f"normalizer: {self.scaler} scaling fitted on {self.splits['train']:,} train tracks",
+            f"features ({how}): {', '.join(self.features)} -> {self.inputs} model inputs",
         ]
+        left_out = {f: share for f, share in self.present.items() if f not in self.features}
+        if left_out:
+            lines.append(
+                "left out: "
+                + ", ".join(f"{f} ({share:.0%} present)" for f, share in left_out.items())
+            )
+        lines.append(
+            f"transform: {self.scaler} scaling of continuous features fitted on "
+            f"{self.splits['train']:,} train tracks"
+        )
+        if self.indicators:
+            lines.append(f"missing-value indicator inputs: {', '.join(self.indicators)}")
         for feature, count in self.imputed.items():
             if count:
                 lines.append(
-                    f"imputed {feature} at the train center for {count:,} track(s) without it"
+                    f"imputed {feature} at the train fill value for {count:,} track(s) without it"
                 )
         lines.append(
             f"DBSCAN: eps {self.eps:.4g}, min_samples {self.min_samples}: "
@@ -92,37 +124,41 @@ class PrepareSummary:
         return lines
 
 
-def _counts(tracks: DataFrame, features: list[str]) -> dict[str, int]:
-    """Tracks, per split, per missing feature and without a year, in one pass."""
+def _counts(tracks: DataFrame) -> dict[str, int]:
+    """Tracks, per split and without a year, in one pass."""
     row = tracks.agg(
         F.count(F.lit(1)).alias("tracks"),
         *[F.count_if(F.col("split") == s).alias(f"split:{s}") for s in SPLITS],
-        *[F.count_if(F.col(f).isNull()).alias(f"missing:{f}") for f in features],
         F.count_if(F.col("year").isNull()).alias("no_year"),
     ).first()
     return row.asDict() if row is not None else {}
 
 
-def _fit(tracks: DataFrame, settings: Settings, version: int) -> DataFrame:
-    """Fit on train, check every feature could be fitted, and pin the result (a few rows)."""
-    fitted = fit_normalizer(
+def _imputed(tracks: DataFrame, transform: FeatureTransform) -> dict[str, int]:
+    """Per chosen feature, how many tracks (any split) get its fill value."""
+    row = tracks.agg(*[F.count_if(is_missing(f)).alias(f.name) for f in transform.features]).first()
+    return {name: int(row[name]) for name in transform.names} if row is not None else {}
+
+
+def _fit(tracks: DataFrame, settings: Settings) -> FitResult:
+    """Choose and fit the features on the train split (one aggregate; a few numbers come back)."""
+    cfg = settings.prepare
+    return fit_transform(
         tracks.where(F.col("split") == "train"),
-        settings.features,
-        settings.prepare.scaler,
-        version,
+        settings.feature_list,
+        scaler=cfg.scaler,
+        min_present=cfg.min_present,
+        quantiles=cfg.quantiles,
     )
-    rows = fitted.collect()
-    normalizer = tracks.sparkSession.createDataFrame(rows, fitted.schema)
-    normalizer_parameters(normalizer, settings.features)
-    return normalizer
 
 
 def _outliers(vectors: DataFrame, settings: Settings) -> OutlierResult:
     cfg = settings.prepare.dbscan
     return flag_outliers(
-        vectors.select("track_id", "features"),
+        vectors.select("track_id", "_geometry"),
         cfg.eps,
         cfg.min_samples,
+        vector_col="_geometry",
         k_distance_quantile=cfg.k_distance_quantile,
         sample_size=cfg.sample_size,
         slabs=cfg.slabs,
@@ -157,11 +193,11 @@ def outlier_params(result: OutlierResult, features: list[str], version: int) -> 
 
 def run(lake: Lake, settings: Settings) -> PrepareSummary:
     """Read silver.tracks, write every gold table of the prepare stage, and say what was done."""
-    features = list(settings.features)
     version = lake.version("silver.tracks")
     tracks = assign_split(lake.read("silver.tracks", version), settings.prepare.split).persist()
+    vectors: DataFrame | None = None
     try:
-        counts = _counts(tracks, features)
+        counts = _counts(tracks)
         if not counts.get("tracks"):
             raise EmptyCatalogError("silver.tracks is empty: run `genre ingest ...` first")
         if not counts["split:train"]:
@@ -170,7 +206,10 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
             )
         train = tracks.where(F.col("split") == "train")
 
-        normalizer = _fit(tracks, settings, version)
+        fitted = _fit(tracks, settings)
+        transform = fitted.transform
+        # Distances (DBSCAN) and the genre match live in the continuous features' space.
+        geometry = transform.continuous()
         manifest.mark_running(lake)
         written: dict[str, int] = {}
 
@@ -178,10 +217,12 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
             """Overwrite ``name``; its version goes into the manifest once every table is written."""
             written[name] = lake.write(df, name)
 
-        write(normalizer, "gold.normalizer")
+        write(transform_table(lake.spark, transform, version), "gold.normalizer")
 
-        vectors = apply_normalizer(tracks, normalizer, features)
-        result = _outliers(vectors, settings)
+        # Computed once and read by DBSCAN's passes, gold.features and the genre match.
+        vectors = apply_transform(tracks, transform).persist()
+        with_geometry = vectors.withColumn("_geometry", sub_vector(transform, geometry))
+        result = _outliers(with_geometry, settings)
         if result.n_points != counts["tracks"]:
             raise OutlierCoverageError(
                 f"DBSCAN saw {result.n_points} points for {counts['tracks']} tracks"
@@ -195,12 +236,12 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
         )
         write(gold_features, "gold.features")
         result.flags.unpersist()
-        write(outlier_params(result, features, version), "gold.outlier_params")
+        write(outlier_params(result, geometry.outputs, version), "gold.outlier_params")
 
         write(genre_baselines(train, FEATURES), "gold.genre_baselines")
-        with_gaps = apply_normalizer(tracks, normalizer, features, impute=False)
+        with_gaps = vectors.withColumn("features", sub_vector(transform, geometry, impute=False))
         parameters = genre_parameters(with_gaps.where(F.col("split") == "train"))
-        write(genre_matches(with_gaps, parameters, len(features)), "gold.genre_matches")
+        write(genre_matches(with_gaps, parameters, len(geometry.outputs)), "gold.genre_matches")
         playlists = genre_playlists(
             lake.read("gold.genre_matches", written["gold.genre_matches"]),
             tracks,
@@ -208,15 +249,24 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
         )
         write(playlists, "gold.genre_playlists")
         write(trends_by_year(tracks, FEATURES), "gold.trends_by_year")
+        imputed = _imputed(tracks, transform)
         manifest.mark_complete(lake, written)
     finally:
         tracks.unpersist()
+        if vectors is not None:
+            vectors.unpersist()
     rows = {info.name: info.rows for info in lake.tables() if info.name in TABLES}
     return PrepareSummary(
         silver_version=version,
         tracks=counts["tracks"],
         splits={s: counts[f"split:{s}"] for s in SPLITS},
-        imputed={f: counts[f"missing:{f}"] for f in features},
+        features=transform.names,
+        inputs=len(transform.outputs),
+        present=fitted.present,
+        auto=fitted.auto,
+        min_present=fitted.min_present,
+        indicators=[f.name for f in transform.features if f.indicator],
+        imputed=imputed,
         tracks_without_year=counts["no_year"],
         scaler=settings.prepare.scaler,
         eps=float(result.eps),

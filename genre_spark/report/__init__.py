@@ -2,9 +2,11 @@
 
 Sections: the metrics table (every model on every split, and the CNN per
 genre), the confusion matrix, per-genre F1 of the CNN against the reference
-models, the champion against the challenger on the same tracks, training
-curves from the model's MLflow run, genre baselines, trends by year, outliers
-in a 2-D projection, and the newest drift comparison (``genre drift``). Each section reads one small
+models (logistic regression, random forest, XGBoost), the features the model
+reads (its fitted transform: kinds, fill values, missing indicators), the
+champion against the challenger on the same tracks, training curves from the
+model's MLflow run, genre baselines, trends by year, outliers in a 2-D
+projection, and the newest drift comparison (``genre drift``). Each section reads one small
 aggregate or a bounded sample (``report.data``); one whose input is missing
 (a stage not run yet, no reference models) shows a note saying what to run
 instead of failing the whole report.
@@ -27,7 +29,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from genre_spark.config import Settings
-from genre_spark.evaluate import AVERAGE_ROWS, MACRO, WEIGHTED
+from genre_spark.evaluate import ACCURACY, AVERAGE_ROWS, MACRO, WEIGHTED
 from genre_spark.lake import Lake
 from genre_spark.model.registry import CHALLENGER, CHAMPION, ResolvedModel, aliases, resolve_model
 from genre_spark.prepare.manifest import require_complete
@@ -103,15 +105,18 @@ def _f1_section(
     def build() -> tuple[Figure, str]:
         if evaluation is None:
             raise MissingInputError(note or "gold.evaluation not found")
-        rows = _per_genre(evaluation, split)
-        figure = plots.f1_by_genre(rows, f"F1 per genre, {split} split")
+        rows = evaluation[
+            (evaluation["split"] == split) & ~evaluation["genre"].isin([WEIGHTED, ACCURACY])
+        ]
+        figure = plots.f1_by_genre(rows, f"F1 per genre and macro-F1, {split} split")
         return figure, f"Models: {', '.join(sorted(rows['model'].unique()))}."
 
     section = _figure_section(
         folder,
         "f1_by_genre.png",
         "Per-genre F1: CNN vs reference models",
-        "F1 per genre of the CNN and of the Spark MLlib reference models on the same tracks.",
+        "F1 per genre, and macro-F1 (the last group), of the CNN and of the reference models "
+        "(MLlib, XGBoost on Spark) on the same tracks.",
         build,
     )
     if evaluation is not None and (evaluation["model"] == model.name).all():
@@ -120,6 +125,20 @@ def _f1_section(
             "when `genre evaluate` ran): the CNN is shown alone."
         )
     return section
+
+
+def _features_section(settings: Settings, model: ModelInfo) -> Section:
+    title = "Features"
+    caption = (
+        "What the model reads, as fitted on the train split by `genre prepare` and stored in "
+        "the registered model: a missing value gets the fill value, and a feature that had "
+        "missing values in train also gets a missing-indicator input."
+    )
+    try:
+        frame = data.model_features(settings, model)
+    except MissingInputError as exc:
+        return Section(title, caption, note=str(exc))
+    return Section(title, caption, tables=[table(frame, f"{model.name}: {len(frame)} features")])
 
 
 def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) -> list[Section]:
@@ -142,7 +161,7 @@ def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) ->
 
     def baselines() -> tuple[Figure, str]:
         return plots.genre_baselines(
-            data.baselines(lake, settings.features), "genre baselines (train split)"
+            data.baselines(lake, model.features), "genre baselines (train split)"
         ), ""
 
     def trends() -> tuple[Figure, str]:
@@ -170,6 +189,7 @@ def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) ->
             confusion,
         ),
         _f1_section(folder, model, evaluation, note, split),
+        _features_section(settings, model),
         lifecycle.champion_section(lake, settings, model, split),
         _figure_section(
             folder,
@@ -222,6 +242,7 @@ def _facts(model: ModelInfo, chosen: ResolvedModel, settings: Settings) -> dict[
         "MLflow run": model.run_id or "n/a",
         "parameters": json.dumps(model.params, sort_keys=True),
         "genres": ", ".join(model.genres),
+        "features": ", ".join(model.features),
         "lake": str(settings.lake),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -52,6 +52,7 @@ class ModelInfo:
     val_macro_f1: float | None
     run_id: str
     genres: list[str]
+    features: list[str]
     #: Registry aliases (``champion``, ``challenger``) as gold.models mirrors them.
     aliases: list[str] = field(default_factory=list)
 
@@ -94,7 +95,37 @@ def model_info(lake: Lake, version: str) -> ModelInfo:
         val_macro_f1=row["val_macro_f1"],
         run_id=row["mlflow_run_id"] or "",
         genres=list(row["genres"] or []),
+        features=list(row["features"] or []),
         aliases=list(row["aliases"] or []) if "aliases" in models.columns else [],
+    )
+
+
+def model_features(settings: Settings, model: ModelInfo) -> pd.DataFrame:
+    """The registered model's feature transform, one row per feature (from its MLflow metadata).
+
+    What the model reads and how: kind, scaling, the train fill value for a
+    missing value, whether it has a missing indicator input, and the share of
+    train tracks that had a value.
+    """
+    from genre_spark.model.registry import ModelNotFoundError, load_model
+
+    try:
+        transform = load_model(settings, model.version).transform
+    except ModelNotFoundError as exc:
+        raise MissingInputError(f"the model's feature transform is unavailable: {exc}") from None
+    return pd.DataFrame(
+        [
+            {
+                "feature": f.name,
+                "kind": f.kind,
+                "scaling": f.method,
+                "fill (missing)": f.fill,
+                "missing indicator": "yes" if f.indicator else "no",
+                "present in train": f"{f.present:.1%}",
+                "inputs": ", ".join(f.outputs),
+            }
+            for f in transform.features
+        ]
     )
 
 

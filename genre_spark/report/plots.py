@@ -51,9 +51,12 @@ def confusion_heatmap(matrix: pd.DataFrame, title: str) -> Figure:
 
 
 def f1_by_genre(per_genre: pd.DataFrame, title: str) -> Figure:
-    """Grouped bars: F1 per genre (x) for each model (one bar colour per model)."""
+    """Grouped bars: F1 per genre (x) for each model (one bar colour per model).
+
+    A ``macro avg`` row, if given, is drawn last: every model's macro-F1 side by side.
+    """
     table = per_genre.pivot_table(index="genre", columns="model", values="f1", aggfunc="first")
-    table = table.sort_index()
+    table = table.loc[sorted(table.index, key=lambda g: (g == "macro avg", g))]
     models = list(table.columns)
     width = 0.8 / max(len(models), 1)
     figure = Figure(figsize=(max(7.0, 0.9 * len(table) + 2), 4.5))
