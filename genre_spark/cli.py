@@ -504,8 +504,21 @@ def train(
             f"val accuracy {metrics['val_accuracy']:.4f}, val macro-F1 {metrics['val_macro_f1']:.4f}; "
             f"MLflow run {outcome.run_id}"
         )
+        _print_role(ctx.settings, outcome.version)
         if with_references:
             _print_references(ctx.lake, ctx.settings)
+
+
+def _print_role(settings: Settings, version: str) -> None:
+    """Whether a trained version is now the challenger (and what to run) or already the champion."""
+    from genre_spark.model.registry import CHALLENGER, aliases
+
+    if aliases(settings).get(CHALLENGER) == version:
+        out.print(
+            f"version {version} is @challenger: `genre promote` makes it the champion if it is at least as good"
+        )
+    else:
+        out.print(f"version {version} is @champion already")
 
 
 @app.command()
@@ -560,14 +573,68 @@ def tune(
             f"retrained and registered {ctx.settings.mlflow.model_name} version {outcome.version}: "
             f"val macro-F1 {metrics['val_macro_f1']:.4f}; MLflow parent run {outcome.parent_run_id}"
         )
+        _print_role(ctx.settings, outcome.version)
 
 
-# --- score, evaluate, report --------------------------------------------------
+# --- promote, score, evaluate, report, drift -----------------------------------
 
 ModelVersionOpt = Annotated[
     str | None,
-    typer.Option("--model-version", help="A registered model version (default: the newest)."),
+    typer.Option(
+        "--model-version",
+        help="A version number, @champion, @challenger or latest "
+        "(default: @champion, or the newest version while there is none).",
+    ),
 ]
+
+
+def _resolved(settings: Settings, ref: str | None) -> str:
+    """The model version a command works on; says so when no champion exists yet."""
+    from genre_spark.model.registry import resolve_model
+
+    model = resolve_model(settings, ref)
+    if model.fallback:
+        console.print(f"[yellow]note:[/yellow] using {model.describe()}")
+    return model.version
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="The version to promote (default: @challenger)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if the gate refuses (recorded as forced).")
+    ] = False,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin", help="Required lead in validation macro-F1 (default: promote.margin)."
+        ),
+    ] = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Move @champion to a version if its validation macro-F1 is at least the champion's (+ margin).
+
+    Every decision is recorded in gold.promotions and as model-version tags; a refused
+    promotion exits 1 and leaves the champion in place (--force overrides, recorded as forced).
+    Example: genre promote            # the challenger, if it is at least as good
+             genre promote --version 3 --force
+    """
+    with handled(verbose):
+        from genre_spark.model.promote import UNCHANGED
+        from genre_spark.model.promote import promote as run_promote
+
+        ctx = make_context(lake, config, set_, verbose)
+        decision = run_promote(ctx.lake, ctx.settings, version, force=force, margin=margin)
+        if not decision.promoted and decision.outcome != UNCHANGED:
+            out.print(f"[red]{decision.summary()}[/red]; --force promotes it anyway")
+            raise typer.Exit(1)
+        out.print(decision.summary())
 
 
 @app.command()
@@ -583,44 +650,90 @@ def score(
 ) -> None:
     """Score a catalogue with a registered model into gold.scored (merge on track_id, model_version).
 
-    Re-scoring with the same version replaces its rows; a new version adds rows.
-    A null feature value is imputed as in training (--set score.missing=skip to skip
-    such rows); both counts are printed.
-    Example: genre score --model-version 3 --table silver.tracks
+    Uses @champion unless --model-version says otherwise. Re-scoring with the same
+    version replaces its rows; a new version adds rows. A null feature value is
+    imputed as in training (--set score.missing=skip to skip such rows); both counts
+    are printed.
+    Example: genre score --model-version @challenger --table silver.tracks
     """
     with handled(verbose):
-        from genre_spark.lake import UnknownTableError, spec
         from genre_spark.score import run as run_score
 
-        try:
-            spec(table)
-        except UnknownTableError as exc:
-            raise UsageError(str(exc)) from None
+        _known_table(table)
         ctx = make_context(lake, config, set_, verbose)
-        out.print(run_score(ctx.lake, ctx.settings, model_version, table).summary())
+        version = _resolved(ctx.settings, model_version)
+        out.print(run_score(ctx.lake, ctx.settings, version, table).summary())
+
+
+def _known_table(table: str) -> None:
+    from genre_spark.lake import UnknownTableError, spec
+
+    try:
+        spec(table)
+    except UnknownTableError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @app.command()
 def evaluate(
-    lake: LakeOpt = None, config: ConfigOpt = None, set_: SetOpt = None, verbose: VerboseOpt = False
+    model_version: ModelVersionOpt = None,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Confusion counts and metrics for every scored CNN version and reference model, per split.
 
     Reads gold.scored, gold.features and (if present) gold.reference_predictions;
-    writes gold.confusion and gold.evaluation.
+    writes gold.confusion and gold.evaluation, then prints the macro-F1 of the model
+    --model-version names (default @champion) beside the best reference.
     Example: genre evaluate && genre sql "SELECT * FROM gold.evaluation WHERE genre = 'macro avg'"
     """
     with handled(verbose):
         from genre_spark.evaluate import run as run_evaluate
+        from genre_spark.model.registry import ModelNotFoundError
 
         ctx = make_context(lake, config, set_, verbose)
+        try:
+            version: str | None = _resolved(ctx.settings, model_version)
+        except ModelNotFoundError as exc:
+            if model_version:
+                raise
+            version = None
+            out.print(f"[yellow]note:[/yellow] {exc}")
         result = run_evaluate(ctx.lake)
         out.print(
             f"evaluated {', '.join(result.models)}: gold.confusion v{result.confusion_version}, "
             f"gold.evaluation v{result.evaluation_version}"
         )
+        if version is not None:
+            _print_headline(ctx.lake, version)
         for note in result.notes:
             out.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _print_headline(lake_: Any, version: str) -> None:
+    """Macro-F1 per split of one CNN version (a few rows of gold.evaluation)."""
+    from pyspark.sql import functions as F
+
+    from genre_spark.evaluate import MACRO, cnn_model_name
+
+    name = cnn_model_name(version)
+    rows = (
+        lake_.read("gold.evaluation")
+        .where((F.col("model") == name) & (F.col("genre") == MACRO))
+        .select("split", "f1")
+        .collect()
+    )
+    if not rows:
+        out.print(
+            f"[yellow]note:[/yellow] {name} is not scored: run `genre score --model-version {version}`"
+        )
+        return
+    scores = ", ".join(
+        f"{r['split']} {r['f1']:.4f}" for r in sorted(rows, key=lambda r: r["split"])
+    )
+    out.print(f"{name} macro-F1: {scores}")
 
 
 @app.command()
@@ -633,14 +746,107 @@ def report(
 ) -> None:
     """Write the HTML report of a model version: <reports>/<version>/index.html with PNG plots.
 
-    Sections whose input is missing (no references, prepare not run) say so on the page.
+    Defaults to @champion, compared with @challenger on the same tracks. Sections
+    whose input is missing (no references, prepare not run, no drift run) say so on the page.
     Example: genre report --model-version 3 && open reports/3/index.html
     """
     with handled(verbose):
         from genre_spark.report import run as run_report
 
         ctx = make_context(lake, config, set_, verbose)
-        out.print(f"report: {run_report(ctx.lake, ctx.settings, model_version)}")
+        version = _resolved(ctx.settings, model_version)
+        out.print(f"report: {run_report(ctx.lake, ctx.settings, version)}")
+
+
+@app.command()
+def drift(
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Model whose training snapshot is the baseline (default: @champion).",
+        ),
+    ] = None,
+    table: Annotated[
+        str, typer.Option("--table", help="Lake table to compare (raw feature columns).")
+    ] = "silver.tracks",
+    baseline_scored: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline-scored",
+            help="Scoring run to compare predictions with: VERSION or VERSION@GOLD_SCORED_VERSION "
+            "(default: the model's previous run).",
+        ),
+    ] = None,
+    current_scored: Annotated[
+        str | None,
+        typer.Option(
+            "--current-scored", help="Scoring run compared (default: the model's newest run)."
+        ),
+    ] = None,
+    fail_on_drift: Annotated[
+        bool, typer.Option("--fail-on-drift", help="Exit 1 when a threshold is crossed.")
+    ] = False,
+    lake: LakeOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Compare a catalogue with a model's training snapshot (PSI, KS) and two scoring runs; into gold.drift.
+
+    Flags a feature whose PSI is above drift.psi_threshold (0.2) or KS above
+    drift.ks_threshold (0.1), and a shift of the predicted genre shares (PSI).
+    Example: genre ingest csv new_export.csv && genre score && genre drift
+    """
+    with handled(verbose):
+        from genre_spark.drift.run import run as run_drift
+
+        _known_table(table)
+        ctx = make_context(lake, config, set_, verbose)
+        version = _resolved(ctx.settings, against)
+        result = run_drift(ctx.lake, ctx.settings, version, table, baseline_scored, current_scored)
+        _print_drift(result, ctx.settings)
+        if result.flagged and fail_on_drift:
+            raise typer.Exit(1)
+
+
+def _print_drift(result: Any, settings: Settings) -> None:
+    """Per feature PSI, KS bounds, missing shares and the flag; the genre shares; the verdict."""
+    from rich.table import Table
+
+    shown = Table(
+        title=f"{result.table} v{result.table_version} vs version {result.model.version}'s "
+        f"{result.reference.describe()}"
+    )
+    for column in ("feature", "PSI", "KS (bounds)", "missing (train -> now)", "drift"):
+        shown.add_column(column)
+    for f in result.features:
+        psi = "n/a" if f.psi is None else f"{f.psi:.3f}"
+        ks = "n/a" if f.ks is None else f"{f.ks:.3f} ({f.ks:.3f}-{f.ks_upper:.3f})"
+        missing = (
+            f"{f.baseline.missing / max(f.baseline.rows, 1):.1%} -> "
+            f"{f.current.missing / max(f.current.rows, 1):.1%}"
+        )
+        shown.add_row(f.feature, psi, ks, missing, "[red]DRIFT[/red]" if f.drifted else "ok")
+    out.print(shown)
+    if result.predictions is not None:
+        p = result.predictions
+        out.print(
+            f"predicted genre shares: {p.current.describe()} vs {p.baseline.describe()}: "
+            f"PSI {p.psi:.3f}, largest share change {p.max_shift:.1%} "
+            + ("[red]DRIFT[/red]" if p.drifted else "ok")
+        )
+    for note in result.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    out.print(f"gold.drift v{result.drift_version}")
+    cfg = settings.drift
+    if result.flagged:
+        out.print(
+            f"[red]drift:[/red] {', '.join(result.flagged)} (psi_threshold {cfg.psi_threshold}, "
+            f"ks_threshold {cfg.ks_threshold}, missing_threshold {cfg.missing_threshold})"
+        )
+    else:
+        out.print("no drift above the thresholds")
 
 
 # --- pipeline -----------------------------------------------------------------

@@ -201,6 +201,34 @@ class ScoreSettings(_Section):
     )
 
 
+class PromoteSettings(_Section):
+    """``genre promote``: the challenger must reach the champion's validation macro-F1 plus this."""
+
+    margin: float = Field(
+        0.0, ge=-1.0, le=1.0, description="required lead in validation macro-F1 (negative: leeway)"
+    )
+
+
+class DriftSettings(_Section):
+    """``genre drift``: bins of the training snapshot and the thresholds that flag a shift."""
+
+    psi_threshold: float = Field(0.2, gt=0.0, description="PSI above this flags a feature")
+    ks_threshold: float = Field(0.1, gt=0.0, le=1.0, description="KS above this flags a feature")
+    missing_threshold: float = Field(
+        0.1, gt=0.0, le=1.0, description="change in the share of missing values that flags"
+    )
+    psi_bins: int = Field(10, ge=2, le=100, description="reference-quantile bins for PSI")
+    ks_grid: int = Field(
+        1000, ge=10, le=10000, description="reference quantiles the KS statistic is read at"
+    )
+    psi_floor: float = Field(
+        1e-4, gt=0.0, lt=0.01, description="share an empty bin counts as (keeps PSI finite)"
+    )
+    history: int = Field(
+        50, ge=1, description="gold.scored versions searched back for the previous scoring run"
+    )
+
+
 class ReportSettings(_Section):
     split: Literal["train", "validation", "test"] = "test"
     sample_size: int = Field(5000, ge=100, description="points in the 2-D outlier projection")
@@ -219,6 +247,8 @@ class Settings(_Section):
     tune: TuneSettings = Field(default_factory=TuneSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
+    promote: PromoteSettings = Field(default_factory=PromoteSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
 
     @field_validator("features")

@@ -1,8 +1,11 @@
-"""The whole pipeline as one job: ingest -> prepare -> train (+ references) -> score -> evaluate -> report.
+"""The whole pipeline as one job: ingest -> prepare -> train (+ references) -> promote -> score -> evaluate -> report.
 
 Every stage reads and writes lake tables through its own ``run``; this module
-only wires them in order and hands the trained model version on to scoring
-and the report. Nothing is skipped, and each stage is re-runnable.
+only wires them in order. The trained version becomes @challenger and is
+promoted only if the gate lets it (a worse retrain leaves the champion in
+place); scoring covers the champion and a remaining challenger, so the report
+on the champion can compare the two on the same tracks. Nothing is skipped,
+and each stage is re-runnable.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ STAGES: tuple[str, ...] = (
     "prepare",
     "train",
     "references",
+    "promote",
     "score",
     "evaluate",
     "report",
@@ -100,11 +104,28 @@ def _references(lake: Lake, settings: Settings, state: PipelineState) -> str:
     return "val macro-F1: " + ", ".join(scores)
 
 
+def _promote(lake: Lake, settings: Settings, state: PipelineState) -> str:
+    from genre_spark.model.promote import promote
+    from genre_spark.model.registry import CHALLENGER, aliases
+
+    if CHALLENGER not in aliases(settings):
+        return "no @challenger (the trained version is the champion)"
+    return promote(lake, settings).summary()
+
+
 def _score(lake: Lake, settings: Settings, state: PipelineState) -> str:
+    from genre_spark.model.registry import CHALLENGER, CHAMPION, aliases, resolve_model
     from genre_spark.score import run
 
-    result = run(lake, settings, model_version=state.model_version)
-    return f"{result.scored:,} tracks scored with version {result.model_version}"
+    champion = resolve_model(settings).version
+    challenger = aliases(settings).get(CHALLENGER)
+    state.model_version = champion
+    done = []
+    for version in dict.fromkeys(v for v in (champion, challenger) if v):
+        result = run(lake, settings, model_version=version)
+        role = CHAMPION if version == champion else CHALLENGER
+        done.append(f"{result.scored:,} tracks with version {version} (@{role})")
+    return "scored " + ", ".join(done)
 
 
 def _evaluate(lake: Lake, settings: Settings, state: PipelineState) -> str:
@@ -127,6 +148,7 @@ def stage_functions(csv_path: str | None = None) -> dict[str, StageFn]:
         "prepare": _prepare,
         "train": _train,
         "references": _references,
+        "promote": _promote,
         "score": _score,
         "evaluate": _evaluate,
         "report": _report,

@@ -79,6 +79,7 @@ TIME_COLUMNS: frozenset[str] = frozenset(
         "created_at",
         "scored_at",
         "prepared_at",
+        "decided_at",
     }
 )
 

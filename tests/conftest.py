@@ -143,3 +143,31 @@ def pipeline_run(
     lake = Lake(spark, settings.lake, settings.engine)
     result = run_pipeline(lake, settings)
     return settings, lake, result
+
+
+@pytest.fixture
+def pipeline_copy(
+    spark: SparkSession,
+    pipeline_run: tuple[Settings, Lake, PipelineResult],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> tuple[Settings, Lake]:
+    """A private copy of the shared pipeline lake (MLflow registry included) to change freely.
+
+    Its own experiment (named after the test) keeps new runs' artifacts under
+    the copy (an experiment stores its artifact folder as an absolute path);
+    registered versions keep pointing at the original's artifacts, which stay
+    in place for the session.
+    """
+    import shutil
+
+    settings, _, _ = pipeline_run
+    shutil.copytree(settings.lake, tmp_path / "lake")
+    copy = settings.model_copy(
+        update={
+            "lake": str(tmp_path / "lake"),
+            "reports": str(tmp_path / "reports"),
+            "mlflow": settings.mlflow.model_copy(update={"experiment": request.node.name}),
+        }
+    )
+    return copy, Lake(spark, copy.lake, copy.engine)

@@ -9,8 +9,6 @@ gold.scored, gold.confusion and gold.evaluation identical too.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,23 +51,13 @@ def test_content_hash_covers_map_columns_whatever_their_key_order(spark: SparkSe
 
 @pytest.mark.slow
 def test_rerunning_every_stage_leaves_every_table_identical(
-    spark: SparkSession,
     pipeline_run: tuple[Settings, Lake, PipelineResult],
-    tmp_path: Path,
+    pipeline_copy: tuple[Settings, Lake],
 ) -> None:
-    settings, _, first = pipeline_run
-    shutil.copytree(settings.lake, tmp_path / "lake")
-    # A new experiment keeps the re-run's artifacts under the copy (an experiment
-    # stores its artifact folder as an absolute path); the model registry, where
-    # the fingerprints are, is the copied one.
-    copy = settings.model_copy(
-        update={
-            "lake": str(tmp_path / "lake"),
-            "reports": str(tmp_path / "reports"),
-            "mlflow": settings.mlflow.model_copy(update={"experiment": "rerun"}),
-        }
-    )
-    lake = Lake(spark, copy.lake, copy.engine)
+    _, _, first = pipeline_run
+    # The copy's own experiment keeps the re-run's artifacts under it; the model
+    # registry, where the fingerprints are, is the copied one.
+    copy, lake = pipeline_copy
     before = {info.name: (info.version, content(lake, info.name)) for info in lake.tables()}
     assert set(before) >= {"gold.models", "gold.scored", "gold.confusion", "gold.evaluation"}
 

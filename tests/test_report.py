@@ -11,17 +11,24 @@ import numpy as np
 import pytest
 import torch
 from machine import lacking
+from mlflow import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
+from sklearn.metrics import accuracy_score, f1_score
 from typer.testing import CliRunner
 
 from genre_spark import evaluate, report
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
+from genre_spark.drift import run as drift
+from genre_spark.drift.bins import profile
+from genre_spark.drift.reference import ARTIFACT, Reference
 from genre_spark.lake import Lake
 from genre_spark.model.cnn import GenreCNN
-from genre_spark.model.registry import register_model
+from genre_spark.model.promote import promote
+from genre_spark.model.registry import mark_challenger, register_model
 from genre_spark.prepare.baselines import genre_baselines
 from genre_spark.prepare.trends import trends_by_year
+from genre_spark.report import data
 from genre_spark.schema import FEATURES
 
 GENRES = ["folk", "jazz", "metal", "pop"]
@@ -33,6 +40,9 @@ FIGURES = [
     "baselines.png",
     "trends.png",
     "outliers.png",
+    "drift.png",
+    "drift_distributions.png",
+    "genre_shares.png",
 ]
 CHROMIUM_FLAGS = [
     "--headless",
@@ -70,9 +80,8 @@ def _tracks(spark: SparkSession, n: int) -> DataFrame:
     return spark.createDataFrame(rows, ddl)
 
 
-def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
-    """Every table the report reads, from small synthetic data, and one registered model."""
-    torch.manual_seed(0)
+def _register(lake: Lake, settings: Settings, seed: int, f1: float) -> str:
+    torch.manual_seed(seed)
     model = GenreCNN(len(FEATURES), len(GENRES), channels=4, depth=1, kernel_size=3, dropout=0.0)
     history = [
         {
@@ -84,19 +93,47 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
         }
         for e in range(1, 6)
     ]
-    version = register_model(
+    return register_model(
         lake,
         settings,
         model,
-        params={"epochs": 5},
-        metrics={"val_accuracy": 0.65, "val_macro_f1": 0.6},
+        params={"epochs": 5, "seed": seed},
+        metrics={"val_accuracy": f1 + 0.05, "val_macro_f1": f1},
         genres=GENRES,
         features=list(FEATURES),
         history=history,
     ).version
+
+
+def _log_reference(settings: Settings, version: str, tracks: DataFrame) -> None:
+    """The training snapshot training would have stored in the version's run."""
+    import mlflow
+
+    run_id = MlflowClient().get_model_version(settings.mlflow.model_name, version).run_id
+    bins = profile(tracks, FEATURES, settings.drift.psi_bins, settings.drift.ks_grid)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_dict(Reference(bins, {"rows": tracks.count()}).to_json(), ARTIFACT)
+
+
+def _scored(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    return spark.createDataFrame(
+        rows,
+        "track_id string, model_version string, predicted_genre string, "
+        "probabilities map<string,double>, top3 array<string>",
+    ).selectExpr("*", "current_timestamp() as scored_at")
+
+
+def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> tuple[str, str]:
+    """Every table the report reads, from small synthetic data: a champion and a challenger."""
+    version = _register(lake, settings, 0, 0.6)
+    promote(lake, settings, version)
+    challenger = _register(lake, settings, 1, 0.55)
+    mark_challenger(lake, settings, challenger)
     tracks = _tracks(spark, 400)
+    lake.write(tracks, "silver.tracks")
+    _log_reference(settings, version, tracks)
     rng = np.random.default_rng(9)
-    feature_rows, scored_rows, reference_rows = [], [], []
+    feature_rows, scored_rows, rescored_rows, reference_rows = [], [], [], []
     for i, row in enumerate(tracks.collect()):
         split = SPLITS[i % 3]
         vector = [float(row[f]) * 2 - 1 for f in FEATURES]
@@ -104,7 +141,11 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
             (row["track_id"], row["genre"], split, vector, i % 40 == 0, i % 40 != 0)
         )
         cnn = row["genre"] if rng.random() < 0.7 else GENRES[int(rng.integers(0, 3))]
+        other = row["genre"] if rng.random() < 0.6 else GENRES[int(rng.integers(0, 4))]
+        again = cnn if rng.random() < 0.95 else GENRES[int(rng.integers(0, 4))]
         scored_rows.append((row["track_id"], version, cnn, {cnn: 1.0}, [cnn]))
+        scored_rows.append((row["track_id"], challenger, other, {other: 1.0}, [other]))
+        rescored_rows.append((row["track_id"], version, again, {again: 1.0}, [again]))
         reference = row["genre"] if rng.random() < 0.5 else "jazz"
         reference_rows.append(
             (row["track_id"], "logistic_regression", split, row["genre"], reference)
@@ -117,14 +158,8 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
         ),
         "gold.features",
     )
-    lake.write(
-        spark.createDataFrame(
-            scored_rows,
-            "track_id string, model_version string, predicted_genre string, "
-            "probabilities map<string,double>, top3 array<string>",
-        ).selectExpr("*", "current_timestamp() as scored_at"),
-        "gold.scored",
-    )
+    lake.write(_scored(spark, scored_rows), "gold.scored")
+    lake.merge(_scored(spark, rescored_rows), "gold.scored", keys=["track_id", "model_version"])
     lake.write(
         spark.createDataFrame(
             reference_rows,
@@ -135,7 +170,8 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> str:
     lake.write(genre_baselines(tracks, FEATURES), "gold.genre_baselines")
     lake.write(trends_by_year(tracks, FEATURES), "gold.trends_by_year")
     evaluate.run(lake)
-    return version
+    drift.run(lake, settings)
+    return version, challenger
 
 
 def _chromium() -> str:
@@ -165,7 +201,7 @@ def full(
         overrides={"lake": str(root / "lake"), "reports": str(root / "reports")}, environ={}
     )
     lake = Lake(spark, settings.lake, settings.engine)
-    return settings, lake, _fill_lake(spark, lake, settings)
+    return settings, lake, _fill_lake(spark, lake, settings)[0]
 
 
 def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, str]) -> None:
@@ -186,6 +222,19 @@ def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, st
             assert f"<td>{row['f1']:.3f}</td>" in html
             assert f"<td>{row['accuracy']:.3f}</td>" in html
     assert "logistic_regression" in html
+    # Champion against challenger on the same test tracks: scikit-learn's numbers on gold.scored.
+    assert "<dd>1 / 2</dd>" in html
+    scored = lake.read("gold.scored").join(lake.read("gold.features"), "track_id")
+    frame = scored.where("split = 'test'").select("model_version", "genre", "predicted_genre")
+    compared = data.head_to_head(lake, ["1", "2"], "test").set_index("model")
+    for model, rows in frame.toPandas().groupby("model_version"):
+        truth, predicted = rows["genre"], rows["predicted_genre"]
+        f1 = f1_score(truth, predicted, average="macro", zero_division=0)
+        accuracy = accuracy_score(truth, predicted)
+        found = compared.loc[f"cnn:{model}"]
+        assert (found["tracks"], found["macro F1"]) == (len(rows), pytest.approx(f1, abs=1e-12))
+        assert found["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+        assert f"<td>{f1:.3f}</td>" in html and f"<td>{accuracy:.3f}</td>" in html
 
 
 def test_report_images_load_in_headless_chromium(
@@ -252,6 +301,8 @@ def test_report_with_only_a_model_says_what_is_missing(
         "gold.genre_baselines",
         "gold.trends_by_year",
         "gold.features",
+        "gold.scored",
+        "gold.drift",
     ):
         assert f"{table} not found" in html
     assert [p.name for p in index.parent.glob("*.png")] == ["training.png"]

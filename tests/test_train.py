@@ -166,6 +166,7 @@ def test_gold_models_row(trained: dict[str, Any], spark: SparkSession) -> None:
                 GENRES,
                 list(outcome.result.features),
                 "cnn",
+                ["challenger"],  # a new version is the challenger until `genre promote`
             )
         ],
         MODELS_SCHEMA,

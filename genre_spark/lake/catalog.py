@@ -57,10 +57,22 @@ TABLES: dict[str, TableSpec] = {
             "prepare",
         ),
         TableSpec("gold.models", "one row per registered model version", "train"),
+        # schema: genre_spark.model.promote.PROMOTIONS_SCHEMA
+        TableSpec(
+            "gold.promotions",
+            "one row per promotion decision: candidate, previous champion, scores, outcome",
+            "promote",
+        ),
         TableSpec("gold.reference_predictions", "one row per (track, reference model)", "train"),
         TableSpec("gold.scored", "one row per (track_id, model_version)", "score"),
         TableSpec("gold.confusion", "one row per (model, split, true, predicted)", "evaluate"),
         TableSpec("gold.evaluation", "one row per (model, split, genre or average)", "evaluate"),
+        # schema: genre_spark.drift.run.DRIFT_SCHEMA
+        TableSpec(
+            "gold.drift",
+            "one row per (model version, feature or genre, baseline, current) comparison",
+            "drift",
+        ),
     )
 }
 

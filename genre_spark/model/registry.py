@@ -38,6 +38,8 @@ from pyspark.sql import types as T
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
 
+log = logging.getLogger(__name__)
+
 MODELS_TABLE = "gold.models"
 ARTIFACT_NAME = "model"
 KIND = "cnn"
@@ -57,6 +59,9 @@ MODELS_SCHEMA = T.StructType(
         T.StructField("genres", T.ArrayType(T.StringType())),
         T.StructField("features", T.ArrayType(T.StringType())),
         T.StructField("kind", T.StringType()),
+        #: Registry aliases on the version (``champion``, ``challenger``), kept in sync by
+        #: :func:`sync_aliases` whenever one moves.
+        T.StructField("aliases", T.ArrayType(T.StringType())),
     ]
 )
 
@@ -315,6 +320,7 @@ def _mirror(
         list(genres),
         list(features),
         KIND,
+        [],
     )
     df = lake.spark.createDataFrame([row], MODELS_SCHEMA)
     lake.merge(df, MODELS_TABLE, keys=["version"])
@@ -326,29 +332,12 @@ def list_versions(lake: Lake) -> DataFrame:
 
 
 def resolve_version(settings: Settings, version: str | None = None) -> str:
-    """A concrete version string: ``None``/``"latest"`` means the newest registered one."""
-    from mlflow import MlflowClient
-
-    use_tracking(settings)
-    name = settings.mlflow.model_name
-    client = MlflowClient()
-    if version not in (None, "latest"):
-        try:
-            return str(client.get_model_version(name, str(version)).version)
-        except Exception:
-            raise ModelNotFoundError(
-                f"model {name!r} has no version {version!r} at {settings.tracking_uri}"
-            ) from None
-    versions = [int(v.version) for v in client.search_model_versions(f"name='{name}'")]
-    if not versions:
-        raise ModelNotFoundError(
-            f"no registered versions of model {name!r} at {settings.tracking_uri}; run `genre train` first"
-        )
-    return str(max(versions))
+    """A concrete version string for any reference :func:`resolve_model` accepts."""
+    return resolve_model(settings, version).version
 
 
 def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
-    """Load a registered version (None or "latest": the newest) from the tracking store alone.
+    """Load a registered version from the tracking store alone (``version``: see :func:`resolve_model`).
 
     Downloads the artifact once, reads its metadata and weights, and returns
     the model in eval mode on CPU.
@@ -378,3 +367,152 @@ def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
             else None
         ),
     )
+
+
+# --- aliases and the one way to name a model -----------------------------------------
+
+#: The version that scores, evaluates and reports by default (moved by ``genre promote``).
+CHAMPION = "champion"
+#: The newest trained or tuned version that is not the champion: the candidate to promote.
+CHALLENGER = "challenger"
+#: References meaning "the highest version number" (the one definition of latest).
+NEWEST = ("latest", "newest")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference made concrete: the version, and how it was chosen (for messages)."""
+
+    version: str
+    #: "version 3", "@champion", "@challenger", "the newest version", or the fallback's reason.
+    chosen_by: str
+    #: True when no champion existed and the newest version was taken instead.
+    fallback: bool = False
+
+    def describe(self) -> str:
+        return f"version {self.version} ({self.chosen_by})"
+
+
+def _client() -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def newest_version(settings: Settings) -> str:
+    """The highest registered version number: what "latest" means everywhere in the project.
+
+    Registry versions only grow, so the highest number is also the most
+    recently registered one; gold.models' ``created_at`` is a mirror, not a source.
+    """
+    name = settings.mlflow.model_name
+    try:
+        found = _client().search_model_versions(f"name='{name}'")
+    except Exception:  # the registered model does not exist yet
+        found = []
+    versions = [int(v.version) for v in found]
+    if not versions:
+        raise ModelNotFoundError(
+            f"no registered versions of model {name!r} at {settings.tracking_uri}; "
+            "run `genre train` first"
+        )
+    return str(max(versions))
+
+
+def aliases(settings: Settings) -> dict[str, str]:
+    """``{alias: version}`` of the registered model (empty when it has none, or does not exist)."""
+    try:
+        model = _client().get_registered_model(settings.mlflow.model_name)
+    except Exception:
+        return {}
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def _alias_version(settings: Settings, alias: str) -> str | None:
+    return aliases(settings).get(alias)
+
+
+def resolve_model(settings: Settings, ref: str | None = None) -> ResolvedModel:
+    """The one resolution of a model reference, used by every command.
+
+    ``ref``: ``None`` (or ``"@champion"``/``"champion"``) is the champion, falling
+    back to the newest version when no champion has been promoted yet (with
+    ``fallback`` set, so callers say so); ``"@challenger"`` the challenger;
+    ``"latest"``/``"newest"`` the highest version number; ``"3"`` version 3.
+    """
+    use_tracking(settings)
+    name = settings.mlflow.model_name
+    text = (ref or f"@{CHAMPION}").strip()
+    alias = text.removeprefix("@")
+    if text.isdigit():
+        try:
+            return ResolvedModel(
+                str(_client().get_model_version(name, text).version), f"version {text}"
+            )
+        except Exception:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {text!r} at {settings.tracking_uri}"
+            ) from None
+    if alias in NEWEST:
+        return ResolvedModel(newest_version(settings), "the newest version")
+    if alias not in (CHAMPION, CHALLENGER):
+        raise ModelNotFoundError(
+            f"unknown model reference {ref!r}: use a version number, @{CHAMPION}, "
+            f"@{CHALLENGER} or latest"
+        )
+    version = _alias_version(settings, alias)
+    if version is not None:
+        return ResolvedModel(version, f"@{alias}")
+    if alias == CHALLENGER:
+        raise ModelNotFoundError(
+            f"model {name!r} has no @{CHALLENGER}: `genre train` or `genre tune` registers one"
+        )
+    newest = newest_version(settings)
+    log.info("model %r has no @%s yet: using the newest version %s", name, CHAMPION, newest)
+    return ResolvedModel(
+        newest,
+        f"no @{CHAMPION} yet, so the newest version; `genre promote` sets one",
+        fallback=True,
+    )
+
+
+def set_alias(settings: Settings, alias: str, version: str | None) -> None:
+    """Point ``alias`` at ``version``, or remove it (``None``)."""
+    client, name = _client(), settings.mlflow.model_name
+    if version is None:
+        if alias in aliases(settings):
+            client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, version)
+
+
+def sync_aliases(lake: Lake, settings: Settings) -> None:
+    """Rewrite gold.models' ``aliases`` column from the registry (one commit; a few rows)."""
+    from pyspark.sql import functions as F
+
+    if not lake.exists(MODELS_TABLE):
+        return
+    by_version: dict[str, list[str]] = {}
+    for alias, version in sorted(aliases(settings).items()):
+        by_version.setdefault(version, []).append(alias)
+    pairs = [F.lit(x) for v, names in by_version.items() for x in (v, F.array(*map(F.lit, names)))]
+    table = F.create_map(*pairs) if pairs else F.create_map().cast("map<string,array<string>>")
+    none = F.array().cast("array<string>")
+    models = lake.read(MODELS_TABLE).withColumn(
+        "aliases", F.coalesce(F.element_at(table, F.col("version")), none)
+    )
+    lake.write(models.select(*MODELS_SCHEMA.fieldNames()), MODELS_TABLE)
+
+
+def mark_challenger(lake: Lake, settings: Settings, version: str) -> bool:
+    """A newly trained or tuned version becomes @challenger (unless it is the champion).
+
+    An identical re-train re-uses the champion's version: that stays the
+    champion and nothing moves. Returns whether the alias was set.
+    """
+    use_tracking(settings)
+    if _alias_version(settings, CHAMPION) == version:
+        return False
+    set_alias(settings, CHALLENGER, version)
+    sync_aliases(lake, settings)
+    return True

@@ -488,12 +488,18 @@ def run(
 ) -> TrainOutcome:
     """``genre train``: train on gold.features, log the MLflow run, register a new version.
 
+    The new version becomes ``@challenger`` (``genre promote`` decides whether
+    it replaces the champion), and the run stores the training snapshot that
+    ``genre drift`` compares catalogues with.
+
     ``train`` overrides ``settings.train`` (tuning retrains its best
     configuration this way).
     """
     import mlflow
 
+    from genre_spark.drift.reference import log_reference
     from genre_spark.model.registry import (
+        mark_challenger,
         register_model,
         use_tracking,
         within_run,
@@ -513,6 +519,7 @@ def run(
         mlflow.set_tags({"stage": "train", "normalizer_table_version": str(normalizer_version)})
         result = fit(lake.spark, files, train, settings.features, on_epoch)
         mlflow.log_dict({str(r): f for r, f in result.shards.items()}, "shards.json")
+        log_reference(lake, settings, train, result.features)
         registration = register_model(
             lake,
             settings,
@@ -525,6 +532,7 @@ def run(
             run_id=active.info.run_id,
             normalizer=normalizer,
         )
+    mark_challenger(lake, settings, registration.version)
     return TrainOutcome(
         version=registration.version,
         run_id=active.info.run_id,

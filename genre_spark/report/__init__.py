@@ -2,14 +2,16 @@
 
 Sections: the metrics table (every model on every split, and the CNN per
 genre), the confusion matrix, per-genre F1 of the CNN against the reference
-models, training curves from the model's MLflow run, genre baselines, trends
-by year, and outliers in a 2-D projection. Each section reads one small
+models, the champion against the challenger on the same tracks, training
+curves from the model's MLflow run, genre baselines, trends by year, outliers
+in a 2-D projection, and the newest drift comparison (``genre drift``). Each section reads one small
 aggregate or a bounded sample (``report.data``); one whose input is missing
 (a stage not run yet, no reference models) shows a note saying what to run
 instead of failing the whole report.
 
 Example::
 
+    genre report                          # @champion -> reports/<its version>/index.html
     genre report --model-version 3        # -> reports/3/index.html
 """
 
@@ -27,8 +29,9 @@ from matplotlib.figure import Figure
 from genre_spark.config import Settings
 from genre_spark.evaluate import AVERAGE_ROWS, MACRO, WEIGHTED
 from genre_spark.lake import Lake
+from genre_spark.model.registry import CHALLENGER, CHAMPION, ResolvedModel, aliases, resolve_model
 from genre_spark.prepare.manifest import require_complete
-from genre_spark.report import data, plots
+from genre_spark.report import data, lifecycle, plots
 from genre_spark.report.data import MissingInputError, ModelInfo
 from genre_spark.report.html import Section, page, table
 
@@ -167,6 +170,7 @@ def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) ->
             confusion,
         ),
         _f1_section(folder, model, evaluation, note, split),
+        lifecycle.champion_section(lake, settings, model, split),
         _figure_section(
             folder,
             "training.png",
@@ -199,15 +203,20 @@ def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) ->
             "rare outliers still show.",
             outliers,
         ),
+        *lifecycle.drift_sections(lake, model, folder),
     ]
 
 
-def _facts(model: ModelInfo, settings: Settings) -> dict[str, str]:
+def _facts(model: ModelInfo, chosen: ResolvedModel, settings: Settings) -> dict[str, str]:
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
+    found = aliases(settings)
+    own = ", ".join(f"@{a}" for a, v in sorted(found.items()) if v == model.version)
+    version = f"{model.version} ({own})" if own else model.version
     return {
-        "model version": model.version,
+        "model version": f"{version}; {chosen.chosen_by}" if chosen.fallback else version,
+        "champion / challenger": f"{found.get(CHAMPION, 'none')} / {found.get(CHALLENGER, 'none')}",
         "registered": str(model.created_at),
         "validation accuracy / macro-F1": f"{number(model.val_accuracy)} / {number(model.val_macro_f1)}",
         "MLflow run": model.run_id or "n/a",
@@ -221,16 +230,20 @@ def _facts(model: ModelInfo, settings: Settings) -> dict[str, str]:
 def run(lake: Lake, settings: Settings, model_version: str | None = None) -> Path:
     """Write ``<settings.reports>/<version>/index.html`` (and its PNGs); returns the page's path.
 
-    ``model_version`` None or "latest" reports on the newest registered version.
+    ``model_version`` is any reference ``registry.resolve_model`` takes; None
+    reports on the champion (the newest version while there is none).
     """
     require_complete(lake)
-    model = data.model_info(lake, model_version)
+    chosen = resolve_model(settings, model_version)
+    model = data.model_info(lake, chosen.version)
     folder = Path(settings.reports) / model.version
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.png"):
         old.unlink()
     sections = _sections(lake, settings, model, folder)
-    document = page(f"genre-spark report: model {model.name}", _facts(model, settings), sections)
+    document = page(
+        f"genre-spark report: model {model.name}", _facts(model, chosen, settings), sections
+    )
     target = folder / "index.html"
     partial = folder / ".index.html.tmp"
     partial.write_text(document, encoding="utf-8")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,14 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from genre_spark.config import Settings
-from genre_spark.evaluate import CNN_PREFIX, cnn_model_name
+from genre_spark.evaluate import (
+    CNN_PREFIX,
+    MACRO,
+    cnn_model_name,
+    cnn_predictions,
+    confusion,
+    metrics,
+)
 from genre_spark.lake import Lake
 
 #: Outliers are rare; at most this share of the projection's points is spent on them.
@@ -45,6 +52,8 @@ class ModelInfo:
     val_macro_f1: float | None
     run_id: str
     genres: list[str]
+    #: Registry aliases (``champion``, ``challenger``) as gold.models mirrors them.
+    aliases: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -68,14 +77,12 @@ def _require(lake: Lake, table: str, stage: str) -> None:
         raise MissingInputError(f"{table} not found: run `genre {stage}` to add this section.")
 
 
-def model_info(lake: Lake, version: str | None) -> ModelInfo:
-    """The gold.models row of ``version``; None or "latest" picks the newest registered one."""
+def model_info(lake: Lake, version: str) -> ModelInfo:
+    """The gold.models row of ``version`` (resolve a reference first: ``registry.resolve_model``)."""
     if not lake.exists("gold.models"):
         raise ModelNotRegisteredError("gold.models not found: run `genre train` first")
     models = lake.read("gold.models")
-    if version not in (None, "latest"):
-        models = models.where(F.col("version") == version)
-    rows = models.orderBy(F.col("created_at").desc(), F.col("version").desc()).limit(1).collect()
+    rows = models.where(F.col("version") == version).limit(1).collect()
     if not rows:
         raise ModelNotRegisteredError(f"gold.models has no version {version!r}")
     row = rows[0]
@@ -87,6 +94,7 @@ def model_info(lake: Lake, version: str | None) -> ModelInfo:
         val_macro_f1=row["val_macro_f1"],
         run_id=row["mlflow_run_id"] or "",
         genres=list(row["genres"] or []),
+        aliases=list(row["aliases"] or []) if "aliases" in models.columns else [],
     )
 
 
@@ -216,3 +224,57 @@ def training_history(settings: Settings, run_id: str) -> pd.DataFrame:
         raise MissingInputError(f"MLflow run {run_id} has no per-epoch metrics.")
     frame = pd.DataFrame(rows, columns=["epoch", "metric", "value"])
     return frame.sort_values(["metric", "epoch"]).reset_index(drop=True)
+
+
+def head_to_head(lake: Lake, versions: Sequence[str], split: str) -> pd.DataFrame:
+    """Accuracy and macro-F1 of CNN versions on the ``split`` tracks that every one of them scored.
+
+    Same tracks, same truth, the evaluation's own metric functions: one row
+    per version (``model``, ``tracks``, ``accuracy``, ``macro F1``) plus
+    ``agreement``, the share of those tracks given the same genre by all.
+    """
+    _require(lake, "gold.scored", "score")
+    _require(lake, "gold.features", "prepare")
+    scored = lake.read("gold.scored").where(F.col("model_version").isin(list(versions)))
+    common = (
+        scored.groupBy("track_id")
+        .agg(
+            F.count_distinct("model_version").alias("n"),
+            F.count_distinct("predicted_genre").alias("labels"),
+        )
+        .where(F.col("n") == len(versions))
+    )
+    truth = lake.read("gold.features").where(F.col("split") == split)
+    predictions = cnn_predictions(scored.join(common.select("track_id"), "track_id"), truth)
+    frame = metrics(confusion(predictions)).where(F.col("genre") == MACRO).toPandas()
+    if frame.empty:
+        raise MissingInputError(
+            f"no {split}-split track of gold.features is scored by every one of versions "
+            f"{', '.join(versions)}: score the same catalog with each "
+            "(`genre score --model-version V`) to compare them"
+        )
+    agreement = (
+        common.join(truth.select("track_id"), "track_id")
+        .agg(F.avg((F.col("labels") == 1).cast("double")).alias("a"))
+        .first()["a"]
+    )
+    return frame.assign(agreement=agreement).rename(
+        columns={"support": "tracks", "f1": "macro F1"}
+    )[["model", "tracks", "accuracy", "macro F1", "agreement"]]
+
+
+def drift(lake: Lake, version: str) -> pd.DataFrame:
+    """gold.drift rows of ``version``'s newest feature comparison and newest prediction comparison.
+
+    At most one row per feature and per genre: a small table.
+    """
+    _require(lake, "gold.drift", "drift")
+    rows = lake.read("gold.drift").where(F.col("model_version") == version)
+    newest = rows.groupBy("kind").agg(F.max("computed_at").alias("computed_at"))
+    frame = rows.join(newest, ["kind", "computed_at"]).toPandas()
+    if frame.empty:
+        raise MissingInputError(
+            f"gold.drift has no comparison against version {version}: run "
+            f"`genre drift --against {version}` to add this section."
+        )
+    return frame

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from genre_spark.report.data import Projection
@@ -158,4 +159,78 @@ def outlier_projection(projection: Projection, title: str) -> Figure:
     ax.set_title(title)
     ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.grid(alpha=0.3)
+    return figure
+
+
+def _threshold_bars(
+    ax: Axes, names: list[str], values: np.ndarray, limit: float, label: str
+) -> None:
+    colours = ["#c0392b" if v > limit else "#4a7ab5" for v in values]
+    ax.barh(names, values, color=colours)
+    ax.axvline(limit, color="black", linestyle="--", linewidth=1, label=f"threshold {limit:g}")
+    ax.set_xlabel(label)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def drift_scores(features: pd.DataFrame, title: str) -> Figure:
+    """PSI (left) and KS (right) per feature, flagged ones red, thresholds dashed."""
+    names = list(features["name"])
+    figure = Figure(figsize=(11, 0.35 * len(names) + 1.8))
+    left, right = figure.subplots(1, 2, sharey=True)
+    psi_limit = float(features["psi_threshold"].iloc[0])
+    ks_limit = float(features["ks_threshold"].iloc[0])
+    _threshold_bars(
+        left, names, features["psi"].to_numpy(float), psi_limit, "population stability index"
+    )
+    _threshold_bars(
+        right,
+        names,
+        features["ks"].fillna(0.0).to_numpy(float),
+        ks_limit,
+        "Kolmogorov–Smirnov distance",
+    )
+    left.invert_yaxis()  # shared y axis: once, so the largest PSI (first row) is on top
+    figure.suptitle(title)
+    return figure
+
+
+def drift_distributions(features: pd.DataFrame, title: str) -> Figure:
+    """Small multiples: each feature's share per PSI bin, training snapshot beside the current table."""
+    cols = min(4, len(features))
+    rows = math.ceil(len(features) / cols)
+    figure = Figure(figsize=(3.4 * cols, 2.6 * rows + 0.8))
+    axes = np.atleast_1d(figure.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (_, row) in zip(axes, features.iterrows(), strict=False):
+        base = np.asarray(row["baseline_hist"], dtype=float)
+        now = np.asarray(row["current_hist"], dtype=float)
+        edges = [f"{e:.3g}" for e in row["bin_edges"]]
+        labels = [f"<{edges[0]}", *[f"≥{e}" for e in edges]] if edges else ["all"]
+        x = np.arange(len(base))
+        ax.bar(x - 0.2, base, 0.4, label="training split")
+        ax.bar(x + 0.2, now, 0.4, label="current")
+        ax.set_xticks(x, labels[: len(base)], rotation=60, ha="right", fontsize=6)
+        flag = " (drift)" if row["drifted"] else ""
+        ax.set_title(f"{row['name']}{flag}: PSI {row['psi']:.2f}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    axes[0].legend(fontsize=7)
+    for ax in axes[len(features) :]:
+        ax.set_visible(False)
+    figure.suptitle(title)
+    return figure
+
+
+def genre_shares(genres: pd.DataFrame, title: str) -> Figure:
+    """Predicted share of each genre in two scoring runs, side by side."""
+    table = genres.sort_values("name")
+    x = np.arange(len(table))
+    figure = Figure(figsize=(max(7.0, 0.8 * len(table) + 2), 4.2))
+    ax = figure.subplots()
+    ax.bar(x - 0.2, table["baseline_share"], 0.4, label="baseline run")
+    ax.bar(x + 0.2, table["current_share"], 0.4, label="current run")
+    ax.set_xticks(x, table["name"], rotation=45, ha="right")
+    ax.set_ylabel("share of predictions")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
     return figure

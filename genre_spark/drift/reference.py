@@ -1,0 +1,137 @@
+"""The training snapshot a model is compared with: its train split, binned once at training time.
+
+What is stored, and why there. When ``genre train`` (or ``tune``'s retrain)
+fits a model, the rows it learned from (gold.features' train split, without
+the outliers when ``train.exclude_outliers``) are joined with their raw
+values in the silver.tracks version that prepare read (gold.outlier_params
+records it) and binned (``bins.profile``: PSI bins and the KS grid at the
+split's quantiles, counts per cell, missing values). The result, a few
+thousand numbers, is logged as ``drift_reference.json`` in the model's MLflow
+run. It stays correct for the life of the model version whatever happens to
+the lake afterwards: a later ingest or prepare rewrites silver and gold, and
+``genre vacuum`` deletes the files of old table versions, so a table version
+recorded at training time could not be read back later, while the run's
+artifact travels with the model (also to another tracking server).
+Raw values (Spotify units), not the scaled vectors: drift is about the
+catalogue, whatever transform a model version applies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from genre_spark.config import DriftSettings, Settings, TrainSettings
+from genre_spark.drift.bins import FeatureBins, profile
+from genre_spark.lake import Lake
+
+log = logging.getLogger(__name__)
+
+ARTIFACT = "drift_reference.json"
+#: Run tag set when no reference could be stored (the reason).
+MISSING_TAG = "drift_reference_missing"
+FORMAT = 1
+
+
+class NoReferenceError(LookupError):
+    """The model version's run carries no training snapshot to compare with."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A model version's training snapshot: per-feature bins, and where the rows came from."""
+
+    features: dict[str, FeatureBins]
+    snapshot: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "snapshot": self.snapshot,
+            "features": {f: b.to_json() for f, b in self.features.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reference:
+        return cls(
+            {f: FeatureBins.from_json(f, b) for f, b in data["features"].items()},
+            dict(data.get("snapshot", {})),
+        )
+
+    def describe(self) -> str:
+        s = self.snapshot
+        return f"train split ({s.get('rows', '?')} tracks, silver.tracks v{s.get('silver_version', '?')})"
+
+
+def training_rows(lake: Lake, train: TrainSettings) -> tuple[DataFrame, dict[str, Any]]:
+    """Raw silver rows of the tracks training learns from, and the versions they came from."""
+    silver_version = int(lake.read("gold.outlier_params").select("version").first()["version"])
+    features_version = lake.version("gold.features")
+    chosen = lake.read("gold.features", features_version).where(F.col("split") == "train")
+    if train.exclude_outliers:
+        chosen = chosen.where(~F.coalesce(F.col("is_outlier"), F.lit(False)))
+    silver = lake.read("silver.tracks", silver_version)
+    rows = silver.join(chosen.select("track_id"), on="track_id", how="left_semi")
+    snapshot = {
+        "silver_version": silver_version,
+        "features_version": features_version,
+        "split": "train",
+        "exclude_outliers": train.exclude_outliers,
+    }
+    return rows, snapshot
+
+
+def build(
+    lake: Lake, train: TrainSettings, features: Sequence[str], cfg: DriftSettings
+) -> Reference:
+    """Bin the training rows on their own quantiles (two small Spark jobs)."""
+    rows, snapshot = training_rows(lake, train)
+    bins = profile(rows, features, cfg.psi_bins, cfg.ks_grid)
+    snapshot["rows"] = next(iter(bins.values())).rows if bins else 0
+    return Reference(bins, snapshot)
+
+
+def log_reference(
+    lake: Lake, settings: Settings, train: TrainSettings, features: Sequence[str]
+) -> bool:
+    """Store the training snapshot in the active MLflow run; returns whether it was stored.
+
+    Never fails training: when the rows cannot be read back (silver.tracks'
+    version that prepare read was vacuumed after a new ingest), the run gets
+    a ``drift_reference_missing`` tag with the reason, a warning is logged,
+    and ``genre drift`` later says that this version has no reference.
+    """
+    import mlflow
+
+    try:
+        reference = build(lake, train, features, settings.drift)
+    except Exception as exc:  # reported, and training goes on
+        reason = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        )
+        log.warning("no drift reference stored for this training run: %s", reason)
+        mlflow.set_tag(MISSING_TAG, reason[:500])
+        return False
+    mlflow.log_dict(reference.to_json(), ARTIFACT)
+    return True
+
+
+def load_reference(settings: Settings, run_id: str, version: str) -> Reference:
+    """The training snapshot stored in ``run_id`` (the run that registered ``version``)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    try:
+        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/{ARTIFACT}")
+    except Exception:
+        tags = MlflowClient().get_run(run_id).data.tags if run_id else {}
+        why = tags.get(MISSING_TAG, "it was registered before drift references existed")
+        raise NoReferenceError(
+            f"model version {version} has no training snapshot ({why}); retrain to get one"
+        ) from None
+    return Reference.from_json(data)
