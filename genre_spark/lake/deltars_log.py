@@ -37,7 +37,13 @@ from genre_spark.lake.engine import (
     local_path,
     user_metadata,
 )
-from genre_spark.lake.partitions import Partitions, describe, matches, normalized
+from genre_spark.lake.partitions import (
+    Partitions,
+    describe,
+    matches,
+    normalized,
+    partition_string,
+)
 
 #: Attempts of a checked commit when other writers keep committing in between.
 MAX_ATTEMPTS = 20
@@ -104,20 +110,11 @@ def snapshot(path: str, version: int | None = None) -> list[DataFile]:
     for row in actions.to_pylist():
         relative = _relative(row["path"])
         absolute = local_path(relative) if "://" in relative or relative.startswith("/") else None
-        values = {c: _log_string(row.get(f"partition.{c}")) for c in columns}
+        values = {c: partition_string(row.get(f"partition.{c}")) for c in columns}
         files.append(
             DataFile(absolute or f"{root}/{relative}", relative, values, int(row["size_bytes"]))
         )
     return sorted(files, key=lambda f: f.path)
-
-
-def _log_string(value: object) -> str | None:
-    """A partition value as the log writes it (delta-rs hands typed values back)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def partition_columns(path: str, version: int | None = None) -> list[str]:
@@ -241,9 +238,10 @@ def _commit_checked(
     from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import CommitProperties
 
-    if commit.read_version is None:
-        raise ValueError("an overwrite commit needs the version its rows were computed from")
-    checked = commit.read_version
+    # Without a read version (a blind overwrite: SQL INSERT OVERWRITE) the
+    # commit lands on whatever version it finds, and loses only to a commit
+    # made between that look and its own.
+    checked = commit.read_version if commit.read_version is not None else DeltaTable(path).version()
     for _ in range(MAX_ATTEMPTS):
         latest = DeltaTable(path)
         version = latest.version()

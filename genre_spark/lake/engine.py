@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 #: for it), so either engine reads the other's history.
 OPERATION_KEY = "genre_spark.operation"
 WRITE_ID_KEY = "genre_spark.write_id"
+#: The table property both engines read to checkpoint the log every N commits.
+CHECKPOINT_INTERVAL_KEY = "delta.checkpointInterval"
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -52,6 +54,12 @@ class Compaction:
     #: The version whose checkpoint the log now has (the latest after compaction).
     checkpoint_version: int
 
+    def summary(self) -> str:
+        return (
+            f"{self.files_removed} file(s) compacted into {self.files_added}; "
+            f"log checkpointed at version {self.checkpoint_version}"
+        )
+
 
 class Engine(Protocol):
     """Table operations on one Delta implementation; paths are table folders or URIs.
@@ -61,6 +69,7 @@ class Engine(Protocol):
     """
 
     name: str
+    properties: dict[str, str]
 
     def exists(self, path: str) -> bool: ...
 
