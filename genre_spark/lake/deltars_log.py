@@ -236,7 +236,7 @@ def _commit_checked(
     """An overwrite (whole or partitions) on top of the latest version, once nothing conflicts."""
     from deltalake import DeltaTable
     from deltalake.exceptions import CommitFailedError
-    from deltalake.transaction import CommitProperties
+    from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
     # Without a read version (a blind overwrite: SQL INSERT OVERWRITE) the
     # commit lands on whatever version it finds, and loses only to a commit
@@ -251,7 +251,20 @@ def _commit_checked(
         checked = version
         props = CommitProperties(custom_metadata=metadata, max_commit_retries=0)
         try:
-            if commit.replace is None:
+            if commit.replace is None and list(commit.partition_by) != list(
+                latest.metadata().partition_columns
+            ):
+                # A new layout: only "create or replace" may change partition columns.
+                create_table_with_add_actions(
+                    path,
+                    schema,
+                    adds,
+                    mode="overwrite",
+                    partition_by=list(commit.partition_by) or None,
+                    configuration={**latest.metadata().configuration, **commit.properties},
+                    commit_properties=props,
+                )
+            elif commit.replace is None:
                 latest.create_write_transaction(
                     adds,
                     mode="overwrite",
