@@ -237,6 +237,9 @@ class ReportSettings(_Section):
 class Settings(_Section):
     lake: str = "./lake"
     engine: Literal["auto", "delta-spark", "delta-rs"] = "auto"
+    checkpoint_interval: int = Field(
+        10, ge=1, description="commits between two checkpoints of a new table's Delta log"
+    )
     reports: str = "./reports"
     features: list[str] = Field(default_factory=lambda: list(FEATURES))
     spark: SparkSettings = Field(default_factory=SparkSettings)
