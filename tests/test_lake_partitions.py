@@ -20,7 +20,9 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
+from typer.testing import CliRunner
 
+from genre_spark.cli import app
 from genre_spark.ingest.land import source_key, source_key_column
 from genre_spark.lake import Lake, PartitionError, content_hash
 from genre_spark.lake.engine import CHECKPOINT_INTERVAL_KEY
@@ -128,6 +130,29 @@ def test_a_table_from_before_the_partitioning_is_laid_out_by_its_next_write(
     assert engine_lake.partition_columns(TABLE) == ["model_version"]
     expected = scored(spark, {"1": range(4)}).union(new)
     assert content_hash(engine_lake.read(TABLE)) == content_hash(expected)
+
+
+def test_genre_optimize_lays_out_an_unpartitioned_table_then_replaces_keep_other_files(
+    spark: SparkSession, engine_lake: Lake
+) -> None:
+    rows = scored(spark, {"1": range(4), "2": range(2)})
+    engine_lake.engine.write(rows, engine_lake.path(TABLE), True, "OVERWRITE")  # unpartitioned
+    args = [
+        "optimize",
+        TABLE,
+        "--lake",
+        engine_lake.root,
+        "--set",
+        f"engine={engine_lake.engine.name}",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "log checkpointed at version" in result.output
+    assert engine_lake.partition_columns(TABLE) == ["model_version"]
+    assert content_hash(engine_lake.read(TABLE)) == content_hash(rows)
+    before = files_by_partition(engine_lake.path(TABLE))
+    engine_lake.replace(scored(spark, {"2": range(9, 10)}), TABLE, [{"model_version": "2"}])
+    assert files_by_partition(engine_lake.path(TABLE))["1"] == before["1"]
 
 
 def test_optimize_compacts_small_files_and_checkpoints_the_log(
