@@ -276,6 +276,8 @@ def test_landing_a_source_killed_inside_its_partition_replace_leaves_bronze_as_i
         tidy_csv(tmp_path / "first.csv", "f", 6),
         tidy_csv(tmp_path / "second.csv", "s", 5),
     )
+    with second.open("a") as fh:  # a malformed row: bronze.quarantine is not empty after it
+        fh.write("s-broken,too few fields\n")
     settings = load_settings(
         overrides={"lake": str(tmp_path / "lake"), "engine": engine}, environ={}
     )
