@@ -11,7 +11,12 @@ registered in MLflow. Then measures, on this machine:
 * spark (noop): ``score.score(...)`` into Spark's ``noop`` sink: read
   silver.tracks, scale, predict_batch_udf, label/top-3/map expressions.
 * spark (run): ``score.run(...)`` end to end: counts, scoring and the merge
-  into gold.scored (one Delta commit).
+  into gold.scored (one Delta commit), with ``--other-versions`` (3) other
+  model versions of N rows each already in gold.scored (copies of the
+  benchmark version's rows under other labels, one partition each).
+* flatness: the same run with 1 and with 5 other versions present; the
+  ratio 5 / 1 says whether re-scoring a version costs more as versions pile
+  up (goal <= 1.1: the merge touches its own partition only).
 * torch: the same model in this process on an [N, n_features] float32 array
   in batches of ``score.batch_size`` (forward + softmax), torch's default
   threads.
@@ -19,7 +24,8 @@ registered in MLflow. Then measures, on this machine:
 Each measurement is the best of ``--repeat`` timings, after a warm-up that
 starts the Python workers (each timed run still loads the model once per
 worker, as every scoring job does). Prints a Markdown table row; the ratio
-is spark (noop) / torch (goal >= 0.8).
+is spark (noop) / torch (goal >= 0.8), and spark (run) / torch (goal >= 0.8
+with 3 other versions present).
 """
 
 from __future__ import annotations
@@ -80,6 +86,24 @@ def build_lake(spark: SparkSession, settings: Settings, n: int) -> tuple[Lake, G
     return lake, model, version
 
 
+def add_versions(lake: Lake, version: str, labels: list[str]) -> None:
+    """Other versions in gold.scored: the benchmark version's rows under each label, one
+    merge each, as ``genre score`` adds a version (not timed)."""
+    rows = lake.read(score.SCORED_TABLE).where(F.col("model_version") == version)
+    for label in labels:
+        relabelled = rows.withColumn("model_version", F.lit(label))
+        lake.merge(relabelled, score.SCORED_TABLE, keys=score.KEYS)
+
+
+def best_run(lake: Lake, settings: Settings, version: str, repeat: int) -> float:
+    timings = []
+    for _ in range(repeat):
+        with measured() as run:
+            score.run(lake, settings, version, "silver.tracks")
+        timings.append(run.seconds)
+    return min(timings)
+
+
 def torch_rows_per_second(model: torch.nn.Module, n: int, n_features: int, batch: int) -> float:
     x = torch.randn(n, n_features, dtype=torch.float32)
     with torch.inference_mode():
@@ -99,6 +123,9 @@ def main() -> None:
         "--repeat", type=int, default=3, help="best of this many timings (shared machines)"
     )
     parser.add_argument("--workdir", default=None, help="default: a temporary folder, removed")
+    parser.add_argument(
+        "--other-versions", type=int, default=3, help="versions in gold.scored beside the one run"
+    )
     args = parser.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="score-bench-"))
@@ -117,6 +144,9 @@ def main() -> None:
 
         noop(source.limit(1000))  # warm-up: workers start, import torch and MLflow
         score.run(lake, settings, version, "silver.tracks")  # warm-up of the run path
+        add_versions(lake, version, ["other-0"])
+        with_one = best_run(lake, settings, version, args.repeat)
+        add_versions(lake, version, [f"other-{i}" for i in range(1, args.other_versions)])
         noop_seconds, run_seconds, peak_mb = [], [], 0.0
         for _ in range(args.repeat):
             with measured() as spark_noop:
@@ -126,6 +156,8 @@ def main() -> None:
             noop_seconds.append(spark_noop.seconds)
             run_seconds.append(spark_run.seconds)
             peak_mb = max(peak_mb, tree.total)
+        add_versions(lake, version, [f"other-{i}" for i in range(args.other_versions, 5)])
+        with_five = best_run(lake, settings, version, args.repeat)
         torch_rate = max(
             torch_rows_per_second(
                 model, args.tracks, len(spec.transform.outputs), settings.score.batch_size
@@ -143,7 +175,8 @@ def main() -> None:
     print(header(command))
     print(
         "| tracks | master | batch | spark noop rows/s | spark run rows/s (into gold.scored) "
-        "| torch in-process rows/s | noop / torch | run / torch | peak RSS MB (run) |"
+        f"| torch in-process rows/s | noop / torch | run / torch ({args.other_versions} other "
+        "versions) | peak RSS MB (run) |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     print(
@@ -151,6 +184,12 @@ def main() -> None:
         f"| {noop_rate:,.0f} | {run_rate:,.0f} | {torch_rate:,.0f} "
         f"| {noop_rate / torch_rate:.2f} | {run_rate / torch_rate:.2f} "
         f"| {peak_mb:,.0f} |"
+    )
+    print()
+    print(
+        f"| other versions in gold.scored | run s | \n|---:|---:|\n| 1 | {with_one:.1f} |\n"
+        f"| {args.other_versions} | {min(run_seconds):.1f} |\n| 5 | {with_five:.1f} |\n"
+        f"\nrun with 5 / run with 1 other versions: {with_five / with_one:.2f}"
     )
 
 

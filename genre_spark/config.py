@@ -276,6 +276,9 @@ class ReportSettings(_Section):
 class Settings(_Section):
     lake: str = "./lake"
     engine: Literal["auto", "delta-spark", "delta-rs"] = "auto"
+    checkpoint_interval: int = Field(
+        10, ge=1, description="commits between two checkpoints of a new table's Delta log"
+    )
     reports: str = "./reports"
     features: Literal["auto"] | list[str] = Field(
         "auto", description="auto: every model feature present in prepare.min_present of train"

@@ -63,6 +63,9 @@ TRACK_FIELDS: tuple[Field, ...] = (
 
 #: Lineage columns every bronze and silver row carries.
 SOURCE = "source"
+#: bronze.tracks_raw's partition column: ``source`` made safe for a folder name
+#: (``ingest.land.source_key``); a source's rows are one partition.
+SOURCE_KEY = "source_key"
 INGESTED_AT = "ingested_at"
 #: Set in bronze by a source adapter that already knows a row is bad (a
 #: malformed CSV line, a track the provider has no features for); validation

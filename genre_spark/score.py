@@ -19,6 +19,8 @@ probabilities (map genre -> softmax probability), top3 (genres by falling
 probability, ties to the lower label index, as ``torch.argmax``), scored_at.
 They are merged on (track_id, model_version): scoring again with the same
 model replaces its rows (idempotent); another version adds rows beside them.
+gold.scored is partitioned by model_version, so the merge reads and rewrites
+that version's partition alone: its cost does not grow with the versions kept.
 
 Missing values (``score.missing``). A row with a null track_id cannot be
 keyed and is skipped. A row with a missing feature value is, by default
@@ -254,7 +256,11 @@ def run(
             "so deduplicate the table first"
         )
     scored = score(source, model, settings)
-    version = lake.merge(scored, SCORED_TABLE, keys=KEYS)
+    # gold.scored is partitioned by model_version: the merge reads and rewrites
+    # this version's files only, every other version's stay as they are.
+    version = lake.merge(
+        scored, SCORED_TABLE, keys=KEYS, partitions=[{"model_version": model.version}]
+    )
     skipped = counts.missing_feature if settings.score.missing == "skip" else 0
     result = ScoreResult(
         model_version=model.version,

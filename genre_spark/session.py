@@ -76,4 +76,9 @@ def delta_connector_conf(settings: Settings) -> dict[str, str]:
 
 def open_lake(settings: Settings, spark: SparkSession | None = None) -> Lake:
     """The settings' lake on the given (or the factory's) session."""
-    return Lake(spark or get_spark(settings), settings.lake, settings.engine)
+    return Lake(
+        spark or get_spark(settings),
+        settings.lake,
+        settings.engine,
+        checkpoint_interval=settings.checkpoint_interval,
+    )

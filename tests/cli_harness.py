@@ -13,6 +13,11 @@ releases this process at an exact point instead of after a guessed sleep:
 - ``pause_at_commit`` (``table``, ``nth``): the nth Delta commit to
   ``table`` stops inside the commit step, after every part file is written
   and before the log entry: ``paused.json`` lists the files, then it blocks.
+- ``pause_in_replace`` (``table``, ``nth``): the nth ``Lake.replace`` of
+  ``table`` has its rows pass a task that, once the first batch has gone to
+  the writer, writes ``paused.json`` and blocks: the kill lands while the
+  replace's files are being written, on either engine (``pause_at_commit``
+  hooks the delta-rs engine's commit step only).
 - ``commit_in_turn`` (``table``, ``name``, ``peers``, ``after``): the commit
   to ``table`` writes ``at-commit-<name>``, waits until every peer is at its
   commit too, then (``after``) until that peer has committed; it writes
@@ -27,8 +32,8 @@ releases this process at an exact point instead of after a guessed sleep:
 The commit of a write runs in a Python worker that Spark starts, not here:
 the two commit hooks register a subclass of the lake's data source defined
 in this ``__main__``, which Spark ships to that worker by value.
-A partition-replace write, once ``Lake`` has one, is paused the same way
-(``pause_at_commit`` on its table).
+A partition replace (``Lake.replace``) is paused the same way
+(``pause_at_commit`` on its table), or mid-write with ``pause_in_replace``.
 """
 
 from __future__ import annotations
@@ -101,10 +106,10 @@ def _commit_hooked(
 
     Two places commit: a Spark write's commit runs in the worker that Spark
     starts (the data source subclass below), the driver's Arrow appends
-    (``append_arrow``) call ``commit_files`` here. ``on_commit`` runs before the
+    (``append_arrow``) call ``deltars_log.commit_files`` here. ``on_commit`` runs before the
     real commit; what it returns (if anything) runs after the commit returned.
     """
-    from genre_spark.lake import deltars
+    from genre_spark.lake import deltars, deltars_log
 
     engine = os.environ.get("GENRE_ENGINE", "auto")
     if engine != "delta-rs":  # delta-spark commits inside the JVM's save: nothing to pause there
@@ -124,7 +129,7 @@ def _commit_hooked(
             hooked.__dict__.update(vars(super().writer(schema, overwrite)))
             return hooked
 
-    real_commit_files = deltars.commit_files
+    real_commit_files = deltars_log.commit_files
 
     def commit_files(path: str, schema: Any, files: list[dict[str, Any]], *args: Any) -> None:
         after = on_commit(path, files)
@@ -134,7 +139,7 @@ def _commit_hooked(
 
     stack = contextlib.ExitStack()
     stack.enter_context(mock.patch.object(deltars, "DeltaRsSource", HookedSource))
-    stack.enter_context(mock.patch.object(deltars, "commit_files", commit_files))
+    stack.enter_context(mock.patch.object(deltars_log, "commit_files", commit_files))
     return stack
 
 
@@ -150,6 +155,26 @@ def pause_at_commit(markers: Path, table: str, nth: int = 1) -> contextlib.Abstr
             _block_forever()
 
     return _commit_hooked(on_commit)
+
+
+def pause_in_replace(markers: Path, table: str, nth: int = 1) -> contextlib.AbstractContextManager:
+    from genre_spark.lake import Lake
+
+    real = Lake.replace
+    marker = str(markers / "paused.json")
+
+    def hold(batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            yield batch
+            _write_json(Path(marker), {"table": table, "in": "replace"})
+            _block_forever()
+
+    def replace(self: Lake, df: Any, name: str, *args: Any, **kwargs: Any) -> int:
+        if name == table and _count(markers, f"replace-{table}") == nth:
+            df = df.mapInArrow(hold, df.schema)
+        return real(self, df, name, *args, **kwargs)
+
+    return mock.patch.object(Lake, "replace", replace)
 
 
 def commit_in_turn(
@@ -187,6 +212,7 @@ def before_land(markers: Path, action: str) -> contextlib.AbstractContextManager
 HOOKS: dict[str, Callable[..., contextlib.AbstractContextManager]] = {
     "pause_before_write": pause_before_write,
     "pause_at_commit": pause_at_commit,
+    "pause_in_replace": pause_in_replace,
     "commit_in_turn": commit_in_turn,
     "before_land": before_land,
 }

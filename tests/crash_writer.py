@@ -7,7 +7,7 @@ session and overwrites ``TABLE`` in LAKE through ``Lake.write`` with
 - ``slow``: rows trickle into the writers one small batch at a time; the
   test kills the process group while part files are half-written.
 - ``before_commit``: the write runs normally, but the commit step (which
-  Spark runs in a Python worker of its own) has ``deltars.commit_files``
+  Spark runs in a Python worker of its own) has ``deltars_log.commit_files``
   wrapped to record the files it was given and then SIGKILL its whole process
   group (this driver, the JVM and every worker) instead of committing.
 
@@ -69,7 +69,7 @@ def _slow(df: DataFrame) -> DataFrame:
 
 def _kill_own_group_instead_of_committing(lake_root: str) -> None:
     """Replace the lake source's writer so that its commit kills the process group."""
-    from genre_spark.lake import deltars
+    from genre_spark.lake import deltars, deltars_log
 
     class KillingWriter(deltars._DeltaRsWriter):
         def commit(self, messages: list[Any]) -> None:
@@ -81,13 +81,14 @@ def _kill_own_group_instead_of_committing(lake_root: str) -> None:
                 os.killpg(os.getsid(0), signal.SIGKILL)
                 os.killpg(os.getpgrp(), signal.SIGKILL)
 
-            deltars.commit_files = killer
+            deltars_log.commit_files = killer
             super().commit(messages)
 
     class KillingSource(deltars.DeltaRsSource):
         def writer(self, schema: Any, overwrite: bool) -> KillingWriter:
-            write_id = self.options.get("write_id")
-            return KillingWriter(self._path(), schema, overwrite, "OVERWRITE", write_id)
+            killing = KillingWriter.__new__(KillingWriter)  # the real writer's state
+            killing.__dict__.update(vars(super().writer(schema, overwrite)))
+            return killing
 
     SparkSession.getActiveSession().dataSource.register(KillingSource)  # type: ignore[union-attr]
 

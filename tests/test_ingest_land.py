@@ -17,9 +17,9 @@ from genre_spark.ingest.genres import (
     load_genre_map,
     select_genres,
 )
-from genre_spark.ingest.land import RawSchemaError, land, refresh_silver
+from genre_spark.ingest.land import RawSchemaError, land, refresh_silver, source_key
 from genre_spark.ingest.validate import validate
-from genre_spark.lake import Lake
+from genre_spark.lake import Lake, content_hash
 
 #: Real 'Top Genre' values of spotify_top2000.csv and TidyTuesday's playlist genres.
 REAL_LABELS = {
@@ -110,6 +110,35 @@ def test_land_replaces_only_its_source(spark: SparkSession, lake: Lake) -> None:
     table = lake.read("bronze.tracks_raw").select("track_id", "source")
     assertDataFrameEqual(table, [("s1", "spotify"), ("c3", "csv")])
     assert lake.version("bronze.tracks_raw") == 2
+
+
+def _files_of(lake: Lake, source: str) -> set[str]:
+    """The snapshot's bronze files of one source (its partition folder), as the log lists them."""
+    return {f for f in lake.files("bronze.tracks_raw") if f"/source_key={source_key(source)}/" in f}
+
+
+def test_landing_a_second_source_keeps_the_first_sources_files(
+    spark: SparkSession, engine_lake: Lake, tmp_path
+) -> None:
+    """One partition replace per source, on both engines: the other source's files stay the same
+    files, a re-run changes no content, and bronze equals both sources landed from scratch."""
+    first = raw_rows(spark, [{"track_id": f"a{i}"} for i in range(6)]).repartition(2)
+    second = raw_rows(spark, [{"track_id": f"b{i}"} for i in range(4)]).repartition(2)
+    land(engine_lake, first, "csv:/data/first.csv")
+    files = _files_of(engine_lake, "csv:/data/first.csv")
+    assert files
+    land(engine_lake, second, "csv:/data/second.csv")
+    assert _files_of(engine_lake, "csv:/data/first.csv") == files
+    assert engine_lake.partition_columns("bronze.tracks_raw") == ["source_key"]
+    landed = engine_lake.content_hash("bronze.tracks_raw")
+    land(engine_lake, second, "csv:/data/second.csv")  # the re-run
+    assert engine_lake.content_hash("bronze.tracks_raw") == landed
+    assert _files_of(engine_lake, "csv:/data/first.csv") == files
+
+    scratch = Lake(spark, str(tmp_path / "scratch"), engine_lake.engine.name)  # type: ignore[arg-type]
+    land(scratch, second, "csv:/data/second.csv")
+    land(scratch, first, "csv:/data/first.csv")
+    assert content_hash(scratch.read("bronze.tracks_raw")) == landed
 
 
 def test_land_rejects_wrong_columns(spark: SparkSession, lake: Lake) -> None:

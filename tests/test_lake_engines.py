@@ -1,5 +1,5 @@
-"""Which engine a lake gets, and the two engines on one table: each reads, appends and merges
-what the other wrote; delta-spark's commits are Delta's own."""
+"""Which engine a lake gets, and the two engines on one table: each reads, appends, merges and
+replaces partitions of what the other wrote; delta-spark's commits are Delta's own."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ SCHEMA = "track_id string, genre string, energy double"
 
 def frame(spark: SparkSession, data: list[tuple[str, str, float]]) -> DataFrame:
     return spark.createDataFrame(data, SCHEMA).repartition(2)
+
+
+def scored(spark: SparkSession, data: list[tuple[str, str, float]]) -> DataFrame:
+    """Rows for gold.scored, partitioned by its ``model_version``."""
+    return spark.createDataFrame(
+        data, "track_id string, model_version string, p double"
+    ).repartition(2)
 
 
 def test_auto_takes_the_sessions_engine_and_explicit_names_are_kept(
@@ -103,24 +110,32 @@ def test_each_engine_reads_appends_and_merges_what_the_other_wrote(
     other = next(e for e in ENGINES if e != writer)
     first = Lake(spark, str(tmp_path / "lake"), writer)  # type: ignore[arg-type]
     second = Lake(spark, str(tmp_path / "lake"), other)  # type: ignore[arg-type]
-    table = "gold.scored"
-    base = frame(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
+    table = "gold.scored"  # partitioned by model_version: the "genre" of these rows
+    keys = ["track_id", "model_version"]
+    base = scored(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
     assert first.write(base, table) == 0
     assertDataFrameEqual(second.read(table), base)
 
-    assert second.write(frame(spark, [("c", "jazz", 0.1)]), table, mode="append") == 1
+    assert second.write(scored(spark, [("c", "jazz", 0.1)]), table, mode="append") == 1
+    merged = scored(spark, [("b", "pop", 0.75), ("d", "metal", 0.9)])
+    assert second.merge(merged, table, keys) == 2
     assert (
-        second.merge(frame(spark, [("b", "pop", 0.75), ("d", "metal", 0.9)]), table, ["track_id"])
-        == 2
+        first.replace(scored(spark, [("e", "jazz", 0.3)]), table, [{"model_version": "jazz"}]) == 3
     )
-    expected = frame(
-        spark, [("a", "rock", 0.5), ("b", "pop", 0.75), ("c", "jazz", 0.1), ("d", "metal", 0.9)]
+    expected = scored(
+        spark, [("a", "rock", 0.5), ("b", "pop", 0.75), ("e", "jazz", 0.3), ("d", "metal", 0.9)]
     )
     for lake in (first, second):
+        assert lake.partition_columns(table) == ["model_version"]
         assertDataFrameEqual(lake.read(table), expected)
         assertDataFrameEqual(lake.read(table, version=0), base)
-        assert [h["operation"] for h in lake.history(table)] == ["MERGE", "APPEND", "OVERWRITE"]
-        assert lake.version(table) == 2
+        assert [h["operation"] for h in lake.history(table)] == [
+            "REPLACE",
+            "MERGE",
+            "APPEND",
+            "OVERWRITE",
+        ]
+        assert lake.version(table) == 3
     assert first.files(table) == second.files(table)
 
 

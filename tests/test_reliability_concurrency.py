@@ -31,7 +31,8 @@ from test_ingest_csv import TIDY_HEADER, TIDY_ROWS
 from typer.testing import CliRunner
 
 from genre_spark.cli import app
-from genre_spark.lake import ConcurrentWriteError, Lake, deltars
+from genre_spark.lake import ConcurrentWriteError, Lake, deltars, deltars_log
+from genre_spark.lake.deltars_log import Commit
 
 TABLE = "silver.tracks"
 
@@ -167,12 +168,14 @@ def race(lake: Lake, overwrite: bool) -> tuple[list[str], list[BaseException]]:
     """Version 0 (ids 0-9), then two commits of different files from the same snapshot."""
     path = lake.path(TABLE)
     os.makedirs(path, exist_ok=True)
-    deltars.commit_files(path, SCHEMA, [part_file(path, range(10), "v0")], True, "OVERWRITE")
+    first = Commit("OVERWRITE", overwrite=True)
+    deltars_log.commit_files(path, SCHEMA, [part_file(path, range(10), "v0")], first)
     op = "OVERWRITE" if overwrite else "APPEND"
     files = {"a": part_file(path, range(100, 150), "a"), "b": part_file(path, range(200, 230), "b")}
 
     def commit(tag: str) -> Callable[[], str]:
-        return lambda: (deltars.commit_files(path, SCHEMA, [files[tag]], overwrite, op), tag)[1]
+        commit = Commit(op, overwrite=overwrite)
+        return lambda: (deltars_log.commit_files(path, SCHEMA, [files[tag]], commit), tag)[1]
 
     return run_both([commit("a"), commit("b")])
 
@@ -230,11 +233,11 @@ def test_two_processes_ingesting_into_one_lake_at_once_lose_and_double_nothing(
 ) -> None:
     """Two ``genre ingest csv`` jobs build bronze from the same version; the second commits last.
 
-    Each job replaces its own file's rows in bronze.tracks_raw by overwriting
-    the table with the other sources' rows plus its own, so the job that
-    commits second computed its table without the first one's rows. It must
-    not commit that (the first job's rows would be gone): it fails with
-    ConcurrentWriteError, one line, and running it again adds its rows.
+    Each job replaces its own file's partition of bronze.tracks_raw: the two
+    replaces touch different partitions, so both may land. Then each rebuilds
+    silver from all of bronze; a job whose silver was computed without the
+    other's rows must not commit it: it fails with ConcurrentWriteError, one
+    line, and running it again gives the tables of both files.
     """
     lake_root = tmp_path / "lake"
     first = CliRunner().invoke(

@@ -16,9 +16,13 @@ the tables of an uninterrupted run. The kinds of write:
   table; train, references, tune, evaluate and report then refuse the mixed set;
 - a Spotify checkpoint: ``tests/test_reliability_crash_spotify.py``.
 
-The stage jobs run the real CLI in ``tests/cli_harness.py``; a partition
-replace, once ``Lake`` has one, is killed the same way (its ``pause_at_commit``
-on the table it replaces). Four subprocesses (four JVM starts) in this file.
+- a partition replace (``genre ingest csv`` landing a second source in
+  bronze.tracks_raw): killed inside its commit step on delta-rs, and while its
+  files are written on delta-spark; the first source's rows and files stay,
+  and a re-run gives the tables of a from-scratch ingest of both files.
+
+The stage jobs run the real CLI in ``tests/cli_harness.py``. Six subprocesses
+(six JVM starts) in this file.
 """
 
 from __future__ import annotations
@@ -36,15 +40,18 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import require_delta_spark
 from crash_writer import MARKER, ROWS, TABLE, job_frame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from subprocesses import START_TIMEOUT_S, kill_at, kill_session, start, start_harness
+from test_reliability_concurrency import tidy_csv
 from typer.testing import CliRunner
 
 from genre_spark.cli import app
-from genre_spark.config import Settings
+from genre_spark.config import Settings, load_settings
+from genre_spark.ingest.csv import run_csv
 from genre_spark.lake import Lake, content_hash
 from genre_spark.pipeline import PipelineResult
 from genre_spark.prepare.manifest import TABLES as PREPARE_TABLES
@@ -60,7 +67,18 @@ def start_writer(root: Path, mode: str, log: Path) -> subprocess.Popen[bytes]:
 
 
 def parquet_files(folder: str) -> set[str]:
-    return {n for n in os.listdir(folder) if n.endswith(".parquet")}
+    """Every Parquet file under a table folder (partition folders too), relative to it."""
+    return {
+        os.path.relpath(os.path.join(d, n), folder)
+        for d, _, names in os.walk(folder)
+        for n in names
+        if n.endswith(".parquet") and "_delta_log" not in d
+    }
+
+
+def snapshot_files(lake: Lake, name: str) -> set[str]:
+    """The current snapshot's data files, relative to the table folder."""
+    return {os.path.relpath(f, lake.path(name)) for f in lake.files(name)}
 
 
 @pytest.fixture
@@ -204,7 +222,7 @@ def test_score_killed_inside_its_merge_commit_leaves_gold_scored_as_it_was(
 
     written = set(paused["files"])  # the merge's whole new copy of the table, never committed
     assert written and written <= parquet_files(lake.path("gold.scored"))
-    assert not written & {os.path.basename(f) for f in lake.files("gold.scored")}
+    assert not written & snapshot_files(lake, "gold.scored")
     assert lake.version("gold.scored") == version
     assert lake.content_hash("gold.scored") == before
 
@@ -239,3 +257,47 @@ def test_prepare_killed_between_two_tables_is_refused_downstream_until_rerun(
     prepare_run(lake, settings)  # the re-run
     assert {name: lake.content_hash(name) for name in PREPARE_TABLES} == lakes.prepared
     require_complete(lake)
+
+
+RAW = "bronze.tracks_raw"
+INGESTED = (RAW, "silver.tracks", "bronze.quarantine")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("engine", "hook"), [("delta-rs", "pause_at_commit"), ("delta-spark", "pause_in_replace")]
+)
+def test_landing_a_source_killed_inside_its_partition_replace_leaves_bronze_as_it_was(
+    spark: SparkSession, tmp_path: Path, engine: str, hook: str
+) -> None:
+    if engine == "delta-spark":
+        require_delta_spark(spark)
+    first, second = (
+        tidy_csv(tmp_path / "first.csv", "f", 6),
+        tidy_csv(tmp_path / "second.csv", "s", 5),
+    )
+    with second.open("a") as fh:  # a malformed row: bronze.quarantine is not empty after it
+        fh.write("s-broken,too few fields\n")
+    settings = load_settings(
+        overrides={"lake": str(tmp_path / "lake"), "engine": engine}, environ={}
+    )
+    lake = Lake(spark, settings.lake, engine)  # type: ignore[arg-type]
+    run_csv(lake, settings, first)
+    version, before, files = lake.version(RAW), lake.content_hash(RAW), snapshot_files(lake, RAW)
+
+    args = ["ingest", "csv", str(second), "--lake", lake.root, "--set", f"engine={engine}"]
+    job = harness_job(tmp_path / "job", args, {"kind": hook, "table": RAW})
+    kill_at(tmp_path / "job" / "markers" / "paused.json", job, tmp_path / "job" / "job.log")
+
+    assert lake.version(RAW) == version
+    assert lake.content_hash(RAW) == before
+    assert snapshot_files(lake, RAW) == files
+
+    run_csv(lake, settings, second)  # the re-run
+    assert files <= snapshot_files(lake, RAW)  # the first source's files, untouched
+    scratch = Lake(spark, str(tmp_path / "scratch"), engine)  # type: ignore[arg-type]
+    for path in (second, first):
+        run_csv(scratch, settings.model_copy(update={"lake": scratch.root}), path)
+    assert {t: lake.content_hash(t) for t in INGESTED} == {
+        t: scratch.content_hash(t) for t in INGESTED
+    }

@@ -11,6 +11,7 @@ import pytest
 import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from test_lake_partitions import files_by_partition
 from typer.testing import CliRunner
 
 from genre_spark import score
@@ -164,9 +165,12 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     assert content_hash(rescored) == before
 
 
-def test_new_version_adds_rows_beside_the_old_ones(env: tuple) -> None:
+def test_new_version_adds_rows_beside_the_old_ones(env: tuple, tmp_path: Path) -> None:
+    """Version 2 goes into a partition of its own: version 1's files are the same files after,
+    and the table equals both versions scored into a fresh lake."""
     settings, lake, first_version, _, _, transform = env
     old = content_hash(lake.read("gold.scored").where(F.col("model_version") == first_version))
+    first_files = files_by_partition(lake.path("gold.scored"))[first_version]
     second_version, second_model = _register(lake, settings, seed=4, transform=transform)
     skip = settings.model_copy(
         update={"score": settings.score.model_copy(update={"missing": "skip"})}
@@ -182,6 +186,14 @@ def test_new_version_adds_rows_beside_the_old_ones(env: tuple) -> None:
     expected = _expected(lake, second_model, transform)
     kept = {k: v for k, v in expected.items() if not gaps[k]}
     _assert_scores(table.where(F.col("model_version") == second_version), kept)
+    assert files_by_partition(lake.path("gold.scored"))[first_version] == first_files
+
+    fresh = Lake(lake.spark, str(tmp_path / "fresh"), lake.engine.name)
+    for name in ("silver.tracks", "gold.normalizer"):
+        fresh.write(lake.read(name), name)
+    score.run(fresh, settings, model_version=first_version)
+    score.run(fresh, skip, model_version=second_version)
+    assert fresh.content_hash("gold.scored") == lake.content_hash("gold.scored")
 
 
 def test_a_version_is_scored_with_the_transform_it_was_trained_with(env: tuple) -> None:

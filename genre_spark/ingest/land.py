@@ -2,24 +2,30 @@
 
 Each source (csv, spotify, synthetic) lands its rows with ``land``, which
 replaces that source's rows and keeps the others, so re-ingesting a source is
-idempotent. ``refresh_silver`` then rebuilds silver.tracks and bronze.quarantine
+idempotent. bronze.tracks_raw is partitioned by ``source_key`` (a hash of the
+source), so landing one source is one commit that swaps that partition's
+files and leaves every other source's files as they were. ``refresh_silver`` then rebuilds silver.tracks and bronze.quarantine
 from all of bronze: silver is a function of bronze, never patched in place.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from genre_spark.config import Settings
 from genre_spark.ingest.genres import coarsen, load_genre_map, select_genres
 from genre_spark.ingest.validate import decide, split_decided, with_record
 from genre_spark.lake import Lake
-from genre_spark.schema import INGESTED_AT, SOURCE, raw_schema
+from genre_spark.schema import INGESTED_AT, SOURCE, SOURCE_KEY, raw_schema
 
 RAW_TABLE = "bronze.tracks_raw"
+#: Hex digits of SHA-256 kept in a source key: 64 bits, so two sources of one
+#: lake share a partition with negligible odds (it would replace both).
+KEY_DIGITS = 16
 QUARANTINE_TABLE = "bronze.quarantine"
 SILVER_TABLE = "silver.tracks"
 
@@ -64,17 +70,35 @@ def conform_raw(raw: DataFrame, source: str) -> DataFrame:
     return raw.select(*[columns[f.name].alias(f.name) for f in raw_schema().fields])
 
 
+def source_key(source: str) -> str:
+    """The partition value of ``source``'s rows: hex of its SHA-256, as short as is safe.
+
+    A source is a URI or path (``csv:/data/exports/...``): too long and too
+    full of ``/`` and ``:`` for a folder name; its hash is neither.
+    """
+    return hashlib.sha256(source.encode()).hexdigest()[:KEY_DIGITS]
+
+
+def source_key_column() -> Column:
+    """``source_key`` of each row's ``source`` in Spark: the same value as ``source_key``."""
+    return F.substring(F.sha2(F.col(SOURCE), 256), 1, KEY_DIGITS)
+
+
 def land(lake: Lake, raw: DataFrame, source: str) -> int:
     """Replace ``source``'s rows in bronze.tracks_raw with ``raw``, other sources kept; one commit.
 
-    Every row of ``raw`` is stamped with ``source``, so the next ``land`` of
-    that source replaces exactly these rows. Returns the new table version.
+    Every row of ``raw`` is stamped with ``source`` and its ``source_key``, so
+    the next ``land`` of that source replaces exactly these rows, by removing
+    that one partition's files. Returns the new table version.
     """
-    rows = conform_raw(raw, source)
-    if lake.exists(RAW_TABLE):
+    key = source_key(source)
+    rows = conform_raw(raw, source).withColumn(SOURCE_KEY, F.lit(key))
+    if lake.exists(RAW_TABLE) and SOURCE_KEY not in lake.read(RAW_TABLE).columns:
+        # bronze from before the partitioning: rewritten whole, once, keyed.
         others = lake.read(RAW_TABLE).filter(~F.col(SOURCE).eqNullSafe(F.lit(source)))
-        rows = others.select(*rows.columns).unionByName(rows)
-    return lake.write(rows, RAW_TABLE, mode="overwrite")
+        keyed = others.withColumn(SOURCE_KEY, source_key_column())
+        return lake.write(keyed.unionByName(rows), RAW_TABLE, mode="overwrite")
+    return lake.replace(rows, RAW_TABLE, [{SOURCE_KEY: key}])
 
 
 def _counts(df: DataFrame, column: str) -> dict[str, int]:
@@ -91,7 +115,7 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
     from the written tables, and rows in must equal silver + quarantined.
     """
     options = settings.validation
-    bronze = lake.read(RAW_TABLE)
+    bronze = lake.read(RAW_TABLE).drop(SOURCE_KEY)
     staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
     # Persisted once: the genre counts, the quarantine write and the silver
     # write all read the decided rows, which would otherwise re-read bronze

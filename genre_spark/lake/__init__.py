@@ -4,6 +4,13 @@
 connector loaded and delta-rs otherwise (``engine: auto``). Every write is one
 atomic Delta commit; every table is reachable by path and, after
 ``register_sql``, as ``layer.name`` in Spark SQL.
+
+Tables the catalogue partitions are written part by part: ``replace`` swaps
+the rows of some partitions in one commit that removes only their files, and
+``merge`` reads and rewrites only the partitions its source rows fall in, so
+the cost of a change follows the change, not the table. Every table the lake
+creates checkpoints its log every ``checkpoint_interval`` commits; ``optimize``
+compacts small files.
 """
 
 from __future__ import annotations
@@ -22,7 +29,21 @@ from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
 from genre_spark.lake.connector import DeltaConnectorMissingError
 from genre_spark.lake.deltars import DeltaRsEngine
 from genre_spark.lake.deltaspark import DeltaSparkEngine
-from genre_spark.lake.engine import ConcurrentWriteError, Engine, is_local
+from genre_spark.lake.engine import (
+    CHECKPOINT_INTERVAL_KEY,
+    Compaction,
+    ConcurrentWriteError,
+    Engine,
+    is_local,
+)
+from genre_spark.lake.partitions import (
+    Partition,
+    PartitionError,
+    column_condition,
+    distinct_partitions,
+    normalized,
+    within,
+)
 from genre_spark.schema import TIME_COLUMNS
 
 if TYPE_CHECKING:
@@ -30,10 +51,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TABLES",
+    "Compaction",
     "ConcurrentWriteError",
     "DeltaConnectorMissingError",
     "Lake",
     "NonLocalLakeError",
+    "PartitionError",
     "TableInfo",
     "TableNotFoundError",
     "UnknownTableError",
@@ -43,6 +66,9 @@ __all__ = [
 EngineName = Literal["auto", "delta-spark", "delta-rs"]
 #: A session's own default for ``engine: auto`` (see ``choose_engine``).
 SESSION_ENGINE_CONF = "spark.genre.lake.engine"
+#: Commits between two checkpoints of a table's log (Delta's own default is 10,
+#: delta-rs' 100): a reader opens the latest checkpoint plus at most this many entries.
+DEFAULT_CHECKPOINT_INTERVAL = 10
 
 #: Serialises catalogue (re)registration: Spark's session catalogue is shared by
 #: every thread of the driver, and two writers re-registering one table
@@ -67,7 +93,12 @@ class TableInfo:
     rows: int
 
 
-def choose_engine(spark: SparkSession, root: str, engine: EngineName = "auto") -> Engine:
+def choose_engine(
+    spark: SparkSession,
+    root: str,
+    engine: EngineName = "auto",
+    properties: dict[str, str] | None = None,
+) -> Engine:
     """The engine for a lake at ``root`` on ``spark``; a choice that cannot work fails in one line.
 
     ``auto`` is the session's ``spark.genre.lake.engine`` if set (a session
@@ -86,7 +117,7 @@ def choose_engine(spark: SparkSession, root: str, engine: EngineName = "auto") -
     if engine == "delta-spark":
         if not has_connector:
             raise connector.missing("Delta's JVM connector loaded in the Spark session")
-        return DeltaSparkEngine(spark)
+        return DeltaSparkEngine(spark, properties)
     if not is_local(root):
         reason = "" if has_connector else " (Delta's JVM connector is not loaded)"
         raise NonLocalLakeError(
@@ -94,7 +125,7 @@ def choose_engine(spark: SparkSession, root: str, engine: EngineName = "auto") -
             f"with local file paths and cannot use it{reason}; use engine delta-spark "
             f"(--set engine=delta-spark, with {connector.DELTA_PACKAGE})"
         )
-    return DeltaRsEngine(spark)
+    return DeltaRsEngine(spark, properties)
 
 
 def _hashable(name: str, data_type: T.DataType) -> Column:
@@ -123,10 +154,17 @@ def content_hash(df: DataFrame) -> str:
 class Lake:
     """The lake at ``root``: read, write, merge and inspect catalogue tables."""
 
-    def __init__(self, spark: SparkSession, root: str, engine: EngineName = "auto") -> None:
+    def __init__(
+        self,
+        spark: SparkSession,
+        root: str,
+        engine: EngineName = "auto",
+        checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    ) -> None:
         self.spark = spark
         self.root = root
-        self.engine: Engine = choose_engine(spark, root, engine)
+        properties = {CHECKPOINT_INTERVAL_KEY: str(checkpoint_interval)}
+        self.engine: Engine = choose_engine(spark, root, engine, properties)
 
     def path(self, name: str) -> str:
         return table_path(self.root, name)
@@ -146,17 +184,79 @@ class Lake:
     def read(self, name: str, version: int | None = None) -> DataFrame:
         return self.engine.read(self._require(name), version)
 
+    def partition_columns(self, name: str) -> list[str]:
+        """The partition columns the table is laid out by now (the catalogue's after a write)."""
+        return self.engine.partition_columns(self._require(name))
+
+    def _laid_out(self, name: str) -> bool:
+        """True when the table exists and is partitioned as the catalogue says.
+
+        A table written before its partitioning was declared is not: the next
+        whole write (``write``, or ``optimize``) lays it out anew.
+        """
+        return self.exists(name) and self.partition_columns(name) == list(spec(name).partition_by)
+
     def write(
         self, df: DataFrame, name: str, mode: Literal["overwrite", "append"] = "overwrite"
     ) -> int:
-        """Overwrite or append as one atomic commit; returns the version of that commit."""
+        """Overwrite or append as one atomic commit; returns the version of that commit.
+
+        An overwrite (or the write creating the table) lays the table out by the
+        catalogue's partition columns.
+        """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"mode must be 'overwrite' or 'append', got {mode!r}")
         version = self.engine.write(
-            df, self.path(name), overwrite=mode == "overwrite", operation=mode.upper()
+            df,
+            self.path(name),
+            overwrite=mode == "overwrite",
+            operation=mode.upper(),
+            partition_by=spec(name).partition_by,
         )
         self._register(name)
         return version
+
+    def replace(self, df: DataFrame, name: str, where: list[Partition]) -> int:
+        """Replace the rows of the partitions ``where`` names with ``df``: one atomic commit.
+
+        ``where`` lists partitions of the catalogue's partition columns
+        (``[{"model_version": "2"}]``); every row of ``df`` must lie in one of
+        them, or the write fails before committing. Only those partitions'
+        files leave the snapshot: every other file stays, the same file. A
+        table not yet laid out so is written whole (other partitions' rows
+        kept), once. Returns the version of the commit.
+        """
+        partitions = self._partition_set(name, where)
+        rows = within(df, partitions, name)
+        if not self._laid_out(name):
+            if self.exists(name):
+                kept = self._old_rows(name).where(~column_condition(partitions))
+                rows = kept.unionByName(rows.select(*kept.columns))
+            return self.write(rows, name)
+        version = self.engine.replace(rows, self.path(name), partitions, "REPLACE")
+        self._register(name)
+        return version
+
+    def _old_rows(self, name: str) -> DataFrame:
+        """A table written before its partitioning was declared, which has the columns."""
+        table = self.read(name)
+        missing = [c for c in spec(name).partition_by if c not in table.columns]
+        if missing:
+            raise PartitionError(
+                f"{name} at {self.path(name)} was written before it was partitioned by "
+                f"{missing} and lacks the column(s); rewrite it (re-run {spec(name).written_by})"
+            )
+        return table
+
+    def _partition_set(self, name: str, where: list[Partition]) -> tuple[Partition, ...]:
+        columns = spec(name).partition_by
+        wrong = [p for p in where if sorted(p) != sorted(columns)]
+        if not columns or wrong:
+            raise PartitionError(
+                f"{name} is partitioned by {list(columns)}: a partition names exactly those "
+                f"column(s), got {wrong or where}"
+            )
+        return normalized(where)
 
     def append_arrow(self, name: str, table: pa.Table) -> int:
         """Append rows already on the driver (API responses) as one atomic commit; returns its version.
@@ -167,14 +267,46 @@ class Lake:
         """
         return self.engine.append_arrow(self.path(name), table)
 
-    def merge(self, df: DataFrame, name: str, keys: list[str]) -> int:
+    def merge(
+        self,
+        df: DataFrame,
+        name: str,
+        keys: list[str],
+        partitions: list[Partition] | None = None,
+    ) -> int:
         """Upsert on ``keys`` (unique in ``df``): matched rows replaced, new rows inserted.
 
-        Returns the version of the merge's commit.
+        On a partitioned table whose partition columns are among ``keys`` the
+        merge touches only the partitions ``df``'s rows fall in: ``partitions``
+        when the caller knows them (``genre score``: its model version), else
+        found by one small aggregate over ``df``. Returns the version of the
+        merge's commit.
         """
-        version = self.engine.merge(df, self.path(name), keys)
+        path = self.path(name)
+        columns = spec(name).partition_by
+        if not self.exists(name):
+            version = self.engine.write(df, path, True, "MERGE", columns)
+        elif columns and set(columns) <= set(keys) and self._laid_out(name):
+            scope = (
+                self._partition_set(name, partitions)
+                if partitions is not None
+                else distinct_partitions(df, columns)
+            )
+            version = self.engine.merge(within(df, scope, name), path, keys, scope)
+        else:
+            version = self.engine.merge(df, path, keys)
         self._register(name)
         return version
+
+    def optimize(self, name: str) -> Compaction:
+        """Compact the table's small files and checkpoint its log (``genre optimize``).
+
+        A table not laid out as the catalogue says is first rewritten whole in
+        that layout (one commit, the same rows).
+        """
+        if not self._laid_out(name):
+            self.write(self.read(name), name)
+        return self.engine.optimize(self._require(name))
 
     def version(self, name: str) -> int:
         return self.engine.version(self._require(name))

@@ -2,6 +2,13 @@
 
 A table named ``layer.name`` lives at ``<lake>/<layer>/<name>``, so any Delta
 reader (Spark, DuckDB's ``delta_scan``, Polars' ``read_delta``) finds it by path.
+
+A table's partition columns are declared here too, where a job replaces or
+merges one part of it at a time: gold.scored by ``model_version`` (scoring
+one version rewrites only that version's files) and bronze.tracks_raw by
+``source_key`` (landing one source rewrites only that source's files). The
+Delta log keeps partition values out of the data files; every Delta reader
+restores them from the log.
 """
 
 from __future__ import annotations
@@ -19,12 +26,19 @@ class TableSpec:
     name: str
     grain: str
     written_by: str
+    #: Partition columns a write that creates or overwrites the table lays it out by.
+    partition_by: tuple[str, ...] = ()
 
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
-        TableSpec("bronze.tracks_raw", "one row per source row, values as received", "ingest"),
+        TableSpec(
+            "bronze.tracks_raw",
+            "one row per source row, values as received",
+            "ingest",
+            partition_by=("source_key",),
+        ),
         TableSpec(
             "bronze.quarantine", "one row per rejected row, with reason", "ingest (validate)"
         ),
@@ -66,7 +80,12 @@ TABLES: dict[str, TableSpec] = {
             "promote",
         ),
         TableSpec("gold.reference_predictions", "one row per (track, reference model)", "train"),
-        TableSpec("gold.scored", "one row per (track_id, model_version)", "score"),
+        TableSpec(
+            "gold.scored",
+            "one row per (track_id, model_version)",
+            "score",
+            partition_by=("model_version",),
+        ),
         TableSpec("gold.confusion", "one row per (model, split, true, predicted)", "evaluate"),
         TableSpec("gold.evaluation", "one row per (model, split, genre or average)", "evaluate"),
         # schema: genre_spark.drift.run.DRIFT_SCHEMA

@@ -2,27 +2,34 @@
 
 Used where Delta's JVM connector is not on the classpath (laptops, CI here).
 Spark's Python Data Source API gives the split of work Delta itself uses:
-each write task writes its own Parquet file into the table folder and reports
-it; the driver's ``commit`` turns all reports into one Delta transaction with
-``deltalake``. A failed job never commits, so readers keep seeing the previous
-version; files of failed tasks are orphans that no snapshot references (``genre
-vacuum`` removes them). Reads use Spark's native Parquet reader on the exact
-file list of the snapshot; the same source also reads (for ``CREATE TABLE ...
-USING genre_delta`` in SQL).
+each write task writes its own Parquet files into the table folder (one per
+partition it holds rows of, under ``col=value/`` as Spark and Delta lay
+them out, partition columns left out of the file) and reports them; the
+driver's commit turns all reports into one Delta transaction
+(``deltars_log.commit_files``). A failed job never commits, so readers keep
+seeing the previous version; files of failed tasks are orphans that no
+snapshot references (``genre vacuum`` removes them). Reads use Spark's
+native Parquet reader on the exact file list of the snapshot, each
+partition's values put back from the log; the same source also reads (for
+``CREATE TABLE ... USING genre_delta`` in SQL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import json
+import operator
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.datasource import (
     DataSource,
@@ -32,16 +39,26 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
+from genre_spark.lake import deltars_log
 from genre_spark.lake.connector import session_has_connector
+from genre_spark.lake.deltars_log import Commit, DataFile, committed_version, snapshot
 from genre_spark.lake.engine import (
-    WRITE_ID_KEY,
+    CHECKPOINT_INTERVAL_KEY,
+    Compaction,
     ConcurrentWriteError,
-    commit_tags,
     delta_table_ddl,
     local_path,
     new_write_id,
     operation_of,
+    upserted,
     user_metadata,
+)
+from genre_spark.lake.partitions import (
+    Partitions,
+    column_condition,
+    folder,
+    partition_string,
+    require_partition_columns,
 )
 
 FORMAT = "genre_delta"
@@ -75,41 +92,106 @@ class _FilesWritten(WriterCommitMessage):
         self.files = files
 
 
-class _DeltaRsWriter(DataSourceArrowWriter):
-    def __init__(
-        self,
-        path: str,
-        schema: T.StructType,
-        overwrite: bool,
-        operation: str,
-        write_id: str | None,
-        read_version: int | None = None,
-    ) -> None:
-        self.path = path
-        self.arrow_schema = _arrow_schema(schema)
-        self.overwrite = overwrite
-        self.operation = operation
-        self.write_id = write_id
-        self.read_version = read_version
+class _PartFiles:
+    """The Parquet files one write task writes: one per partition it holds rows of.
 
-    def write(self, iterator: Iterator[pa.RecordBatch]) -> _FilesWritten:
+    Partition columns are left out of the files (Delta keeps them in the log);
+    a table without partition columns gets one file per task, as before.
+    """
+
+    def __init__(self, root: str, schema: pa.Schema, partition_by: Sequence[str]) -> None:
         from pyspark import TaskContext
 
         context = TaskContext.get()
-        index = context.partitionId() if context is not None else 0
-        return _FilesWritten(write_part_file(self.path, self.arrow_schema, iterator, index))
+        # The partition index first: a snapshot's files then sort in the order of
+        # the DataFrame's partitions, so readers that split files between workers
+        # (training ranks) see the same shards on every run of the same plan.
+        self.index = context.partitionId() if context is not None else 0
+        self.root = root
+        self.schema = schema
+        self.partition_by = list(partition_by)
+        self.data_schema = pa.schema([f for f in schema if f.name not in self.partition_by])
+        self.open: dict[tuple[str | None, ...], tuple[str, Any, int]] = {}
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        table = pa.Table.from_batches([batch]).cast(self.schema)
+        if not self.partition_by:
+            self._write((), table)
+            return
+        for key in (
+            table.select(self.partition_by).group_by(self.partition_by).aggregate([]).to_pylist()
+        ):
+            rows = table.filter(self._mask(table, key)).drop_columns(self.partition_by)
+            self._write(tuple(partition_string(key[c]) for c in self.partition_by), rows)
+
+    def _mask(self, table: pa.Table, key: dict[str, Any]) -> Any:
+        tests = [
+            pc.is_null(table[c])
+            if v is None
+            else pc.fill_null(pc.equal(table[c], pa.scalar(v, table[c].type)), False)
+            for c, v in key.items()
+        ]
+        return functools.reduce(operator.and_, tests)
+
+    def _write(self, values: tuple[str | None, ...], rows: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if values not in self.open:
+            prefix = folder(dict(zip(self.partition_by, values, strict=True)), self.partition_by)
+            relative = os.path.join(
+                prefix, f"part-{self.index:05d}-{uuid.uuid4().hex}.snappy.parquet"
+            )
+            os.makedirs(os.path.dirname(os.path.join(self.root, relative)), exist_ok=True)
+            writer = pq.ParquetWriter(
+                os.path.join(self.root, relative), self.data_schema, compression="snappy"
+            )
+            self.open[values] = (relative, writer, 0)
+        relative, writer, count = self.open[values]
+        writer.write_table(rows.select(self.data_schema.names).cast(self.data_schema))
+        self.open[values] = (relative, writer, count + rows.num_rows)
+
+    def close(self) -> list[dict[str, Any]]:
+        """Close every file; what the task reports (path relative to the table, values, size)."""
+        reports = []
+        for values, (relative, writer, rows) in self.open.items():
+            writer.close()
+            stat = os.stat(os.path.join(self.root, relative))
+            reports.append(
+                {
+                    "path": relative,
+                    "values": dict(zip(self.partition_by, values, strict=True)),
+                    "size": stat.st_size,
+                    "rows": rows,
+                    "mtime": int(stat.st_mtime * 1000),
+                }
+            )
+        return reports
+
+
+class _DeltaRsWriter(DataSourceArrowWriter):
+    def __init__(
+        self, path: str, schema: T.StructType, commit: Commit, partition_by: Sequence[str]
+    ) -> None:
+        self.path = path
+        self.arrow_schema = _arrow_schema(schema)
+        self.commit_spec = commit
+        self.partition_by = list(partition_by)
+
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> _FilesWritten:
+        os.makedirs(self.path, exist_ok=True)
+        files = _PartFiles(self.path, self.arrow_schema, self.partition_by)
+        try:
+            for batch in iterator:
+                files.add(batch)
+        finally:
+            reports = files.close()
+        return _FilesWritten(reports)
 
     def commit(self, messages: list[_FilesWritten | None]) -> None:
         files = [f for m in messages if m is not None for f in m.files]
-        commit_files(
-            self.path,
-            self.arrow_schema,
-            files,
-            self.overwrite,
-            self.operation,
-            self.write_id,
-            self.read_version,
-        )
+        deltars_log.commit_files(self.path, self.arrow_schema, files, self.commit_spec)
 
     def abort(self, messages: list[_FilesWritten | None]) -> None:
         for message in messages:
@@ -118,68 +200,41 @@ class _DeltaRsWriter(DataSourceArrowWriter):
                     os.remove(os.path.join(self.path, f["path"]))
 
 
-def write_part_file(
-    path: str, arrow_schema: pa.Schema, batches: Iterable[pa.RecordBatch], index: int
-) -> list[dict[str, Any]]:
-    """Write ``batches`` as one Parquet file in the table folder, not yet committed.
-
-    Returns the file's add entry for ``commit_files`` (none for no rows). The
-    partition index leads the name: a snapshot's files then sort in the order
-    of the DataFrame's partitions, so readers that split files between workers
-    (training ranks) see the same shards on every run of the same plan.
-    """
-    import pyarrow.parquet as pq
-
-    os.makedirs(path, exist_ok=True)
-    name = f"part-{index:05d}-{uuid.uuid4().hex}.snappy.parquet"
-    full = os.path.join(path, name)
-    writer = None
-    rows = 0
-    try:
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            table = pa.Table.from_batches([batch]).cast(arrow_schema)
-            if writer is None:
-                writer = pq.ParquetWriter(full, arrow_schema, compression="snappy")
-            writer.write_table(table)
-            rows += table.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        return []
-    stat = os.stat(full)
-    return [{"path": name, "size": stat.st_size, "rows": rows, "mtime": int(stat.st_mtime * 1000)}]
-
-
 class _FilePartition(InputPartition):
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
+    def __init__(self, file: DataFile) -> None:
+        self.file = file
 
 
 class _DeltaRsReader(DataSourceReader):
-    def __init__(self, uris: list[str], arrow_schema: pa.Schema) -> None:
-        self.uris = uris
+    def __init__(self, files: list[DataFile], arrow_schema: pa.Schema) -> None:
+        self.files = files
         self.arrow_schema = arrow_schema
 
     def partitions(self) -> list[_FilePartition]:
-        return [_FilePartition(u) for u in self.uris]
+        return [_FilePartition(f) for f in self.files]
 
     def read(self, partition: _FilePartition) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(local_path(partition.uri)).iter_batches():
-            yield pa.Table.from_batches([batch]).cast(self.arrow_schema).to_batches()[0]
+        values = partition.file.values
+        for batch in pq.ParquetFile(partition.file.path).iter_batches():
+            table = pa.Table.from_batches([batch])
+            for column, value in values.items():
+                field = self.arrow_schema.field(column)
+                filled = pa.array([value] * table.num_rows, pa.string()).cast(field.type)
+                table = table.append_column(column, filled)
+            yield table.select(self.arrow_schema.names).cast(self.arrow_schema).to_batches()[0]
 
 
 class DeltaRsSource(DataSource):
     """``genre_delta``: a Delta table through delta-rs, for ``df.write`` and SQL tables.
 
-    Options: ``table_path`` (table folder), ``version`` (time travel, read only),
-    ``operation`` and ``write_id`` (recorded in the commit, write only),
-    ``read_version`` (write only: the version the written rows were computed
-    from; the commit then fails if another writer committed since).
+    Options: ``table_path`` (table folder), ``version`` (time travel, read
+    only), ``commit`` (write only: a :class:`~genre_spark.lake.deltars_log.Commit`
+    as JSON: the operation and write id recorded, what an overwrite replaces,
+    the version its rows were computed from, the layout of a new table).
+    Without ``commit`` (a SQL ``INSERT``) the write appends, or overwrites the
+    whole table, in the table's own layout.
     """
 
     #: Set on the per-table subclasses that SQL tables use (see ``sql_source``):
@@ -194,21 +249,15 @@ class DeltaRsSource(DataSource):
         return _spark_schema(_table_arrow_schema(self._path(), self._version()))
 
     def reader(self, schema: T.StructType) -> _DeltaRsReader:
-        uris = snapshot_files(self._path(), self._version())
-        return _DeltaRsReader(uris, _arrow_schema(schema))
+        return _DeltaRsReader(snapshot(self._path(), self._version()), _arrow_schema(schema))
 
     def writer(self, schema: T.StructType, overwrite: bool) -> _DeltaRsWriter:
-        operation = self.options.get("operation", "OVERWRITE" if overwrite else "APPEND")
-        write_id = self.options.get("write_id")
-        read_version = self.options.get("read_version")
-        return _DeltaRsWriter(
-            self._path(),
-            schema,
-            overwrite,
-            operation,
-            write_id,
-            int(read_version) if read_version not in (None, "") else None,
-        )
+        text = self.options.get("commit")
+        path = self._path()
+        commit = Commit.from_json(text) if text else Commit("OVERWRITE" if overwrite else "APPEND")
+        if not text:
+            commit = Commit(commit.operation, overwrite=overwrite, partition_by=_layout(path))
+        return _DeltaRsWriter(path, schema, commit, file_layout(path, commit))
 
     def _path(self) -> str:
         path = self.options.get("table_path", self.default_path)
@@ -221,6 +270,25 @@ class DeltaRsSource(DataSource):
         return int(version) if version not in (None, "") else None
 
 
+def _layout(path: str) -> tuple[str, ...]:
+    """The partition columns of the table at ``path``; () when it does not exist yet."""
+    from deltalake import DeltaTable
+
+    return tuple(deltars_log.partition_columns(path)) if DeltaTable.is_deltatable(path) else ()
+
+
+def file_layout(path: str, commit: Commit) -> tuple[str, ...]:
+    """The partition columns a commit's files are laid out by.
+
+    A table created or wholly overwritten takes the commit's layout; an append
+    or a partition replace follows the table's own (the log's partition
+    columns cannot change in such a commit).
+    """
+    if commit.overwrite and commit.replace is None:
+        return commit.partition_by
+    return _layout(path) or commit.partition_by
+
+
 def sql_source(path: str) -> type[DeltaRsSource]:
     """A source bound to one table folder, registered under its own name for SQL tables."""
     source_name = f"{FORMAT}_{hashlib.sha1(path.encode()).hexdigest()[:16]}"
@@ -231,89 +299,19 @@ def sql_source(path: str) -> type[DeltaRsSource]:
     )
 
 
-def commit_files(
-    path: str,
-    arrow_schema: pa.Schema,
-    files: list[dict[str, Any]],
-    overwrite: bool,
-    operation: str,
-    write_id: str | None = None,
-    read_version: int | None = None,
-) -> None:
-    """Commit files already written into the table folder as one Delta transaction.
-
-    With ``read_version`` (a read-modify-write such as MERGE) the commit fails
-    if another writer committed since that version, as Delta's own MERGE does:
-    checked here first, then by delta-rs' conflict check from that snapshot
-    (which catches removed files, though not an append in the instant between).
-    Without it the transaction starts from the latest snapshot.
-    """
-    from deltalake import DeltaTable, Schema
-    from deltalake.exceptions import CommitFailedError
-    from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
-
-    adds = [
-        AddAction(
-            path=f["path"],
-            size=f["size"],
-            partition_values={},
-            modification_time=f["mtime"],
-            data_change=True,
-            stats=json.dumps({"numRecords": f["rows"]}),
-        )
-        for f in files
-    ]
-    props = CommitProperties(custom_metadata={"userMetadata": user_metadata(operation, write_id)})
-    schema = Schema.from_arrow(arrow_schema)
-    try:
-        if read_version is not None and DeltaTable(path).version() != read_version:
-            raise CommitFailedError(f"the table moved on from version {read_version}")
-        if DeltaTable.is_deltatable(path):
-            DeltaTable(path, version=read_version).create_write_transaction(
-                adds,
-                mode="overwrite" if overwrite else "append",
-                schema=schema,
-                commit_properties=props,
-            )
-        else:
-            os.makedirs(path, exist_ok=True)
-            create_table_with_add_actions(
-                path, schema, adds, mode="append", commit_properties=props
-            )
-    except CommitFailedError as exc:
-        raise ConcurrentWriteError.lost(path, exc) from exc
-
-
-def committed_version(path: str, write_id: str) -> int:
-    """The version of the commit made by write ``write_id``.
-
-    Searched in the newest commits first: another writer may have committed
-    after this one, so the table's latest version is not necessarily ours.
-    """
-    from deltalake import DeltaTable
-
-    table = DeltaTable(path)
-    for limit in (32, None):
-        for commit in table.history(limit=limit):
-            if commit_tags(commit).get(WRITE_ID_KEY) == write_id:
-                return int(commit["version"])
-    raise RuntimeError(f"write {write_id} reported success but no commit of {path} carries it")
-
-
-def snapshot_files(path: str, version: int | None = None) -> list[str]:
-    """Absolute URIs of the Parquet files in a table snapshot (metadata only)."""
-    from deltalake import DeltaTable
-
-    return DeltaTable(path, version=version).file_uris()
-
-
 class DeltaRsEngine:
-    """Table operations on the delta-rs engine. All data moves through Spark executors."""
+    """Table operations on the delta-rs engine. All data moves through Spark executors.
+
+    ``properties`` are given to every table this engine creates
+    (``delta.checkpointInterval``: delta-rs writes a checkpoint of the log
+    after every that many commits).
+    """
 
     name = "delta-rs"
 
-    def __init__(self, spark: SparkSession) -> None:
+    def __init__(self, spark: SparkSession, properties: dict[str, str] | None = None) -> None:
         self.spark = spark
+        self.properties = dict(properties or {})
         spark.dataSource.register(DeltaRsSource)
         # Delta's catalogue, when the session has it, cannot resolve a table backed
         # by a Python data source; it reads the same Delta log itself.
@@ -324,41 +322,91 @@ class DeltaRsEngine:
 
         return DeltaTable.is_deltatable(path)
 
+    def partition_columns(self, path: str) -> list[str]:
+        return deltars_log.partition_columns(path)
+
     def read(self, path: str, version: int | None = None) -> DataFrame:
+        """The snapshot's files through Spark's Parquet reader, partition values from the log.
+
+        One scan per partition, each with its values as literals: a filter on a
+        partition column folds to ``false`` for the others, so Spark reads only
+        the partitions a query asks for.
+        """
         schema = _spark_schema(_table_arrow_schema(path, version))
-        files = [local_path(u) for u in snapshot_files(path, version)]
+        files = snapshot(path, version)
+        columns = deltars_log.partition_columns(path, version)
         if not files:
             return self.spark.createDataFrame([], schema)
-        return self.spark.read.schema(schema).parquet(*files)
+        if not columns:
+            return self.spark.read.schema(schema).parquet(*[f.path for f in files])
+        data = T.StructType([f for f in schema.fields if f.name not in columns])
+        groups: dict[tuple[str | None, ...], list[str]] = defaultdict(list)
+        for f in files:
+            groups[tuple(f.values[c] for c in columns)].append(f.path)
+        scans = []
+        for values, paths in sorted(groups.items(), key=repr):
+            literal = dict(zip(columns, values, strict=True))
+            scans.append(
+                self.spark.read.schema(data)
+                .parquet(*paths)
+                .select(
+                    *[
+                        F.lit(literal[f.name]).cast(f.dataType).alias(f.name)
+                        if f.name in literal
+                        else F.col(f"`{f.name}`")
+                        for f in schema.fields
+                    ]
+                )
+            )
+        return functools.reduce(DataFrame.union, scans)
 
-    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
-        """One commit of ``df``; returns that commit's version."""
-        return self._write(df, path, overwrite, operation)
-
-    def _write(
+    def write(
         self,
         df: DataFrame,
         path: str,
         overwrite: bool,
         operation: str,
-        read_version: int | None = None,
+        partition_by: Sequence[str] = (),
     ) -> int:
+        """One commit of ``df``; returns that commit's version.
+
+        An overwrite is computed from the table as it stands (``land``
+        re-reads bronze): a writer that commits meanwhile makes it fail
+        with ConcurrentWriteError instead of losing that writer's rows.
+        """
+        exists = self.exists(path)
+        commit = Commit(
+            operation,
+            overwrite=overwrite,
+            read_version=self.version(path) if overwrite and exists else None,
+            partition_by=tuple(partition_by),
+            properties=self.properties,
+        )
+        return self._save(df, path, commit)
+
+    def replace(self, df: DataFrame, path: str, partitions: Partitions, operation: str) -> int:
+        """One commit that removes the files of ``partitions`` and adds ``df``'s.
+
+        Checked against the version current when the write started: a commit to
+        those partitions since then makes it lose (ConcurrentWriteError); commits
+        to other partitions do not.
+        """
+        commit = Commit(
+            operation, overwrite=True, read_version=self.version(path), replace=partitions
+        )
+        return self._save(df, path, commit)
+
+    def _save(self, df: DataFrame, path: str, commit: Commit) -> int:
         _activate(df.sparkSession)
-        if read_version is None and overwrite and self.exists(path):
-            # An overwrite is computed from the table as it stands (``land``
-            # re-reads bronze): a writer that commits meanwhile makes it fail
-            # with ConcurrentWriteError instead of losing that writer's rows.
-            read_version = self.version(path)
         write_id = new_write_id()
+        commit = Commit(**{**commit.__dict__, "write_id": write_id})
+        require_partition_columns(df.schema, file_layout(path, commit), path)
         writer = (
             df.write.format(FORMAT)
-            .mode("overwrite" if overwrite else "append")
+            .mode("overwrite" if commit.overwrite else "append")
             .option("table_path", path)
-            .option("operation", operation)
-            .option("write_id", write_id)
+            .option("commit", commit.to_json())
         )
-        if read_version is not None:
-            writer = writer.option("read_version", str(read_version))
         try:
             writer.save()
         except Exception as exc:
@@ -371,37 +419,60 @@ class DeltaRsEngine:
     def append_arrow(self, path: str, table: pa.Table) -> int:
         """Append rows the driver already holds as one commit, with no Spark job.
 
-        For small batches (API responses): the driver writes one Parquet file
-        and commits it the way a Spark write's tasks' files are committed
-        (``commit_files``, tagged with a write id so a concurrent writer's later
-        commit is not taken for this one). Rows are cast to the table's schema
-        (all columns nullable when this commit creates it, as ``write`` does).
+        For small batches (API responses): the driver writes the files as a
+        write task would (``_PartFiles``, one per partition) and commits them
+        through ``deltars_log.commit_files``, the one commit path, tagged with
+        a write id so a concurrent writer's later commit is not taken for this
+        one. Rows are cast to the table's schema (all columns nullable when
+        this commit creates it, as ``write`` does).
         """
-        if self.exists(path):
+        exists = self.exists(path)
+        if exists:
             schema = _table_arrow_schema(path)
         else:
             schema = pa.schema([f.with_nullable(True) for f in table.schema])
+        partition_by = self.partition_columns(path) if exists else []
         write_id = new_write_id()
-        files = write_part_file(path, schema, table.cast(schema).to_batches(), 0)
-        commit_files(path, schema, files, False, "APPEND", write_id)
+        files = _PartFiles(path, schema, partition_by)
+        try:
+            for batch in table.cast(schema).to_batches():
+                files.add(batch)
+        finally:
+            reports = files.close()
+        commit = Commit(
+            "APPEND",
+            write_id=write_id,
+            partition_by=tuple(partition_by),
+            properties=self.properties,
+        )
+        deltars_log.commit_files(path, schema, reports, commit)
         return committed_version(path, write_id)
 
-    def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
-        """Upsert by copy-on-write: the table without the incoming keys, plus the incoming rows.
+    def merge(
+        self, df: DataFrame, path: str, keys: list[str], partitions: Partitions | None = None
+    ) -> int:
+        """Upsert by copy-on-write: the target without the incoming keys, plus the incoming rows.
 
-        One overwrite commit, computed by executors; the old files stay in the
+        With ``partitions`` the target is those partitions only (the other
+        files are neither read nor rewritten) and the commit replaces just
+        them. One commit, computed by executors; the old files stay in the
         log's history until vacuumed, so reading the target while replacing it
         is safe. The commit is checked against the version the target was read
-        at, so a write that lands meanwhile makes the merge fail with
-        ConcurrentWriteError instead of being overwritten unseen.
+        at, so a write that lands meanwhile in what the merge rewrites makes it
+        fail with ConcurrentWriteError instead of being overwritten unseen.
         """
-        if not self.exists(path):
-            return self.write(df, path, overwrite=True, operation="MERGE")
         read_version = self.version(path)
         target = self.read(path, read_version)
-        kept = target.join(df.select(*keys).distinct(), on=keys, how="left_anti")
-        merged = kept.unionByName(df.select(*target.columns))
-        return self._write(merged, path, True, "MERGE", read_version)
+        if partitions is not None:
+            target = target.where(column_condition(partitions))
+        commit = Commit(
+            "MERGE",
+            overwrite=True,
+            read_version=read_version,
+            partition_by=tuple(self.partition_columns(path)),
+            replace=partitions,
+        )
+        return self._save(upserted(target, df, keys), path, commit)
 
     def version(self, path: str) -> int:
         from deltalake import DeltaTable
@@ -421,7 +492,8 @@ class DeltaRsEngine:
         ]
 
     def files(self, path: str) -> list[str]:
-        return sorted(local_path(u) for u in snapshot_files(path))
+        """The snapshot's data files; a partitioned table's files lack their partition columns."""
+        return sorted(f.path for f in snapshot(path))
 
     def rows(self, path: str) -> int:
         from deltalake import DeltaTable
@@ -438,6 +510,31 @@ class DeltaRsEngine:
             retention_hours=0, enforce_retention_duration=False, dry_run=False
         )
         return list(removed) + _orphans(path)
+
+    def optimize(self, path: str) -> Compaction:
+        """delta-rs' compaction (bin-packing small files per partition), then a checkpoint.
+
+        The compaction commit has ``dataChange: false``: readers' results and
+        concurrent partition replaces are unaffected (see ``deltars_log.conflict``).
+        """
+        from deltalake import DeltaTable
+        from deltalake.transaction import CommitProperties
+
+        table = DeltaTable(path)
+        wanted = {k: v for k, v in self.properties.items() if k == CHECKPOINT_INTERVAL_KEY}
+        if wanted and any(table.metadata().configuration.get(k) != v for k, v in wanted.items()):
+            table.alter.set_table_properties(wanted, raise_if_not_exists=False)
+        metadata = {"userMetadata": user_metadata("OPTIMIZE", new_write_id())}
+        metrics = table.optimize.compact(
+            commit_properties=CommitProperties(custom_metadata=metadata)
+        )
+        table = DeltaTable(path)
+        table.create_checkpoint()
+        return Compaction(
+            int(metrics.get("numFilesRemoved", 0)),
+            int(metrics.get("numFilesAdded", 0)),
+            table.version(),
+        )
 
     def sql_ddl(self, qualified: str, path: str) -> str:
         if self._sql_through_delta:
@@ -475,13 +572,17 @@ def _activate(spark: SparkSession) -> None:
 def _orphans(path: str) -> list[str]:
     """Delete Parquet files no snapshot ever referenced: the leftovers of killed writers.
 
-    Run only while no writer is working on the table: an in-flight writer's
-    files are not in the log yet either.
+    Searched in partition folders too. Run only while no writer is working on
+    the table: an in-flight writer's files are not in the log yet either.
     """
-    live = {os.path.basename(local_path(u)) for u in snapshot_files(path)}
+    live = {f.path for f in snapshot(path)}
     removed = []
-    for name in sorted(os.listdir(path)):
-        if name.endswith(".parquet") and name not in live:
-            os.remove(os.path.join(path, name))
-            removed.append(os.path.join(path, name))
+    root = local_path(path)
+    for folder_path, folders, names in os.walk(root):
+        folders[:] = sorted(d for d in folders if d != "_delta_log")
+        for name in sorted(names):
+            full = os.path.join(folder_path, name)
+            if name.endswith(".parquet") and full not in live:
+                os.remove(full)
+                removed.append(full)
     return removed

@@ -14,7 +14,7 @@ become :class:`ConcurrentWriteError`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from genre_spark.lake.engine import (
+    CHECKPOINT_INTERVAL_KEY,
     WRITE_ID_KEY,
+    Compaction,
     ConcurrentWriteError,
     commit_tags,
     delta_table_ddl,
@@ -33,6 +35,7 @@ from genre_spark.lake.engine import (
     operation_of,
     user_metadata,
 )
+from genre_spark.lake.partitions import Partitions, sql_condition
 
 T = TypeVar("T")
 
@@ -96,13 +99,26 @@ def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
                 spark.conf.set(key, previous)
 
 
+def _checkpoint(spark: SparkSession, path: str) -> None:
+    """Write a checkpoint of the log at its latest version now.
+
+    The Python API has no call for it; Delta's ``DeltaLog`` (JVM, the same
+    call its own commits make every ``delta.checkpointInterval`` commits) does.
+    """
+    jvm = spark.sparkContext._jvm
+    none = jvm.scala.Option.empty()  # type: ignore[union-attr]
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)  # type: ignore[union-attr]
+    log.checkpoint(log.update(False, none, none), none)
+
+
 class DeltaSparkEngine:
     """Table operations through Delta's JVM connector."""
 
     name = "delta-spark"
 
-    def __init__(self, spark: SparkSession) -> None:
+    def __init__(self, spark: SparkSession, properties: dict[str, str] | None = None) -> None:
         self.spark = spark
+        self.properties = dict(properties or {})
         for key, value in RECORD_EMPTY_COMMITS.items():
             spark.conf.set(key, value)
 
@@ -116,21 +132,55 @@ class DeltaSparkEngine:
 
         return bool(DeltaTable.isDeltaTable(self.spark, path))
 
+    def partition_columns(self, path: str) -> list[str]:
+        return list(self._table(path).detail().select("partitionColumns").first()[0] or [])
+
     def read(self, path: str, version: int | None = None) -> DataFrame:
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
         return reader.load(path)
 
-    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
-        """One commit of ``df``; returns that commit's version."""
-        write_id = new_write_id()
+    def write(
+        self,
+        df: DataFrame,
+        path: str,
+        overwrite: bool,
+        operation: str,
+        partition_by: Sequence[str] = (),
+    ) -> int:
+        """One commit of ``df``; returns that commit's version.
+
+        A table this write creates gets ``properties`` (Delta takes ``delta.*``
+        writer options as the new table's properties) and the ``partition_by``
+        layout; an overwrite lays the table out by ``partition_by`` again.
+        """
+        creates = not self.exists(path)
         writer = (
             df.write.format("delta")
             .mode("overwrite" if overwrite else "append")
             .option("overwriteSchema", "true" if overwrite else "false")
-            .option("userMetadata", user_metadata(operation, write_id))
         )
+        if partition_by and (overwrite or creates):
+            writer = writer.partitionBy(*partition_by)
+        if creates:
+            writer = writer.options(**self.properties)
+        return self._save(writer, path, operation)
+
+    def replace(self, df: DataFrame, path: str, partitions: Partitions, operation: str) -> int:
+        """Delta's ``replaceWhere`` on the partition predicate: one commit that removes the
+        files of ``partitions`` only (a predicate on partition columns alone touches no
+        other file) and adds ``df``'s; Delta checks every row of ``df`` lies within them."""
+        writer = (
+            df.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", sql_condition(partitions))
+        )
+        return self._save(writer, path, operation)
+
+    def _save(self, writer: Any, path: str, operation: str) -> int:
+        write_id = new_write_id()
+        writer = writer.option("userMetadata", user_metadata(operation, write_id))
         _committing(path, lambda: writer.save(path))
         return self._committed_version(path, write_id)
 
@@ -140,12 +190,19 @@ class DeltaSparkEngine:
             self.spark.createDataFrame(table), path, overwrite=False, operation="APPEND"
         )
 
-    def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
-        """Delta's MERGE on ``keys``: matched rows updated, new rows inserted; that commit's version."""
-        if not self.exists(path):
-            return self.write(df, path, overwrite=True, operation="MERGE")
+    def merge(
+        self, df: DataFrame, path: str, keys: list[str], partitions: Partitions | None = None
+    ) -> int:
+        """Delta's MERGE on ``keys``: matched rows updated, new rows inserted; that commit's version.
+
+        With ``partitions`` their predicate on the target joins the ON clause:
+        Delta then reads and rewrites only those partitions' files, and a
+        concurrent commit to another partition does not conflict with it.
+        """
         write_id = new_write_id()
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        if partitions is not None:
+            condition = f"({sql_condition(partitions, 't')}) AND {condition}"
         builder = (
             self._table(path)
             .alias("t")
@@ -212,6 +269,24 @@ class DeltaSparkEngine:
             doomed = self.spark.sql(f"VACUUM {table} RETAIN 0 HOURS DRY RUN").collect()
             self.spark.sql(f"VACUUM {table} RETAIN 0 HOURS").collect()
         return sorted(local_path(r["path"]) for r in doomed)
+
+    def optimize(self, path: str) -> Compaction:
+        """Delta's OPTIMIZE (bin-packing per partition, a ``dataChange: false`` commit), the
+        table's checkpoint interval aligned with ``properties``, then a log checkpoint."""
+        table = f"delta.`{path}`"
+        wanted = self.properties.get(CHECKPOINT_INTERVAL_KEY)
+        current = self._table(path).detail().select("properties").first()[0] or {}
+        if wanted is not None and current.get(CHECKPOINT_INTERVAL_KEY) != wanted:
+            self.spark.sql(
+                f"ALTER TABLE {table} SET TBLPROPERTIES ('{CHECKPOINT_INTERVAL_KEY}' = '{wanted}')"
+            )
+        with _session_conf(self.spark, USER_METADATA_CONF, user_metadata("OPTIMIZE", None)):
+            metrics = _committing(path, self._table(path).optimize().executeCompaction)
+        stats = metrics.select("metrics.numFilesAdded", "metrics.numFilesRemoved").first()
+        _checkpoint(self.spark, path)
+        return Compaction(
+            int(stats["numFilesRemoved"]), int(stats["numFilesAdded"]), self.version(path)
+        )
 
     def sql_ddl(self, qualified: str, path: str) -> str:
         return delta_table_ddl(qualified, path)

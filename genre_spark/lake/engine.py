@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from genre_spark.lake.partitions import Partitions
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -26,32 +30,84 @@ if TYPE_CHECKING:
 #: for it), so either engine reads the other's history.
 OPERATION_KEY = "genre_spark.operation"
 WRITE_ID_KEY = "genre_spark.write_id"
+#: The table property both engines read to checkpoint the log every N commits.
+CHECKPOINT_INTERVAL_KEY = "delta.checkpointInterval"
 
 
 class ConcurrentWriteError(RuntimeError):
     """Another writer committed to the table first; the caller may retry."""
 
     @classmethod
-    def lost(cls, path: str, cause: BaseException) -> ConcurrentWriteError:
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    def lost(cls, path: str, cause: BaseException | str) -> ConcurrentWriteError:
+        """The error for a commit to ``path`` that lost, with the first line of why."""
+        text = str(cause).strip()
+        first = text.splitlines()[0] if text else type(cause).__name__
         return cls(f"commit to {path} lost to a concurrent writer: {first}")
 
 
+@dataclass(frozen=True)
+class Compaction:
+    """What ``optimize`` did to one table."""
+
+    files_removed: int
+    files_added: int
+    #: The version whose checkpoint the log now has (the latest after compaction).
+    checkpoint_version: int
+
+    def summary(self) -> str:
+        return (
+            f"{self.files_removed} file(s) compacted into {self.files_added}; "
+            f"log checkpointed at version {self.checkpoint_version}"
+        )
+
+
 class Engine(Protocol):
-    """Table operations on one Delta implementation; paths are table folders or URIs."""
+    """Table operations on one Delta implementation; paths are table folders or URIs.
+
+    ``properties`` are the table properties (``delta.checkpointInterval``) a
+    write gives a table it creates.
+    """
 
     name: str
+    properties: dict[str, str]
 
     def exists(self, path: str) -> bool: ...
 
     def read(self, path: str, version: int | None = None) -> DataFrame: ...
 
-    def write(self, df: DataFrame, path: str, overwrite: bool, operation: str) -> int:
-        """One commit of ``df``; returns that commit's version."""
+    def partition_columns(self, path: str) -> list[str]: ...
+
+    def write(
+        self,
+        df: DataFrame,
+        path: str,
+        overwrite: bool,
+        operation: str,
+        partition_by: Sequence[str] = (),
+    ) -> int:
+        """One commit of ``df``; returns that commit's version.
+
+        An overwrite (or the write that creates the table) lays the table out
+        by ``partition_by``; an append follows the table's own layout.
+        """
         ...
 
-    def merge(self, df: DataFrame, path: str, keys: list[str]) -> int:
-        """Upsert on ``keys`` in one commit; returns that commit's version."""
+    def replace(self, df: DataFrame, path: str, partitions: Partitions, operation: str) -> int:
+        """Replace the rows of ``partitions`` with ``df`` (rows within them) in one commit.
+
+        Only the files of those partitions are removed; every other file stays
+        in the snapshot as it was. Returns that commit's version.
+        """
+        ...
+
+    def merge(
+        self, df: DataFrame, path: str, keys: list[str], partitions: Partitions | None = None
+    ) -> int:
+        """Upsert on ``keys`` in one commit; returns that commit's version.
+
+        With ``partitions`` (the source's rows all lie in them, and the
+        partition columns are keys) only those partitions are read and rewritten.
+        """
         ...
 
     def append_arrow(self, path: str, table: pa.Table) -> int:
@@ -72,6 +128,11 @@ class Engine(Protocol):
 
     def vacuum(self, path: str) -> list[str]:
         """Delete files no current snapshot reads; returns what was deleted."""
+        ...
+
+    def optimize(self, path: str) -> Compaction:
+        """Compact small files (one commit that changes no data), align the table's
+        properties with ``properties``, and checkpoint the log at its latest version."""
         ...
 
     def sql_ddl(self, qualified: str, path: str) -> str:
@@ -109,6 +170,20 @@ def commit_tags(commit: Mapping[str, Any]) -> dict[str, Any]:
 def operation_of(commit: Mapping[str, Any]) -> str:
     """The project's operation name (OVERWRITE, APPEND, MERGE), else Delta's own."""
     return str(commit_tags(commit).get(OPERATION_KEY, commit.get("operation")))
+
+
+def upserted(target: DataFrame, df: DataFrame, keys: list[str]) -> DataFrame:
+    """A MERGE's result computed by copy-on-write: ``target`` without ``df``'s keys, plus ``df``.
+
+    ``df``'s rows take ``target``'s column order; keys compare null-safe, as
+    Delta's MERGE on ``<=>`` does (the anti-join on equal keys).
+    """
+    matched = F.lit(True)
+    for key in keys:
+        matched = matched & target[key].eqNullSafe(F.col(f"_in.{key}"))
+    incoming = df.select(*keys).distinct().alias("_in")
+    kept = target.join(incoming, on=matched, how="left_anti")
+    return kept.unionByName(df.select(*target.columns))
 
 
 def new_write_id() -> str:
