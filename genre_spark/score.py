@@ -168,6 +168,7 @@ def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..
         import torch
         from pyspark import TaskContext
 
+        from genre_spark.model.pyfunc import class_probabilities, ranking
         from genre_spark.model.registry import load_model
 
         context = TaskContext.get()
@@ -178,10 +179,8 @@ def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..
         model = load_model(settings, version).model
 
         def predict(inputs: np.ndarray) -> dict[str, np.ndarray]:
-            x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-            with torch.inference_mode():
-                probabilities = torch.softmax(model(x), dim=1).double().numpy()
-            order = np.argsort(-probabilities, axis=1, kind="stable").astype(np.int32)
+            probabilities = class_probabilities(model, inputs)
+            order = ranking(probabilities)
             return {
                 **{name: probabilities[:, i] for i, name in enumerate(names)},
                 **{rank: order[:, k] for k, rank in enumerate(ranks)},

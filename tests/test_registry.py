@@ -149,22 +149,21 @@ def test_runs_and_artifacts_live_under_the_lake(registered: dict[str, Any]) -> N
     assert [(m.step, m.value) for m in history] == [(1, 1.2), (2, 0.9)]
 
 
-def test_a_version_without_a_feature_transform_is_a_clear_error(tmp_path: Path) -> None:
-    """Versions from before transforms existed carried only centers and scales, and another net."""
+def test_a_version_registered_as_mlflow_pytorch_is_a_clear_error(tmp_path: Path) -> None:
+    """Versions from before versions were pyfuncs: a bare network, its transform in metadata."""
     import mlflow
 
-    from genre_spark.model.registry import NoTransformError, use_tracking
+    from genre_spark.model.registry import LegacyModelError, use_tracking
 
     settings = load_settings(overrides={"lake": str(tmp_path / "lake")}, environ={})
     use_tracking(settings)
-    legacy = {f"f{i}": [float(i), 2.0] for i in range(10)}
     with mlflow.start_run():
         info = mlflow.pytorch.log_model(
             _model(1),
             name="model",
-            metadata={"genres": GENRES, "features": list(legacy), "normalizer": legacy},
+            metadata={"genres": GENRES, "transform": TRANSFORM.to_dict()},
             serialization_format="pickle",
         )
     mlflow.register_model(info.model_uri, settings.mlflow.model_name)
-    with pytest.raises(NoTransformError, match="version 1 carries no feature transform"):
+    with pytest.raises(LegacyModelError, match="version 1 is an MLflow 'pytorch' model registered"):
         load_model(settings, "1")

@@ -11,70 +11,19 @@ import pytest
 import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from scoring_data import GENRES, catalogue, register_cnn
 from test_lake_partitions import files_by_partition
 from typer.testing import CliRunner
 
 from genre_spark import score
 from genre_spark.cli import app
-from genre_spark.config import Settings, load_settings
+from genre_spark.config import load_settings
 from genre_spark.features.spark import fit_transform, transform_table
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake, content_hash
-from genre_spark.model.cnn import GenreCNN
-from genre_spark.model.registry import load_model, register_model
-from genre_spark.schema import FEATURES
+from genre_spark.model.registry import load_model
 
-GENRES = ["folk", "jazz", "metal", "pop"]
 N_TRACKS = 240
-METADATA = ("popularity", "year", "key", "mode")
-
-
-def _catalogue(spark: SparkSession, n: int, seed: int) -> DataFrame:
-    """Silver-like rows in Spotify units; some lack instrumentalness or popularity, some have
-    key -1 (no key detected), one lacks its id."""
-    rng = np.random.default_rng(seed)
-    scale = {"tempo": 200.0, "loudness": -60.0, "duration_ms": 400_000.0}
-    rows = []
-    for i in range(n):
-        values: dict[str, object] = {f: float(rng.random() * scale.get(f, 1.0)) for f in FEATURES}
-        values |= {
-            "popularity": None if i % 5 < 2 else int(rng.integers(0, 101)),
-            "year": int(rng.integers(1960, 2025)),
-            "key": -1 if i % 11 == 0 else int(rng.integers(0, 12)),
-            "mode": int(rng.integers(0, 2)),
-        }
-        if i % 17 == 0:
-            values["instrumentalness"] = None
-        rows.append((f"t{seed}-{i:04d}" if i != 5 else None, *values.values()))
-    ddl = ", ".join(
-        ["track_id string", *(f"{f} double" for f in FEATURES), *(f"{f} int" for f in METADATA)]
-    )
-    return spark.createDataFrame(rows, ddl)
-
-
-def _register(
-    lake: Lake, settings: Settings, seed: int, transform: FeatureTransform
-) -> tuple[str, GenreCNN]:
-    torch.manual_seed(seed)
-    model = GenreCNN(
-        len(transform.outputs),
-        len(GENRES),
-        channels=4,
-        depth=1,
-        kernel_size=3,
-        dropout=0.0,
-        members=2,
-    )
-    version = register_model(
-        lake,
-        settings,
-        model,
-        params={"seed": seed},
-        metrics={"val_accuracy": 0.5, "val_macro_f1": 0.4},
-        genres=GENRES,
-        transform=transform,
-    ).version
-    return version, model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +34,11 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         overrides={"lake": str(root / "lake"), "score.batch_size": 64}, environ={}
     )
     lake = Lake(spark, settings.lake, settings.engine)
-    silver = _catalogue(spark, N_TRACKS, seed=1)
+    silver = catalogue(spark, N_TRACKS, seed=1)
     lake.write(silver.repartition(3), "silver.tracks")
     transform = fit_transform(silver.where("track_id is not null"), scaler="quantile").transform
     lake.write(transform_table(spark, transform, version=0), "gold.normalizer")
-    version, model = _register(lake, settings, seed=3, transform=transform)
+    version, model = register_cnn(lake, settings, seed=3, transform=transform)
     first = score.run(lake, settings)
     yield settings, lake, version, model, first, transform
 
@@ -171,7 +120,7 @@ def test_new_version_adds_rows_beside_the_old_ones(env: tuple, tmp_path: Path) -
     settings, lake, first_version, _, _, transform = env
     old = content_hash(lake.read("gold.scored").where(F.col("model_version") == first_version))
     first_files = files_by_partition(lake.path("gold.scored"))[first_version]
-    second_version, second_model = _register(lake, settings, seed=4, transform=transform)
+    second_version, second_model = register_cnn(lake, settings, seed=4, transform=transform)
     skip = settings.model_copy(
         update={"score": settings.score.model_copy(update={"missing": "skip"})}
     )
@@ -206,7 +155,7 @@ def test_a_version_is_scored_with_the_transform_it_was_trained_with(env: tuple) 
     lake.write(
         transform_table(lake.spark, fit_transform(silver).transform, version=1), "gold.normalizer"
     )
-    version, model = _register(lake, settings, seed=5, transform=trained_with)
+    version, model = register_cnn(lake, settings, seed=5, transform=trained_with)
     assert load_model(settings, version).transform == trained_with
 
     score.run(lake, settings, model_version=version)

@@ -1,17 +1,18 @@
 """Model versions: MLflow's Model Registry, mirrored in ``gold.models`` for SQL users.
 
 A registered version is a version of ``settings.mlflow.model_name`` in the
-MLflow Model Registry (``"1"``, ``"2"``, ...). Its artifact is an
-``mlflow.pytorch`` model whose MLmodel ``metadata`` carries what scoring
-needs beside the weights: the genre list (label index = position), the
-feature list, the fitted feature transform (``transform``: per feature its
-kind, scaling, fill value and missing indicator, from gold.normalizer at
-training time) and the training parameters. A model therefore scores new
-rows exactly as its training inputs were built, whatever a later
-``genre prepare`` writes. So
-``load_model(settings, version)`` needs only the tracking URI and a version:
+MLflow Model Registry (``"1"``, ``"2"``, ...). Its artifact is a
+self-contained MLflow pyfunc (``genre_spark.model.pyfunc``): the network's
+weights, the genre list (label index = position) and the fitted feature
+transform (per feature its kind, scaling, fill value and missing indicator,
+from gold.normalizer at training time) as artifacts, with a signature from
+raw track columns to genres. A model therefore scores new rows exactly as
+its training inputs were built, whatever a later ``genre prepare`` writes.
+``load_model(settings, version)`` reads those same artifacts (through
+``mlflow.pyfunc.load_model``) and needs only the tracking URI and a version:
 it works in a fresh Python worker (``predict_batch_udf``'s ``make_predict_fn``)
-as well as on the driver.
+as well as on the driver. The MLmodel ``metadata`` holds the training
+parameters (and the genres and features, for people reading the MLflow UI).
 
 Where MLflow keeps things. With no ``mlflow.tracking_uri`` configured, the
 tracking store is SQLite at ``<lake>/mlflow.db``; with a local store
@@ -33,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pyspark.sql import DataFrame
@@ -42,6 +43,10 @@ from pyspark.sql import types as T
 from genre_spark.config import Settings
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+
+if TYPE_CHECKING:
+    from genre_spark.model.cnn import GenreCNN
+    from genre_spark.model.pyfunc import GenreClassifier
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +88,37 @@ class ModelNotFoundError(LookupError):
     """No registered model, or no such version of it."""
 
 
-class NoTransformError(LookupError):
-    """A registered version without a feature transform: it cannot be scored faithfully."""
+class LegacyModelError(LookupError):
+    """A version registered by an older genre-spark: not a self-contained pyfunc, so not scorable."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModel:
-    """A registered model ready to predict: eval mode, on CPU, with its label and input order."""
+    """A registered version ready to predict: its classifier (eval mode, CPU) and its run."""
 
     version: str
-    model: torch.nn.Module
-    genres: list[str]
-    features: list[str]
+    classifier: GenreClassifier
     run_id: str
     params: dict[str, Any]
-    #: The feature transform the model's training inputs were built with.
-    transform: FeatureTransform
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network (reads transformed input vectors)."""
+        return self.classifier.network
+
+    @property
+    def genres(self) -> list[str]:
+        return list(self.classifier.genres)
+
+    @property
+    def features(self) -> list[str]:
+        """The raw columns the model reads."""
+        return self.classifier.transform.names
+
+    @property
+    def transform(self) -> FeatureTransform:
+        """The feature transform the model's training inputs were built with."""
+        return self.classifier.transform
 
 
 def _quiet_mlflow() -> None:
@@ -182,7 +202,7 @@ def within_run(run_id: str | None = None, **start_kwargs: Any) -> Iterator[Any]:
 
 
 def log_model_run(
-    model: torch.nn.Module,
+    model: GenreCNN,
     *,
     params: dict[str, Any],
     metrics: dict[str, float],
@@ -190,31 +210,27 @@ def log_model_run(
     transform: FeatureTransform,
     history: list[dict[str, Any]] | None = None,
 ) -> str:
-    """Params, final metrics, per-epoch curves and the model artifact into the active run.
+    """Params, final metrics, per-epoch curves and the model (a pyfunc) into the active run.
 
     ``transform`` (what the training inputs were built with) goes into the
-    model's metadata beside its genres and features, so the model scores new
+    model's artifacts beside its weights and genres, so the model scores raw
     rows exactly as it was trained; the chosen features are also run params.
     Returns the logged model's URI (what :func:`register_model` registers).
     """
     import mlflow
 
+    from genre_spark.model.pyfunc import log_pyfunc
+
     mlflow.log_params(_flat_params(params))
     mlflow.log_params({"features": ",".join(transform.names), "inputs": len(transform.outputs)})
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     log_history(history or [])
-    info = mlflow.pytorch.log_model(
-        model.to("cpu").eval(),
+    info = log_pyfunc(
+        model.eval(),
         name=ARTIFACT_NAME,
-        metadata={
-            "genres": list(genres),
-            "features": transform.names,
-            "inputs": transform.outputs,
-            "params": params,
-            "transform": transform.to_dict(),
-        },
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        serialization_format="pickle",
+        genres=genres,
+        transform=transform,
+        metadata={"params": params, "genres": list(genres), "features": transform.names},
     )
     return info.model_uri
 
@@ -222,7 +238,7 @@ def log_model_run(
 def register_model(
     lake: Lake,
     settings: Settings,
-    model: torch.nn.Module,
+    model: GenreCNN,
     *,
     params: dict[str, Any],
     metrics: dict[str, float],
@@ -344,11 +360,14 @@ def resolve_version(settings: Settings, version: str | None = None) -> str:
 def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
     """Load a registered version from the tracking store alone (``version``: see :func:`resolve_model`).
 
-    Downloads the artifact once, reads its metadata and weights, and returns
-    the model in eval mode on CPU.
+    Reads the version's pyfunc artifacts through ``mlflow.pyfunc.load_model``,
+    the same files every MLflow user's loader reads; a version registered
+    before versions were pyfuncs is a :class:`LegacyModelError`.
     """
     import mlflow
     from mlflow.models import Model
+
+    from genre_spark.model.pyfunc import GenrePyfunc
 
     resolved = resolve_version(settings, version)
     name = settings.mlflow.model_name
@@ -358,27 +377,33 @@ def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
         local = mlflow.artifacts.download_artifacts(
             f"models:/{name}/{resolved}", dst_path=tmp, tracking_uri=uri, registry_uri=uri
         )
-        metadata = Model.load(os.path.join(local, "MLmodel")).metadata or {}
-        model = mlflow.pytorch.load_model(local, map_location="cpu")
-    model.eval()
+        description = Model.load(os.path.join(local, "MLmodel"))
+        _require_pyfunc(description, name, resolved)
+        python_model = mlflow.pyfunc.load_model(local).unwrap_python_model()
+    if not isinstance(python_model, GenrePyfunc):
+        raise _legacy(name, resolved, f"a {type(python_model).__name__} pyfunc")
     return LoadedModel(
         version=resolved,
-        model=model,
-        genres=list(metadata.get("genres", [])),
-        features=list(metadata.get("features", [])),
+        classifier=python_model.classifier,
         run_id=run_id,
-        params=dict(metadata.get("params", {})),
-        transform=_transform(metadata, name, resolved),
+        params=dict((description.metadata or {}).get("params", {})),
     )
 
 
-def _transform(metadata: dict[str, Any], name: str, version: str) -> FeatureTransform:
-    """The model's transform; a version registered before models carried one cannot be rebuilt."""
-    if metadata.get("transform"):
-        return FeatureTransform.from_dict(metadata["transform"])
-    raise NoTransformError(
-        f"model {name!r} version {version} carries no feature transform (it was registered by "
-        "an older genre-spark, whose network and inputs differ), so it cannot score; "
+def _require_pyfunc(description: Any, name: str, version: str) -> None:
+    """A ``PythonModel`` pyfunc, or the flavour the older genre-spark registered it as."""
+    from genre_spark.model.pyfunc import PYTHON_MODEL_LOADER
+
+    loader = description.flavors.get("python_function", {}).get("loader_module")
+    if loader != PYTHON_MODEL_LOADER:
+        flavour = ", ".join(f for f in description.flavors if f != "python_function")
+        raise _legacy(name, version, f"an MLflow '{flavour or loader}' model")
+
+
+def _legacy(name: str, version: str, what: str) -> LegacyModelError:
+    return LegacyModelError(
+        f"model {name!r} version {version} is {what} registered by an older genre-spark, not "
+        "a self-contained pyfunc with its feature transform, so it cannot score; "
         "train it again with `genre train`"
     )
 
