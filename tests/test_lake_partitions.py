@@ -26,6 +26,7 @@ from genre_spark.cli import app
 from genre_spark.ingest.land import source_key, source_key_column
 from genre_spark.lake import Lake, PartitionError, content_hash
 from genre_spark.lake.engine import CHECKPOINT_INTERVAL_KEY
+from genre_spark.lake.partitions import folder
 
 TABLE = "gold.scored"
 KEYS = ["track_id", "model_version"]
@@ -186,3 +187,9 @@ def test_the_source_key_is_the_same_in_python_and_in_spark(spark: SparkSession) 
     keys = [source_key(s) for s in sources]
     assert [r[0] for r in got.collect()] == keys
     assert len(set(keys)) == 3 and all(len(k) == 16 and k.isalnum() for k in keys)
+
+
+def test_partition_values_a_folder_name_would_have_to_escape_are_refused() -> None:
+    assert folder({"v": "12", "k": None}, ["v", "k"]) == "v=12/k=__HIVE_DEFAULT_PARTITION__"
+    with pytest.raises(PartitionError, match=r"'a/b' of v must be letters, digits or \._\+-"):
+        folder({"v": "a/b"}, ["v"])

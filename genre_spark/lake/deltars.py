@@ -254,9 +254,11 @@ class DeltaRsSource(DataSource):
     def writer(self, schema: T.StructType, overwrite: bool) -> _DeltaRsWriter:
         text = self.options.get("commit")
         path = self._path()
-        commit = Commit.from_json(text) if text else Commit("OVERWRITE" if overwrite else "APPEND")
-        if not text:
-            commit = Commit(commit.operation, overwrite=overwrite, partition_by=_layout(path))
+        if text:
+            commit = Commit.from_json(text)
+        else:  # a SQL INSERT: the table's own layout
+            operation = "OVERWRITE" if overwrite else "APPEND"
+            commit = Commit(operation, overwrite=overwrite, partition_by=_layout(path))
         return _DeltaRsWriter(path, schema, commit, file_layout(path, commit))
 
     def _path(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from collections.abc import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
@@ -27,9 +28,9 @@ Partitions = tuple[Partition, ...]
 
 #: The folder name Hive, Spark and Delta give a null partition value.
 NULL_FOLDER = "__HIVE_DEFAULT_PARTITION__"
-#: Characters Spark escapes in partition folder names (``ExternalCatalogUtils``);
-#: escaping the same ones keeps folders readable by Spark's partition discovery.
-_ESCAPED = frozenset("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(0x20)}
+#: What a partition value may hold on the delta-rs engine: its folder name then
+#: needs no escaping (readers disagree on how an escaped one is decoded from the log).
+_FOLDER_SAFE = re.compile(r"[A-Za-z0-9._+-]+")
 #: Partition columns must hold values a folder name and the log can carry as text.
 PARTITION_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.DateType)
 
@@ -144,11 +145,18 @@ def require_partition_columns(schema: T.StructType, columns: Sequence[str], tabl
 
 
 def folder(values: Mapping[str, str | None], columns: Sequence[str]) -> str:
-    """``col=value/...`` for a file's partition values, escaped as Spark escapes them."""
+    """``col=value/...`` for a file's partition values (null: Hive's default folder).
 
-    def escape(value: str | None) -> str:
-        if value is None:
-            return NULL_FOLDER
-        return "".join(f"%{ord(ch):02X}" if ch in _ESCAPED else ch for ch in value)
-
-    return "/".join(f"{escape(c)}={escape(values[c])}" for c in columns)
+    Values are kept to letters, digits and ``._+-`` (the catalogue's partition
+    values are model versions and hex source keys): any other character would
+    have to be escaped in the folder name, and Delta readers do not agree on
+    decoding such a path from the log.
+    """
+    for column in columns:
+        value = values[column]
+        if value is not None and not _FOLDER_SAFE.fullmatch(value):
+            raise PartitionError(
+                f"partition value {value!r} of {column} must be letters, digits or ._+- "
+                "(a folder name without escaping)"
+            )
+    return "/".join(f"{c}={NULL_FOLDER if values[c] is None else values[c]}" for c in columns)
