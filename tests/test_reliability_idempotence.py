@@ -89,6 +89,7 @@ def assert_same_weights(settings: Settings, rerun_id: Any) -> None:
     (model,) = mlflow.search_logged_models(
         filter_string=f"source_run_id = '{rerun_id}'", output_format="list"
     )
-    logged = mlflow.pytorch.load_model(model.model_uri, map_location="cpu").state_dict()
+    pyfunc = mlflow.pyfunc.load_model(model.model_uri).unwrap_python_model()
+    logged = pyfunc.classifier.network.state_dict()
     assert registered.keys() == logged.keys()
     assert all(torch.equal(registered[k], logged[k]) for k in registered)

@@ -104,12 +104,14 @@ class GenreClassifier:
     transform: FeatureTransform
 
     def predict(self, tracks: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
-        """Raw feature columns -> ``predicted_genre`` and one probability column per genre."""
+        """Raw feature columns -> ``predicted_genre`` and one probability column per genre.
+
+        The result keeps a pandas input's index, so it joins back onto the tracks.
+        """
         probabilities = class_probabilities(self.network, self.transform.apply(tracks))
-        labels = np.asarray(self.genres, dtype=object)
-        predicted = labels[ranking(probabilities)[:, 0]] if len(probabilities) else labels[:0]
+        predicted = np.asarray(self.genres, dtype=object)[ranking(probabilities)[:, 0]]
         columns = {probability_column(g): probabilities[:, i] for i, g in enumerate(self.genres)}
-        return pd.DataFrame({PREDICTED: predicted, **columns})
+        return pd.DataFrame({PREDICTED: predicted, **columns}, index=getattr(tracks, "index", None))
 
 
 class GenrePyfunc(mlflow.pyfunc.PythonModel):
@@ -137,13 +139,17 @@ def read_classifier(artifacts: Mapping[str, str]) -> GenreClassifier:
     )
 
 
+def _integer(feature: str) -> bool:
+    """An integer-valued canonical field (key, mode, year, popularity)."""
+    field = FIELD_BY_NAME.get(feature)
+    return field is not None and isinstance(field.dtype, T.IntegralType)
+
+
 def _input_type(feature: str) -> Any:
     from mlflow.types import DataType
     from mlflow.types.schema import AnyType
 
-    field = FIELD_BY_NAME.get(feature)
-    integer = field is not None and isinstance(field.dtype, T.IntegralType)
-    return AnyType() if integer else DataType.double
+    return AnyType() if _integer(feature) else DataType.double
 
 
 def signature(transform: FeatureTransform, genres: Sequence[str]) -> Any:
@@ -163,18 +169,21 @@ def input_example(transform: FeatureTransform) -> pd.DataFrame:
     """One typical track: every feature at its train fill value (integer fields as integers)."""
     row: dict[str, Any] = {}
     for fitted in transform.features:
-        field = FIELD_BY_NAME.get(fitted.name)
-        integer = field is not None and isinstance(field.dtype, T.IntegralType)
-        row[fitted.name] = round(fitted.fill) if integer else fitted.fill
+        row[fitted.name] = round(fitted.fill) if _integer(fitted.name) else fitted.fill
     return pd.DataFrame([row])
 
 
 def requirements() -> list[str]:
-    """What loading needs: this package (the network class, the transform) and its torch."""
-    return [
-        f"genre-spark=={package_metadata.version('genre-spark')}",
-        f"torch=={torch.__version__.split('+')[0]}",
-    ]
+    """What loading needs: this package (the network class, the transform) and its torch.
+
+    The package is pinned to the installed version; run from a source tree
+    that was never installed, it has no version to pin.
+    """
+    try:
+        package = f"genre-spark=={package_metadata.version('genre-spark')}"
+    except package_metadata.PackageNotFoundError:
+        package = "genre-spark"
+    return [package, f"torch=={torch.__version__.split('+')[0]}"]
 
 
 def log_pyfunc(
