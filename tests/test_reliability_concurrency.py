@@ -256,16 +256,18 @@ def test_two_processes_ingesting_into_one_lake_at_once_lose_and_double_nothing(
         jobs[name] = start_harness(spec, tmp_path / f"job-{name}")
     logs = {name: finish(job, tmp_path / f"job-{name}" / "job.log") for name, job in jobs.items()}
 
-    assert jobs["a"].returncode == 0, logs["a"]
-    errors = [line for line in logs["b"].splitlines() if line.startswith("error:")]
-    if jobs["b"].returncode != 0:  # refused: named, one line, nothing of it committed
-        assert jobs["b"].returncode == 1, logs["b"]
-        assert len(errors) == 1 and "ConcurrentWriteError" in errors[0], logs["b"]
+    for name, job in jobs.items():  # either may lose its silver commit to the other's
+        if job.returncode == 0:
+            continue
+        errors = [line for line in logs[name].splitlines() if line.startswith("error:")]
+        assert job.returncode == 1, logs[name]  # refused: named, one line
+        assert len(errors) == 1 and "ConcurrentWriteError" in errors[0], logs[name]
         assert "lost to a concurrent writer" in errors[0], errors[0]
         again = CliRunner().invoke(
-            app, ["ingest", "csv", str(files["b"]), "--lake", str(lake_root)]
+            app, ["ingest", "csv", str(files[name]), "--lake", str(lake_root)]
         )
         assert again.exit_code == 0, again.output
+    assert min(job.returncode for job in jobs.values()) == 0  # one of them always lands
     lake = Lake(spark, str(lake_root))
     bronze = lake.read("bronze.tracks_raw")
     per_source = {
