@@ -234,11 +234,12 @@ def training_history(settings: Settings, run_id: str) -> pd.DataFrame:
     are left out. A ``epoch_`` prefix is dropped from metric names.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+
+    from genre_spark.model.registry import client as registry_client
 
     if not run_id:
         raise MissingInputError("the model has no MLflow run id: no training curves.")
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = registry_client(settings)
     try:
         keys = list(client.get_run(run_id).data.metrics)
     except MlflowException as exc:
