@@ -53,11 +53,16 @@ class Cluster:
 
 
 def _master_state(ui: str) -> dict[str, Any]:
-    """The master's status page as JSON (workers, running and completed applications)."""
+    """The master's status page as JSON (workers, running and completed applications).
+
+    Empty while the master is not answering yet, and also while it answers with
+    HTML: a master that has just been elected leader can serve its HTML page at
+    ``/json/`` for a moment (seen once on CI), so callers poll until JSON comes.
+    """
     try:
         with urllib.request.urlopen(f"{ui}/json/", timeout=2) as response:
             return dict(json.load(response))
-    except OSError:
+    except (OSError, ValueError):
         return {}
 
 
@@ -66,8 +71,17 @@ def _alive_workers(ui: str) -> int:
 
 
 def completed_applications(cluster: Cluster) -> list[str]:
-    """Names of the applications that ran to completion on this master."""
-    return [app["name"] for app in _master_state(cluster.ui).get("completedapps", [])]
+    """Names of the applications that ran to completion on this master.
+
+    Waits (up to 30 s) for the master to answer with JSON, so that a moment of
+    HTML never reads as "no applications".
+    """
+    deadline = time.monotonic() + 30
+    while not (state := _master_state(cluster.ui)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the master at {cluster.ui} gave no JSON status for 30 s")
+        time.sleep(0.5)
+    return [app["name"] for app in state.get("completedapps", [])]
 
 
 @contextmanager
