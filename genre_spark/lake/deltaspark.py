@@ -43,6 +43,10 @@ T = TypeVar("T")
 #: operation has no option for it (MERGE through the DeltaTable API).
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
+#: VACUUM lists a table's folders with this many tasks (Spark's default: 10,000,
+#: meant for tables of many partitions on large clusters; a table of a few
+#: folders then costs 10,000 empty tasks, minutes on two cores).
+LISTING_PARALLELISM_CONF = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 #: Delta skips the commit of a write that adds and removes nothing (an empty
 #: append) unless told otherwise; the lake's contract is one commit per write,
 #: carrying its write id, on both engines (delta-rs records empty commits).
@@ -85,18 +89,20 @@ def _committing(path: str, commit: Callable[[], T]) -> T:
 
 
 @contextmanager
-def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """Set a session setting for one block and put the previous value back."""
+def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Set session settings for one block and put the previous values back."""
     with _SESSION_CONF_LOCK:
-        previous = spark.conf.get(key, None)
-        spark.conf.set(key, value)
+        previous = {key: spark.conf.get(key, None) for key in settings}
+        for key, value in settings.items():
+            spark.conf.set(key, value)
         try:
             yield
         finally:
-            if previous is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, previous)
+            for key, value in previous.items():
+                if value is None:
+                    spark.conf.unset(key)
+                else:
+                    spark.conf.set(key, value)
 
 
 def _checkpoint(spark: SparkSession, path: str) -> None:
@@ -210,7 +216,7 @@ class DeltaSparkEngine:
             .whenMatchedUpdateAll()
             .whenNotMatchedInsertAll()
         )
-        with _session_conf(self.spark, USER_METADATA_CONF, user_metadata("MERGE", write_id)):
+        with _session_conf(self.spark, {USER_METADATA_CONF: user_metadata("MERGE", write_id)}):
             _committing(path, builder.execute)
         return self._committed_version(path, write_id)
 
@@ -265,7 +271,10 @@ class DeltaSparkEngine:
         it while no job writes to the table (as with the delta-rs engine).
         """
         table = f"delta.`{path}`"
-        with _session_conf(self.spark, RETENTION_CHECK_CONF, "false"):
+        listing = str(self.spark.sparkContext.defaultParallelism)
+        with _session_conf(
+            self.spark, {RETENTION_CHECK_CONF: "false", LISTING_PARALLELISM_CONF: listing}
+        ):
             doomed = self.spark.sql(f"VACUUM {table} RETAIN 0 HOURS DRY RUN").collect()
             self.spark.sql(f"VACUUM {table} RETAIN 0 HOURS").collect()
         return sorted(local_path(r["path"]) for r in doomed)
@@ -280,7 +289,7 @@ class DeltaSparkEngine:
             self.spark.sql(
                 f"ALTER TABLE {table} SET TBLPROPERTIES ('{CHECKPOINT_INTERVAL_KEY}' = '{wanted}')"
             )
-        with _session_conf(self.spark, USER_METADATA_CONF, user_metadata("OPTIMIZE", None)):
+        with _session_conf(self.spark, {USER_METADATA_CONF: user_metadata("OPTIMIZE", None)}):
             metrics = _committing(path, self._table(path).optimize().executeCompaction)
         stats = metrics.select("metrics.numFilesAdded", "metrics.numFilesRemoved").first()
         _checkpoint(self.spark, path)
