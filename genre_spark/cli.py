@@ -719,7 +719,8 @@ def _print_headline(lake_: Any, version: str) -> None:
     """Macro-F1 per split of one CNN version (a few rows of gold.evaluation)."""
     from pyspark.sql import functions as F
 
-    from genre_spark.evaluate import MACRO, cnn_model_name
+    from genre_spark.evaluate import cnn_model_name
+    from genre_spark.metrics import MACRO
 
     name = cnn_model_name(version)
     rows = (

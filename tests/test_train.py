@@ -254,14 +254,6 @@ def test_learning_rate_is_pytorchs_one_cycle_step_for_step() -> None:
     np.testing.assert_allclose(cosine, [1.0, 0.8535533905932737, 0.5, 0.14644660940672627, 0.0])
 
 
-def test_scores_equal_scikit_learn() -> None:
-    rng = np.random.default_rng(3)
-    truth, predicted = rng.integers(0, 4, 300), rng.integers(0, 3, 300)
-    got = train.scores(train.confusion(truth, predicted, 4))
-    assert got["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
-    assert got["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
-
-
 def test_tune_searches_on_validation_then_registers_the_best(
     spark: SparkSession, tmp_path: Path, trained: dict[str, Any], module_settings: Settings
 ) -> None:

@@ -19,15 +19,9 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from genre_spark.config import Settings
-from genre_spark.evaluate import (
-    CNN_PREFIX,
-    MACRO,
-    cnn_model_name,
-    cnn_predictions,
-    confusion,
-    metrics,
-)
+from genre_spark.evaluate import CNN_PREFIX, cnn_model_name, cnn_predictions
 from genre_spark.lake import Lake
+from genre_spark.metrics import MACRO, confusion, metrics
 
 #: Outliers are rare; at most this share of the projection's points is spent on them.
 OUTLIER_SHARE = 0.2
