@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genre_spark.errors import UsageError
 from genre_spark.schema import validate_features
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -34,7 +35,7 @@ DEFAULT_GENRES = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A setting that is missing, unknown or out of its allowed values."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
 from genre_spark.metrics import confusion, metrics
 from genre_spark.prepare.manifest import require_complete
@@ -37,7 +38,7 @@ CNN_PREFIX = "cnn:"
 PREDICTION_COLUMNS = ("model", "split", "track_id", "genre", "predicted")
 
 
-class NothingToEvaluateError(RuntimeError):
+class NothingToEvaluateError(GenreError):
     """No scored track has a known genre and split: nothing to compare predictions with."""
 
 

@@ -45,6 +45,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.errors import GenreError
 from genre_spark.features.spark import apply_transform, is_missing
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
@@ -65,7 +66,7 @@ SCORED_COLUMNS = (
 )
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(GenreError):
     """The table to score lacks a column or has a track_id more than once."""
 
 

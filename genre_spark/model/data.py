@@ -25,20 +25,17 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from genre_spark.errors import GenreError, MissingColumnError
 from genre_spark.lake.engine import arrow_file
 
 COLUMNS = ("genre", "split", "features", "is_outlier")
 
 
-class NotEnoughFilesError(ValueError):
+class NotEnoughFilesError(GenreError):
     """gold.features has fewer Parquet files than training processes."""
 
 
-class MissingColumnError(KeyError):
-    """A gold.features file without a column training needs."""
-
-
-class FeatureShapeError(ValueError):
+class FeatureShapeError(GenreError):
     """A feature vector whose length differs from the configured feature list."""
 
 

@@ -41,6 +41,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.errors import GenreError
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 
@@ -84,11 +85,11 @@ class Registration:
     reused: bool
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(GenreError):
     """No registered model, or no such version of it."""
 
 
-class LegacyModelError(LookupError):
+class LegacyModelError(GenreError):
     """A version registered by an older genre-spark: not a self-contained pyfunc, so not scorable."""
 
 

@@ -34,6 +34,7 @@ import torch
 from pyspark.sql import SparkSession
 
 from genre_spark.config import Settings, TrainSettings
+from genre_spark.errors import GenreError, NoTrainingDataError
 from genre_spark.features.spark import read_transform
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
@@ -73,12 +74,8 @@ HYPERPARAMETERS = (
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
-class NotEnoughSlotsError(RuntimeError):
+class NotEnoughSlotsError(GenreError):
     """More training processes than Spark can run at once as barrier tasks."""
-
-
-class NoTrainingDataError(ValueError):
-    """Too few genres, or no rows, in the training or validation split."""
 
 
 @dataclass
