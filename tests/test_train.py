@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from blobs import blob_features
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -24,7 +25,6 @@ from genre_spark.model.data import (
     FeatureShapeError,
     NotEnoughFilesError,
     balanced_weights,
-    blob_features,
     read_shard,
     shard_files,
 )
