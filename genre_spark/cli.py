@@ -44,7 +44,8 @@ LakeOpt = Annotated[
     typer.Option("--lake", envvar="GENRE_LAKE", help="Lake folder or URI (default ./lake)."),
 ]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML file layered over the defaults and conf/.")
+    Path | None,
+    typer.Option("--config", "-c", help="YAML file layered over the defaults and conf/."),
 ]
 SetOpt = Annotated[
     list[str] | None,
