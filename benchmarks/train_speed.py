@@ -39,6 +39,7 @@ from blobs import blob_features
 
 from genre_spark.config import Settings, TrainSettings, load_settings
 from genre_spark.lake import Lake
+from genre_spark.metrics import confusion_matrix, scores
 from genre_spark.model import train as training
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.data import balanced_weights, encode, genre_index, read_shard
@@ -77,7 +78,7 @@ def plain_torch(files: list[str], train: TrainSettings, features: list[str]) -> 
     model.eval()
     with torch.no_grad():
         predicted = model(xv).argmax(1).numpy()
-    return training.scores(training.confusion(yv.numpy(), predicted, len(index)))["macro_f1"]
+    return scores(confusion_matrix(yv.numpy(), predicted, len(index)))["macro_f1"]
 
 
 def speed(settings: Settings, rows: int, files: int, threads: int) -> None:
