@@ -3,7 +3,7 @@
     python benchmarks/train_speed.py speed --rows 50000 --epochs 10      # TorchDistributor vs plain torch
     python benchmarks/train_speed.py accuracy                            # default synthetic catalogue
 
-speed: the same Gaussian-blob gold.features (``data.blob_features``), the
+speed: the same Gaussian-blob gold.features (the tests' ``blobs.blob_features``), the
 same GenreCNN size, batch size and epoch count (early stopping off), trained
 
 * with ``train.fit``: TorchDistributor, ``--processes`` DDP processes, each
@@ -33,11 +33,16 @@ import numpy as np
 import torch
 from measure import header, measured  # benchmarks/ is on sys.path when run as a script
 
+# The tests' known-separable gold.features (tests/blobs.py): test data, not library code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from blobs import blob_features
+
 from genre_spark.config import Settings, TrainSettings, load_settings
 from genre_spark.lake import Lake
+from genre_spark.metrics import confusion_matrix, scores
 from genre_spark.model import train as training
 from genre_spark.model.cnn import GenreCNN
-from genre_spark.model.data import balanced_weights, blob_features, encode, genre_index, read_shard
+from genre_spark.model.data import balanced_weights, encode, genre_index, read_shard
 from genre_spark.schema import FEATURES
 from genre_spark.session import get_spark
 
@@ -73,7 +78,7 @@ def plain_torch(files: list[str], train: TrainSettings, features: list[str]) -> 
     model.eval()
     with torch.no_grad():
         predicted = model(xv).argmax(1).numpy()
-    return training.scores(training.confusion(yv.numpy(), predicted, len(index)))["macro_f1"]
+    return scores(confusion_matrix(yv.numpy(), predicted, len(index)))["macro_f1"]
 
 
 def speed(settings: Settings, rows: int, files: int, threads: int) -> None:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from genre_spark.config import ConfigError, Settings, load_settings, parse_override
+from genre_spark.config import Settings, load_settings, parse_override
+from genre_spark.errors import BAD_USAGE, JOB_FAILED, GenreError, UsageError
 
 if TYPE_CHECKING:
     from genre_spark.ingest.spotify.events import ProgressEvent
@@ -43,7 +44,8 @@ LakeOpt = Annotated[
     typer.Option("--lake", envvar="GENRE_LAKE", help="Lake folder or URI (default ./lake)."),
 ]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML file layered over conf/base.yaml.")
+    Path | None,
+    typer.Option("--config", "-c", help="YAML file layered over the defaults and conf/."),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -106,37 +108,34 @@ def make_context(
     return Context(settings=settings, verbose=verbose)
 
 
-class UsageError(Exception):
-    """Bad usage that the command itself detects: exit code 2."""
-
-
 @contextmanager
 def handled(verbose: bool) -> Iterator[None]:
-    """Turn exceptions into one clear line and the exit-code convention.
+    """Turn exceptions into one clear line and the exit code the error carries.
 
-    The line is never wrapped (``soft_wrap``): a terminal folds it, a log or a
-    pipe gets it whole.
+    A :class:`GenreError` says its own exit code (``genre_spark.errors``); any
+    other exception is a failed job (1). Bad usage (2) is told as its message
+    alone, a failure names its type and offers the traceback. The line is never
+    wrapped (``soft_wrap``): a terminal folds it, a log or a pipe gets it whole.
     """
     try:
         yield
     except typer.Exit:
         raise
-    except (ConfigError, UsageError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        if verbose:
-            console.print(traceback.format_exc())
-        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        console.print(f"[red]error:[/red] {type(exc).__name__}: {message}", soft_wrap=True)
+        code = exc.exit_code if isinstance(exc, GenreError) else JOB_FAILED
+        if code == BAD_USAGE:
+            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        else:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            console.print(f"[red]error:[/red] {type(exc).__name__}: {message}", soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc())
-        else:
+        elif code != BAD_USAGE:
             console.print("[dim](run again with --verbose for the traceback)[/dim]")
-        raise typer.Exit(1) from None
+        raise typer.Exit(code) from None
 
 
 # --- ingest -------------------------------------------------------------------
@@ -230,7 +229,6 @@ def ingest_spotify(
     with handled(verbose):
         from genre_spark.ingest.spotify.client import SpotifyClient
         from genre_spark.ingest.spotify.credentials import load_credentials
-        from genre_spark.ingest.spotify.errors import MissingCredentialsError
         from genre_spark.ingest.spotify.events import ignore
         from genre_spark.ingest.spotify.runner import run
 
@@ -242,11 +240,7 @@ def ingest_spotify(
         }
         ctx = make_context(lake, config, set_, verbose, extra)
         cfg = ctx.settings.ingest.spotify
-        try:
-            credentials = load_credentials(None, cfg.dotenv)
-        except MissingCredentialsError as exc:
-            raise UsageError(str(exc)) from None
-        client = SpotifyClient(cfg, credentials)
+        client = SpotifyClient(cfg, load_credentials(None, cfg.dotenv))
         ctx.lake  # noqa: B018 - start Spark before the progress bars take the terminal
         bars = SpotifyBars(console) if progress else None
         with log_to_console(verbose), bars.progress if bars else nullcontext():
@@ -300,7 +294,7 @@ def ingest_csv(
     Example: genre ingest csv data/spotify_top2000.csv --top-genres 6 --lake ./lake
     """
     with handled(verbose):
-        from genre_spark.ingest.csv import CsvInputError, check_input, resolve_mapping, run_csv
+        from genre_spark.ingest.csv import check_input, resolve_mapping, run_csv
 
         extra = {
             "validation.genre_map": None if genre_map == "none" else genre_map,
@@ -312,11 +306,8 @@ def ingest_csv(
         if genre_map == "none":
             ctx.settings.validation.genre_map = None
         chosen = resolve_mapping(mapping) if mapping else None
-        try:
-            check_input(path, chosen)  # a missing, empty or binary file is told before Spark starts
-            report = run_csv(ctx.lake, ctx.settings, path, chosen)
-        except CsvInputError as exc:
-            raise UsageError(str(exc)) from exc
+        check_input(path, chosen)  # a missing, empty or binary file is told before Spark starts
+        report = run_csv(ctx.lake, ctx.settings, path, chosen)
         _print_csv_report(report, ctx.settings, ctx.lake)
 
 
@@ -375,10 +366,7 @@ def ingest_synthetic(
             "ingest.synthetic.seed": seed,
         }
         ctx = make_context(lake, config, set_, verbose, extra)
-        try:
-            summary = synthetic.run(ctx.lake, ctx.settings)
-        except synthetic.SyntheticGenreError as exc:
-            raise UsageError(str(exc)) from None
+        summary = synthetic.run(ctx.lake, ctx.settings)
         _print_ingest_summary(summary, ctx.settings, ctx.lake)
 
 
@@ -669,12 +657,10 @@ def score(
 
 
 def _known_table(table: str) -> None:
-    from genre_spark.lake import UnknownTableError, spec
+    """An unknown table name (UnknownTableError, bad usage) is told before Spark starts."""
+    from genre_spark.lake import spec
 
-    try:
-        spec(table)
-    except UnknownTableError as exc:
-        raise UsageError(str(exc)) from None
+    spec(table)
 
 
 @app.command()
@@ -719,7 +705,8 @@ def _print_headline(lake_: Any, version: str) -> None:
     """Macro-F1 per split of one CNN version (a few rows of gold.evaluation)."""
     from pyspark.sql import functions as F
 
-    from genre_spark.evaluate import MACRO, cnn_model_name
+    from genre_spark.evaluate import cnn_model_name
+    from genre_spark.metrics import MACRO
 
     name = cnn_model_name(version)
     rows = (
@@ -929,17 +916,13 @@ def sql(
       genre sql "SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre ORDER BY genre"
       genre sql "SELECT * FROM gold.evaluation WHERE split = 'test'" --format csv
     """
-    from genre_spark.sqlshell import ReadOnlyError, render, run_query
+    from genre_spark.sqlshell import render, run_query
 
     with handled(verbose):
         if fmt not in ("table", "csv", "json"):
             raise UsageError(f"--format must be one of table, csv, json (got {fmt!r})")
         ctx = make_context(lake, config, set_, verbose)
-        try:
-            result = run_query(ctx.lake, query, limit)
-        except ReadOnlyError as exc:
-            raise UsageError(str(exc)) from None
-        render(result, fmt, out)
+        render(run_query(ctx.lake, query, limit), fmt, out)
 
 
 @app.command()

@@ -1,4 +1,12 @@
-"""Settings: ``conf/base.yaml`` < ``conf/<profile>.yaml`` < ``--config FILE`` < ``GENRE_*`` env < CLI.
+"""Settings: packaged defaults < ``conf/`` overrides < ``--config FILE`` < ``GENRE_*`` env < CLI.
+
+The defaults and the named profiles (``base.yaml``, ``local.yaml``,
+``cluster.yaml``) are package data in ``genre_spark/resources/conf/``, so an
+installed wheel has the same defaults as a checkout, whatever the current
+directory. A ``conf/`` folder in the current directory (or ``GENRE_CONF_DIR``)
+holds the user's overrides: its ``base.yaml`` and ``<profile>.yaml`` are
+layered over the packaged ones, in the order packaged base < packaged profile
+< user base < user profile (``GENRE_PROFILE``, default ``local``).
 
 One validated object (pydantic) that every stage receives. A bad value fails
 at load time with an error naming the key and, where the choices are fixed,
@@ -15,10 +23,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genre_spark.errors import UsageError
 from genre_spark.schema import validate_features
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: The packaged defaults and profiles.
+DEFAULTS_DIR = Path(__file__).resolve().parent / "resources" / "conf"
+#: The user's overrides, relative to the current directory unless GENRE_CONF_DIR says where.
+USER_CONF_DIR = "conf"
 ENV_PREFIX = "GENRE_"
+#: GENRE_* variables that choose where settings come from, not settings themselves.
+LAYER_VARIABLES = frozenset({"GENRE_PROFILE", "GENRE_CONF_DIR"})
 
 DEFAULT_GENRES = (
     "pop",
@@ -34,7 +48,7 @@ DEFAULT_GENRES = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A setting that is missing, unknown or out of its allowed values."""
 
 
@@ -347,7 +361,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, raw in environ.items():
-        if key.startswith(ENV_PREFIX) and key != "GENRE_PROFILE":
+        if key.startswith(ENV_PREFIX) and key not in LAYER_VARIABLES:
             dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
             _set_path(tree, dotted, yaml.safe_load(raw) if raw else raw)
     return tree
@@ -374,6 +388,26 @@ def _format_error(exc: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def _conf_layers(profile: str, user_dir: Path) -> dict[str, Any]:
+    """Packaged base and profile, then the user's ``base.yaml`` and profile from ``user_dir``.
+
+    A profile may exist in either folder; one in neither is an error, except
+    ``local`` (the default), which needs no file.
+    """
+    tree: dict[str, Any] = {}
+    profiles = [DEFAULTS_DIR / f"{profile}.yaml", user_dir / f"{profile}.yaml"]
+    for path in (DEFAULTS_DIR / "base.yaml", profiles[0], user_dir / "base.yaml", profiles[1]):
+        if path.is_file():
+            tree = _deep_merge(tree, _read_yaml(path))
+    if profile != "local" and not any(p.is_file() for p in profiles):
+        packaged = sorted(p.stem for p in DEFAULTS_DIR.glob("*.yaml") if p.stem != "base")
+        raise ConfigError(
+            f"profile {profile!r} has no file {profiles[1]} (packaged profiles: "
+            f"{', '.join(packaged)})"
+        )
+    return tree
+
+
 def load_settings(
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
@@ -383,12 +417,7 @@ def load_settings(
     """Merge every layer, validate once, and return the settings."""
     environ = dict(os.environ if environ is None else environ)
     profile = profile or environ.get("GENRE_PROFILE", "local")
-    tree = _read_yaml(CONF_DIR / "base.yaml") if (CONF_DIR / "base.yaml").exists() else {}
-    profile_file = CONF_DIR / f"{profile}.yaml"
-    if profile_file.exists():
-        tree = _deep_merge(tree, _read_yaml(profile_file))
-    elif profile != "local":
-        raise ConfigError(f"profile {profile!r} has no file {profile_file}")
+    tree = _conf_layers(profile, Path(environ.get("GENRE_CONF_DIR", USER_CONF_DIR)))
     if config_file:
         tree = _deep_merge(tree, _read_yaml(Path(config_file)))
     tree = _deep_merge(tree, _env_overrides(environ))

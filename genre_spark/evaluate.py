@@ -3,11 +3,9 @@
 The predictions (one row per track and model) grow with the catalogue; the
 confusion counts (models x splits x genres²) do not. So executors count
 ``(model, split, genre, predicted)`` once, and every metric is an arithmetic
-expression over those counts. The formulas are scikit-learn's:
-``accuracy_score`` and ``precision_recall_fscore_support(average=None |
-"macro" | "weighted", zero_division=0)`` over the union of true and predicted
-labels, so a genre that is never predicted has precision 0 and a genre that is
-predicted but never true has recall 0 and support 0.
+expression over those counts (``genre_spark.metrics``' Spark form, the same
+formulas as training's numpy form: scikit-learn's, over the union of true and
+predicted labels).
 
 Tables written (both overwritten as a whole, so a re-run gives the same rows):
 
@@ -26,36 +24,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
+from genre_spark.metrics import confusion, metrics
 from genre_spark.prepare.manifest import require_complete
 
 log = logging.getLogger(__name__)
 
 CNN_PREFIX = "cnn:"
-MACRO = "macro avg"
-WEIGHTED = "weighted avg"
-ACCURACY = "accuracy"
-AVERAGE_ROWS = (MACRO, WEIGHTED, ACCURACY)
-
-GROUP = ("model", "split")
 PREDICTION_COLUMNS = ("model", "split", "track_id", "genre", "predicted")
-CONFUSION_COLUMNS = ("model", "split", "genre", "predicted", "count")
-EVALUATION_COLUMNS = (
-    "model",
-    "split",
-    "genre",
-    "precision",
-    "recall",
-    "f1",
-    "support",
-    "accuracy",
-)
 
 
-class NothingToEvaluateError(RuntimeError):
+class NothingToEvaluateError(GenreError):
     """No scored track has a known genre and split: nothing to compare predictions with."""
 
 
@@ -83,106 +66,6 @@ def cnn_predictions(scored: DataFrame, features: DataFrame) -> DataFrame:
 def reference_predictions(references: DataFrame) -> DataFrame:
     """gold.reference_predictions in the shared prediction shape."""
     return references.select(*PREDICTION_COLUMNS)
-
-
-def confusion(predictions: DataFrame) -> DataFrame:
-    """Count predictions per (model, split, true genre, predicted genre): the one pass over the data."""
-    return predictions.groupBy("model", "split", "genre", "predicted").agg(
-        F.count(F.lit(1)).cast("long").alias("count")
-    )
-
-
-def _ratio(numerator: Column, denominator: Column) -> Column:
-    """numerator / denominator, and 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
-    return F.when(denominator > 0, numerator.cast("double") / denominator).otherwise(F.lit(0.0))
-
-
-def _label_counts(confusion_df: DataFrame) -> DataFrame:
-    """Per (model, split, label): true positives, support and times predicted.
-
-    Labels are the union of true and predicted genres, as scikit-learn's
-    ``unique_labels(y_true, y_pred)``.
-    """
-    keys = [*GROUP, "genre"]
-    support = confusion_df.groupBy(*keys).agg(F.sum("count").alias("support"))
-    predicted = confusion_df.groupBy(*GROUP, F.col("predicted").alias("genre")).agg(
-        F.sum("count").alias("predicted_count")
-    )
-    hits = confusion_df.where(F.col("genre") == F.col("predicted")).select(
-        *keys, F.col("count").alias("tp")
-    )
-    return (
-        support.join(predicted, on=keys, how="full_outer")
-        .join(hits, on=keys, how="left")
-        .select(
-            *keys,
-            *[
-                F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c)
-                for c in ("tp", "support", "predicted_count")
-            ],
-        )
-    )
-
-
-def per_genre_metrics(confusion_df: DataFrame) -> DataFrame:
-    """Precision, recall and F1 per label, with the label's counts kept for the averages."""
-    counts = _label_counts(confusion_df)
-    tp, support, predicted = F.col("tp"), F.col("support"), F.col("predicted_count")
-    return counts.select(
-        *GROUP,
-        "genre",
-        _ratio(tp, predicted).alias("precision"),
-        _ratio(tp, support).alias("recall"),
-        _ratio(2 * tp, support + predicted).alias("f1"),
-        "support",
-        "tp",
-    )
-
-
-def metrics(confusion_df: DataFrame) -> DataFrame:
-    """gold.evaluation rows from confusion counts: per genre, macro, weighted and accuracy."""
-    per_genre = per_genre_metrics(confusion_df)
-    total = F.sum("support")
-    totals = per_genre.groupBy(*GROUP).agg(
-        F.avg("precision").alias("macro_precision"),
-        F.avg("recall").alias("macro_recall"),
-        F.avg("f1").alias("macro_f1"),
-        *[
-            _ratio(F.sum(F.col(m) * F.col("support")), total).alias(f"weighted_{m}")
-            for m in ("precision", "recall", "f1")
-        ],
-        total.cast("long").alias("total"),
-        _ratio(F.sum("tp"), total).alias("accuracy"),
-    )
-    null = F.lit(None).cast("double")
-    averages = totals.select(
-        *GROUP,
-        F.explode(
-            F.array(
-                _average_row(MACRO, "macro"),
-                _average_row(WEIGHTED, "weighted"),
-                F.struct(
-                    F.lit(ACCURACY).alias("genre"),
-                    null.alias("precision"),
-                    null.alias("recall"),
-                    null.alias("f1"),
-                ),
-            )
-        ).alias("row"),
-        F.col("total").alias("support"),
-        "accuracy",
-    ).select(*GROUP, "row.*", "support", "accuracy")
-    genres = per_genre.join(totals.select(*GROUP, "accuracy"), on=list(GROUP)).select(
-        *EVALUATION_COLUMNS
-    )
-    return genres.unionByName(averages.select(*EVALUATION_COLUMNS))
-
-
-def _average_row(name: str, prefix: str) -> Column:
-    return F.struct(
-        F.lit(name).alias("genre"),
-        *[F.col(f"{prefix}_{m}").alias(m) for m in ("precision", "recall", "f1")],
-    )
 
 
 @dataclass(frozen=True)

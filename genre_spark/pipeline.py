@@ -18,17 +18,6 @@ from pathlib import Path
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
 
-STAGES: tuple[str, ...] = (
-    "ingest",
-    "prepare",
-    "train",
-    "references",
-    "promote",
-    "score",
-    "evaluate",
-    "report",
-)
-
 
 @dataclass
 class PipelineState:

@@ -6,9 +6,11 @@ model was trained with (stored in the registered model from gold.normalizer
 at training time: its feature list, scaling, fill values and missing
 indicators, so a later ``genre prepare`` with other features cannot change
 them), the very function training's inputs went through.
-The input vectors go to the model through ``predict_batch_udf``: each Python
-worker loads the model once (``load_model(settings, version)`` inside
-``make_predict_fn``, cached for the worker's life) and runs it on Arrow
+The input vectors go to the model through ``predict_batch_udf``: the driver
+resolves the version and locates its artifact in MLflow (the only place that
+touches the tracking store), and each Python worker loads that artifact once
+(``load_artifact`` inside ``make_predict_fn``, cached for the worker's life;
+no tracking URI, no experiment) and runs it on Arrow
 batches of ``score.batch_size`` rows. The softmax and the ranking (the label
 indices of the top 3, one numpy argsort per batch) are computed there; the
 genre names, the probability map and the top 3 are column expressions over
@@ -38,6 +40,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
@@ -45,9 +48,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.errors import GenreError
 from genre_spark.features.spark import apply_transform, is_missing
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+
+if TYPE_CHECKING:
+    from genre_spark.model.registry import ModelArtifact
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,7 @@ SCORED_COLUMNS = (
 )
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(GenreError):
     """The table to score lacks a column or has a track_id more than once."""
 
 
@@ -77,6 +84,8 @@ class ModelSpec:
     genres: tuple[str, ...]
     #: The transform the model was trained with (its features and their fitted numbers).
     transform: FeatureTransform
+    #: Where the version's pyfunc is, resolved on the driver: what each worker loads.
+    artifact: ModelArtifact
 
     @property
     def features(self) -> list[str]:
@@ -147,10 +156,11 @@ def input_counts(df: DataFrame, transform: FeatureTransform) -> InputCounts:
     return InputCounts(row["rows"], row["ids"], row["no_id"] or 0, row["gaps"] or 0)
 
 
-def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..., Column]:
+def _softmax_udf(artifact: ModelArtifact, n_genres: int, batch_size: int) -> Callable[..., Column]:
     """predict_batch_udf: per genre its probability ``p<i>``, and the label indices ``r<k>`` of the top k.
 
-    The model loads once per worker. Scalar output columns (not one array
+    The model loads once per worker, from the artifact the driver located
+    (the closure carries ``artifact``, not the settings). Scalar output columns (not one array
     column) let Arrow move the result as plain columns instead of one Python
     array per row. The ranking is one vectorised numpy argsort per batch:
     ranking in the JVM needs higher-order functions (a sort of structs per
@@ -169,14 +179,14 @@ def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..
         from pyspark import TaskContext
 
         from genre_spark.model.pyfunc import class_probabilities, ranking
-        from genre_spark.model.registry import load_model
+        from genre_spark.model.registry import load_artifact
 
         context = TaskContext.get()
         if context is not None:
             # One task per core: torch's default (all cores, or Spark's per-executor
             # OMP_NUM_THREADS) would oversubscribe the CPUs the other tasks use.
             torch.set_num_threads(max(1, context.cpus()))
-        model = load_model(settings, version).model
+        model = load_artifact(artifact).model
 
         def predict(inputs: np.ndarray) -> dict[str, np.ndarray]:
             probabilities = class_probabilities(model, inputs)
@@ -191,7 +201,7 @@ def _softmax_udf(settings: Settings, version: str, n_genres: int) -> Callable[..
     fields = [T.StructField(n, T.DoubleType()) for n in names]
     fields += [T.StructField(r, T.IntegerType()) for r in ranks]
     return predict_batch_udf(
-        make_predict_fn, return_type=T.StructType(fields), batch_size=settings.score.batch_size
+        make_predict_fn, return_type=T.StructType(fields), batch_size=batch_size
     )
 
 
@@ -206,7 +216,7 @@ def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
     rows = scorable(df.select("track_id", *features), model.transform, settings.score.missing)
     scaled = apply_transform(rows, model.transform, output_col="_x")
     n_genres = len(model.genres)
-    softmax = _softmax_udf(settings, model.version, n_genres)
+    softmax = _softmax_udf(model.artifact, n_genres, settings.score.batch_size)
     inputs = model.transform.outputs
     vector = F.struct(*[F.col("_x")[i].alias(name) for i, name in enumerate(inputs)])
     predicted = scaled.select("track_id", softmax(vector).alias("_s"))
@@ -225,11 +235,12 @@ def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
 
 
 def model_spec(settings: Settings, version: str | None = None) -> ModelSpec:
-    """Resolve ``version`` (None/"latest": newest) on the driver, so every worker loads the same one."""
-    from genre_spark.model.registry import load_model
+    """Resolve and locate ``version`` on the driver, so every worker loads the same artifact."""
+    from genre_spark.model.registry import load_artifact, model_artifact
 
-    loaded = load_model(settings, version)
-    return ModelSpec(loaded.version, tuple(loaded.genres), loaded.transform)
+    artifact = model_artifact(settings, version)
+    loaded = load_artifact(artifact)
+    return ModelSpec(loaded.version, tuple(loaded.genres), loaded.transform, artifact)
 
 
 def run(

@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 from rich.console import Console
 from rich.table import Table
 
+from genre_spark.errors import GenreError, UsageError
 from genre_spark.lake import Lake
 
 #: Spark plan nodes (class names) that only read: the relational operators a
@@ -53,12 +54,16 @@ READ_ONLY_NODES = frozenset(
 _WRAPPED = {"ExplainCommand": "logicalPlan", "DescribeQueryCommand": "plan"}
 
 
-class SqlError(ValueError):
+class SqlError(GenreError):
     """A query Spark could not parse or analyse."""
 
 
-class ReadOnlyError(SqlError):
-    """A statement that would change a table or the catalogue: ``genre sql`` only reads."""
+class ReadOnlyError(SqlError, UsageError):
+    """A statement that would change a table or the catalogue: ``genre sql`` only reads.
+
+    A SqlError (callers of ``run_query`` catch one kind for every refused
+    statement) that is bad usage rather than a failed query, so it exits 2.
+    """
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """spark-submit entry point for `genre promote`: the same code and options as the CLI.
 
-spark-submit jobs/promote.py --lake ./lake [--config conf/cluster.yaml] [--set key=value]
+GENRE_PROFILE=cluster spark-submit jobs/promote.py --lake ./lake [--config FILE] [--set key=value]
 """
 
 from genre_spark.cli import submit

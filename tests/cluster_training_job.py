@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from blobs import blob_features
 from pyspark.sql import SparkSession
 
 from genre_spark.config import load_settings
 from genre_spark.model import train
-from genre_spark.model.data import blob_features
 from genre_spark.schema import FEATURES
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from blobs import blob_features
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import f1_score
@@ -33,7 +34,7 @@ from genre_spark.features.spark import transform_table
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.model import distributed, train
-from genre_spark.model.data import blob_features, read_shard
+from genre_spark.model.data import read_shard
 from genre_spark.model.registry import load_model
 from genre_spark.schema import FEATURES
 

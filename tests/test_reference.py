@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from blobs import blob_features
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -13,7 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from genre_spark.config import REFERENCE_MODELS, Settings, load_settings
 from genre_spark.lake import Lake
 from genre_spark.model import reference
-from genre_spark.model.data import balanced_weights, blob_features
+from genre_spark.model.data import balanced_weights
 from genre_spark.schema import FEATURES
 
 GENRES = ["ambient", "funk", "punk"]

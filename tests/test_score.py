@@ -114,6 +114,24 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     assert content_hash(rescored) == before
 
 
+def test_workers_load_the_artifact_they_are_given_without_the_tracking_store(env: tuple) -> None:
+    """Only the driver talks to MLflow: with the tracking store moved away after the model was
+    located, the Python workers still score (they read the artifact alone) and no store is
+    re-created where the tracking URI points (SQLite creates the file on first touch)."""
+    settings, lake, version, model, _, transform = env
+    spec = score.model_spec(settings, version)
+    store = Path(settings.tracking_uri.removeprefix("sqlite:///"))
+    assert spec.artifact.uri.startswith("file://") and store.is_file()
+    away = store.with_name("away.db")
+    store.rename(away)
+    try:
+        scored = score.score(lake.read("silver.tracks"), spec, settings)
+        _assert_scores(scored, _expected(lake, model, transform))
+        assert not store.exists()
+    finally:
+        away.rename(store)
+
+
 def test_new_version_adds_rows_beside_the_old_ones(env: tuple, tmp_path: Path) -> None:
     """Version 2 goes into a partition of its own: version 1's files are the same files after,
     and the table equals both versions scored into a fresh lake."""

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from blobs import blob_features
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -24,7 +25,6 @@ from genre_spark.model.data import (
     FeatureShapeError,
     NotEnoughFilesError,
     balanced_weights,
-    blob_features,
     read_shard,
     shard_files,
 )
@@ -252,14 +252,6 @@ def test_learning_rate_is_pytorchs_one_cycle_step_for_step() -> None:
         np.testing.assert_allclose(ours, rates, rtol=1e-12, atol=0)
     cosine = [train.learning_rate("cosine", 1.0, step, 5) for step in range(5)]
     np.testing.assert_allclose(cosine, [1.0, 0.8535533905932737, 0.5, 0.14644660940672627, 0.0])
-
-
-def test_scores_equal_scikit_learn() -> None:
-    rng = np.random.default_rng(3)
-    truth, predicted = rng.integers(0, 4, 300), rng.integers(0, 3, 300)
-    got = train.scores(train.confusion(truth, predicted, 4))
-    assert got["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
-    assert got["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
 
 
 def test_tune_searches_on_validation_then_registers_the_best(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pyspark.sql import functions as F
 
 from genre_spark.config import Settings
+from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
 from genre_spark.model.registry import resolve_model
 
@@ -29,7 +30,7 @@ SCORED = "gold.scored"
 _REF = re.compile(r"^(?P<model>.+)@(?P<table_version>\d+)$")
 
 
-class NoScoringRunError(LookupError):
+class NoScoringRunError(GenreError):
     """No scoring run matches the reference (never scored, or the history is gone)."""
 
 

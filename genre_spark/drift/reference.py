@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 
 from genre_spark.config import DriftSettings, Settings, TrainSettings
 from genre_spark.drift.bins import FeatureBins, profile
+from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ MISSING_TAG = "drift_reference_missing"
 FORMAT = 1
 
 
-class NoReferenceError(LookupError):
+class NoReferenceError(GenreError):
     """The model version's run carries no training snapshot to compare with."""
 
 

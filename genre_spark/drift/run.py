@@ -31,6 +31,7 @@ from genre_spark.config import DriftSettings, Settings
 from genre_spark.drift import predictions, stats
 from genre_spark.drift.bins import FeatureBins, count_bins
 from genre_spark.drift.reference import Reference, load_reference
+from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
 from genre_spark.model.registry import ResolvedModel, client, resolve_model
 
@@ -70,7 +71,7 @@ DRIFT_SCHEMA = T.StructType(
 )
 
 
-class DriftInputError(ValueError):
+class DriftInputError(GenreError):
     """The table to compare lacks a feature column the model was trained on."""
 
 

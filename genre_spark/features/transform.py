@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from genre_spark.errors import GenreError
 from genre_spark.schema import Kind
 
 #: A scale below this is treated as zero (scikit-learn's ``_handle_zeros_in_scale``).
@@ -65,7 +66,7 @@ BINARY_METHOD = "plus-minus-one"
 MISSING_SUFFIX = "_missing"
 
 
-class TransformError(ValueError):
+class TransformError(GenreError):
     """The transform cannot be built or applied as asked."""
 
 

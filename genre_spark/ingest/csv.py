@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.errors import UsageError
 from genre_spark.ingest.land import IngestSummary, land, refresh_silver
 from genre_spark.ingest.mapping import (
     CLOCK_UNIT,
@@ -66,7 +67,7 @@ NOTE_PITCH: dict[str, int] = {
 MODE_CODE: dict[str, int] = {"major": 1, "minor": 0, "maj": 1, "min": 0}
 
 
-class CsvInputError(ValueError):
+class CsvInputError(UsageError):
     """A CSV file that is missing, unreadable, damaged or holds no data: refused before any write.
 
     The message is one line that starts with the file's path and says what is

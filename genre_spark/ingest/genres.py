@@ -21,6 +21,7 @@ import yaml
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from genre_spark.errors import GenreError
 from genre_spark.ingest.validate import quarantine_rows
 from genre_spark.schema import REJECT_REASON
 
@@ -34,7 +35,7 @@ OVER_CAP = "over_genre_cap"
 UNKNOWN_LABELS: tuple[str, ...] = ("unknown", "n/a", "na", "none", "null", "other", "-", "?")
 
 
-class GenreMapError(ValueError):
+class GenreMapError(GenreError):
     """A genre map file that is missing or malformed."""
 
 

@@ -17,6 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from genre_spark.config import Settings
+from genre_spark.errors import GenreError
 from genre_spark.ingest.genres import coarsen, load_genre_map, select_genres
 from genre_spark.ingest.validate import decide, split_decided, with_record
 from genre_spark.lake import Lake
@@ -30,11 +31,11 @@ QUARANTINE_TABLE = "bronze.quarantine"
 SILVER_TABLE = "silver.tracks"
 
 
-class RawSchemaError(ValueError):
+class RawSchemaError(GenreError):
     """Rows handed to ``land`` that lack (or add to) the bronze.tracks_raw columns."""
 
 
-class IngestInvariantError(RuntimeError):
+class IngestInvariantError(GenreError):
     """Rows in bronze != rows in silver + rows in quarantine: a row was lost or doubled."""
 
 

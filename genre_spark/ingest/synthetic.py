@@ -24,6 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from genre_spark.config import Settings, SyntheticSettings
+from genre_spark.errors import UsageError
 from genre_spark.ingest.genres import coarse_genre, load_genre_map
 from genre_spark.ingest.land import IngestSummary, land, refresh_silver
 from genre_spark.lake import Lake
@@ -38,7 +39,7 @@ SPOTIFY_ID_LENGTH = 22
 SPREAD = 0.7
 
 
-class SyntheticGenreError(ValueError):
+class SyntheticGenreError(UsageError):
     """A synthetic genre that the configured genre map would rename or reject."""
 
 

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from genre_spark.config import ConfigError
+from genre_spark.errors import GenreError
 from genre_spark.lake import connector
 from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
 from genre_spark.lake.connector import DeltaConnectorMissingError
@@ -77,7 +78,7 @@ DEFAULT_CHECKPOINT_INTERVAL = 10
 _CATALOG_LOCK = threading.Lock()
 
 
-class TableNotFoundError(LookupError):
+class TableNotFoundError(GenreError):
     """A catalogue table that has not been written yet."""
 
 

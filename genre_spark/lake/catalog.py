@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from genre_spark.errors import UsageError
 
-class UnknownTableError(KeyError):
+
+class UnknownTableError(UsageError):
     """A table name that is not in the catalogue."""
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from genre_spark.errors import GenreError
 from genre_spark.lake.partitions import Partitions
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ WRITE_ID_KEY = "genre_spark.write_id"
 CHECKPOINT_INTERVAL_KEY = "delta.checkpointInterval"
 
 
-class ConcurrentWriteError(RuntimeError):
+class ConcurrentWriteError(GenreError):
     """Another writer committed to the table first; the caller may retry."""
 
     @classmethod

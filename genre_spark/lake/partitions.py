@@ -22,6 +22,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from genre_spark.errors import GenreError
+
 #: One partition (column -> value as the log stores it); a set is a tuple of them.
 Partition = Mapping[str, "str | None"]
 Partitions = tuple[Partition, ...]
@@ -35,7 +37,7 @@ _FOLDER_SAFE = re.compile(r"[A-Za-z0-9._+-]+")
 PARTITION_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.DateType)
 
 
-class PartitionError(ValueError):
+class PartitionError(GenreError):
     """A partition predicate or a partitioned write that cannot be carried out as asked."""
 
 

@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from genre_spark.errors import GenreError
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -62,11 +64,11 @@ _ERROR_CHARS = 300
 _GLOO_NOISE = re.compile(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*| This is typically caused by.*$")
 
 
-class RankFailedError(RuntimeError):
+class RankFailedError(GenreError):
     """A training process failed, died or hung; the message names it and its last log line."""
 
 
-class PeerFailedError(RuntimeError):
+class PeerFailedError(GenreError):
     """Raised on the other ranks when a step failed on one rank, so that all ranks stop together."""
 
 

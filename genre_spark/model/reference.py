@@ -20,7 +20,7 @@ outliers are left out of training when ``train.exclude_outliers`` is set, and
 predictions are made for every row of every split: gold.reference_predictions
 (track_id, model, split, genre, predicted) lets evaluate and report put the
 references beside the CNN on the same rows. Each model's validation accuracy
-and macro-F1 (from confusion counts, the CNN's formula) are logged as an
+and macro-F1 (from confusion counts, ``genre_spark.metrics`` as for the CNN) are logged as an
 MLflow run.
 """
 
@@ -37,8 +37,9 @@ from pyspark.sql import functions as F
 
 from genre_spark.config import ReferenceSettings, Settings
 from genre_spark.lake import Lake
+from genre_spark.metrics import matrix_from_counts, scores
 from genre_spark.model.data import balanced_weights
-from genre_spark.model.train import FEATURES_TABLE, confusion, scores
+from genre_spark.model.train import FEATURES_TABLE
 from genre_spark.prepare.manifest import require_complete
 
 PREDICTIONS_TABLE = "gold.reference_predictions"
@@ -128,7 +129,6 @@ def predictions(
 
 def validation_scores(predicted: DataFrame, genres: list[str]) -> dict[str, dict[str, float]]:
     """Per model: validation accuracy and macro-F1 from confusion counts (only counts reach the driver)."""
-    index = {g: i for i, g in enumerate(genres)}
     counts = (
         predicted.where((F.col("split") == "validation") & F.col("genre").isin(genres))
         .groupBy("model", "genre", "predicted")
@@ -137,11 +137,8 @@ def validation_scores(predicted: DataFrame, genres: list[str]) -> dict[str, dict
     )
     found = {}
     for name in sorted({r["model"] for r in counts}):
-        rows = [r for r in counts if r["model"] == name]
-        repeat = [r["count"] for r in rows]
-        truth = np.repeat([index[r["genre"]] for r in rows], repeat)
-        guess = np.repeat([index[r["predicted"]] for r in rows], repeat)
-        got = scores(confusion(truth, guess, len(genres)))
+        rows = [(r["genre"], r["predicted"], r["count"]) for r in counts if r["model"] == name]
+        got = scores(matrix_from_counts(rows, genres))
         found[name] = {"val_accuracy": got["accuracy"], "val_macro_f1": got["macro_f1"]}
     return found
 

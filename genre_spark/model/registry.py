@@ -9,9 +9,11 @@ from gold.normalizer at training time) as artifacts, with a signature from
 raw track columns to genres. A model therefore scores new rows exactly as
 its training inputs were built, whatever a later ``genre prepare`` writes.
 ``load_model(settings, version)`` reads those same artifacts (through
-``mlflow.pyfunc.load_model``) and needs only the tracking URI and a version:
-it works in a fresh Python worker (``predict_batch_udf``'s ``make_predict_fn``)
-as well as on the driver. The MLmodel ``metadata`` holds the training
+``mlflow.pyfunc.load_model``). MLflow's tracking state is the driver's: the
+driver resolves a version and locates its artifact (``model_artifact``), and a
+Python worker (``predict_batch_udf``'s ``make_predict_fn``) loads just that
+artifact (``load_artifact``), never setting a tracking URI or creating an
+experiment. The MLmodel ``metadata`` holds the training
 parameters (and the genres and features, for people reading the MLflow UI).
 
 Where MLflow keeps things. With no ``mlflow.tracking_uri`` configured, the
@@ -41,6 +43,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.errors import GenreError
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 
@@ -84,11 +87,11 @@ class Registration:
     reused: bool
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(GenreError):
     """No registered model, or no such version of it."""
 
 
-class LegacyModelError(LookupError):
+class LegacyModelError(GenreError):
     """A version registered by an older genre-spark: not a self-contained pyfunc, so not scorable."""
 
 
@@ -357,37 +360,68 @@ def resolve_version(settings: Settings, version: str | None = None) -> str:
     return resolve_model(settings, version).version
 
 
-def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
-    """Load a registered version from the tracking store alone (``version``: see :func:`resolve_model`).
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A registered version located on the driver: where its pyfunc's files are, readable anywhere.
 
-    Reads the version's pyfunc artifacts through ``mlflow.pyfunc.load_model``,
-    the same files every MLflow user's loader reads; a version registered
-    before versions were pyfuncs is a :class:`LegacyModelError`.
+    ``uri`` is the version's artifact location itself (``file://``, ``s3://``,
+    or a tracking server's artifact proxy as ``http(s)://``), not a
+    ``models:/`` reference: reading it needs no tracking store, so a Python
+    worker loads the weights without setting a tracking URI or touching the
+    registry.
+    """
+
+    name: str
+    version: str
+    uri: str
+    run_id: str
+
+
+def model_artifact(settings: Settings, version: str | None = None) -> ModelArtifact:
+    """Resolve ``version`` (see :func:`resolve_model`) and locate its artifact: the driver's half."""
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    resolved = resolve_version(settings, version)
+    name = settings.mlflow.model_name
+    store = client(settings)
+    uri = store.get_model_version_download_uri(name, resolved)
+    if uri.startswith("mlflow-artifacts:"):  # relative to the server: made absolute here
+        uri = MlflowArtifactsRepository.resolve_uri(uri, settings.tracking_uri)
+    run_id = store.get_model_version(name, resolved).run_id or ""
+    return ModelArtifact(name=name, version=resolved, uri=uri, run_id=run_id)
+
+
+def load_artifact(artifact: ModelArtifact) -> LoadedModel:
+    """Load a located version's pyfunc (the worker's half; it reads ``artifact.uri`` alone).
+
+    Reads the files every MLflow user's loader reads, through
+    ``mlflow.pyfunc.load_model``; a version registered before versions were
+    pyfuncs is a :class:`LegacyModelError`.
     """
     import mlflow
     from mlflow.models import Model
 
     from genre_spark.model.pyfunc import GenrePyfunc
 
-    resolved = resolve_version(settings, version)
-    name = settings.mlflow.model_name
-    run_id = client(settings).get_model_version(name, resolved).run_id or ""
+    name, version = artifact.name, artifact.version
     with tempfile.TemporaryDirectory(prefix="genre-model-") as tmp:
-        uri = settings.tracking_uri
-        local = mlflow.artifacts.download_artifacts(
-            f"models:/{name}/{resolved}", dst_path=tmp, tracking_uri=uri, registry_uri=uri
-        )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact.uri, dst_path=tmp)
         description = Model.load(os.path.join(local, "MLmodel"))
-        _require_pyfunc(description, name, resolved)
+        _require_pyfunc(description, name, version)
         python_model = mlflow.pyfunc.load_model(local).unwrap_python_model()
     if not isinstance(python_model, GenrePyfunc):
-        raise _legacy(name, resolved, f"a {type(python_model).__name__} pyfunc")
+        raise _legacy(name, version, f"a {type(python_model).__name__} pyfunc")
     return LoadedModel(
-        version=resolved,
+        version=version,
         classifier=python_model.classifier,
-        run_id=run_id,
+        run_id=artifact.run_id,
         params=dict((description.metadata or {}).get("params", {})),
     )
+
+
+def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
+    """Load a registered version (``version``: see :func:`resolve_model`) on the driver."""
+    return load_artifact(model_artifact(settings, version))
 
 
 def _require_pyfunc(description: Any, name: str, version: str) -> None:

@@ -34,9 +34,11 @@ import torch
 from pyspark.sql import SparkSession
 
 from genre_spark.config import Settings, TrainSettings
+from genre_spark.errors import GenreError, NoTrainingDataError
 from genre_spark.features.spark import read_transform
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.metrics import confusion_matrix, scores
 from genre_spark.model import distributed
 from genre_spark.model.cnn import GenreCNN, architecture
 from genre_spark.prepare.manifest import require_complete
@@ -72,12 +74,8 @@ HYPERPARAMETERS = (
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
-class NotEnoughSlotsError(RuntimeError):
+class NotEnoughSlotsError(GenreError):
     """More training processes than Spark can run at once as barrier tasks."""
-
-
-class NoTrainingDataError(ValueError):
-    """Too few genres, or no rows, in the training or validation split."""
 
 
 @dataclass
@@ -113,35 +111,6 @@ class TrainOutcome:
     features: list[str]
     #: True when training reproduced an already registered model, whose version was re-used.
     reused: bool = False
-
-
-# --- metrics from confusion counts (all ranks compute the same numbers) -----------------
-
-
-def confusion(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """``[true, predicted]`` counts."""
-    flat = np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes)
-    return flat.reshape(n_classes, n_classes)
-
-
-def scores(matrix: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro-F1 from a confusion matrix, as scikit-learn computes them.
-
-    Macro-F1 averages over the labels that occur as truth or prediction (what
-    ``f1_score(average="macro")`` does without an explicit ``labels``).
-    """
-    matrix = matrix.astype(np.float64)
-    total = matrix.sum()
-    tp = np.diag(matrix)
-    support = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    seen = (support + predicted) > 0
-    denominator = support + predicted
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    return {
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "macro_f1": float(f1[seen].mean()) if seen.any() else 0.0,
-    }
 
 
 # --- inside each rank --------------------------------------------------------------------
@@ -323,7 +292,7 @@ def _evaluate(
         loss_sum = (
             float(torch.nn.functional.cross_entropy(logits, y, reduction="sum")) if len(y) else 0.0
         )
-        local = confusion(y.cpu().numpy(), logits.argmax(1).cpu().numpy(), n_genres)
+        local = confusion_matrix(y.cpu().numpy(), logits.argmax(1).cpu().numpy(), n_genres)
     reduced = _all_sum(np.concatenate([[loss_sum], local.ravel()]), device)
     matrix = reduced[1:].reshape(n_genres, n_genres)
     return float(reduced[0] / max(matrix.sum(), 1.0)), matrix

@@ -36,12 +36,10 @@ from operator import add
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from genre_spark.errors import NoTrainingDataError
+
 #: scikit-learn's GaussianNB default: fraction of the largest variance added to every variance.
 VAR_SMOOTHING = 1e-9
-
-
-class NoTrainingDataError(ValueError):
-    """The train split has no value to estimate the genres' Gaussians from."""
 
 
 def _long(df: DataFrame, features: Sequence[str], keys: Sequence[str]) -> DataFrame:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
 
 MANIFEST = "gold.prepare_manifest"
@@ -37,7 +38,7 @@ COMPLETE = "complete"
 _SCHEMA = "table string, version long, state string"
 
 
-class IncompletePrepareError(RuntimeError):
+class IncompletePrepareError(GenreError):
     """Prepare's tables are not all from one finished run."""
 
 

@@ -85,6 +85,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy.spatial import cKDTree
 
+from genre_spark.errors import GenreError, MissingColumnError
+
 METRIC = "euclidean"
 #: Upper bound on a slab's home points; more rows make more slabs.
 MAX_HOME_POINTS_PER_SLAB = 200_000
@@ -104,12 +106,8 @@ _HOME, _LO, _HI, _SLAB, _PIECE, _QUERY = "_home", "_lo", "_hi", "_slab", "_piece
 _COUNT, _CORE = "_count", "_is_core"
 
 
-class OutlierError(ValueError):
+class OutlierError(GenreError):
     """DBSCAN cannot run on this input with these parameters."""
-
-
-class MissingColumnError(OutlierError):
-    """The id or vector column is absent."""
 
 
 class InvalidVectorError(OutlierError):

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from genre_spark.config import Settings
+from genre_spark.errors import GenreError
 from genre_spark.features.spark import (
     FitResult,
     apply_transform,
@@ -55,11 +56,11 @@ _FEATURE_COLUMNS = (
 )
 
 
-class EmptyCatalogError(RuntimeError):
+class EmptyCatalogError(GenreError):
     """silver.tracks has no tracks (or none in the train split) to prepare."""
 
 
-class OutlierCoverageError(RuntimeError):
+class OutlierCoverageError(GenreError):
     """The outlier flags do not cover every track exactly once."""
 
 

@@ -29,8 +29,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from genre_spark.config import Settings
-from genre_spark.evaluate import ACCURACY, AVERAGE_ROWS, MACRO, WEIGHTED
 from genre_spark.lake import Lake
+from genre_spark.metrics import ACCURACY, AVERAGE_ROWS, MACRO, WEIGHTED
 from genre_spark.model.registry import CHALLENGER, CHAMPION, ResolvedModel, aliases, resolve_model
 from genre_spark.prepare.manifest import require_complete
 from genre_spark.report import data, lifecycle, plots

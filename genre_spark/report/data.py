@@ -19,25 +19,20 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from genre_spark.config import Settings
-from genre_spark.evaluate import (
-    CNN_PREFIX,
-    MACRO,
-    cnn_model_name,
-    cnn_predictions,
-    confusion,
-    metrics,
-)
+from genre_spark.errors import GenreError
+from genre_spark.evaluate import CNN_PREFIX, cnn_model_name, cnn_predictions
 from genre_spark.lake import Lake
+from genre_spark.metrics import MACRO, confusion, metrics
 
 #: Outliers are rare; at most this share of the projection's points is spent on them.
 OUTLIER_SHARE = 0.2
 
 
-class MissingInputError(LookupError):
+class MissingInputError(GenreError):
     """An input the report would show is not there; the page says so instead."""
 
 
-class ModelNotRegisteredError(LookupError):
+class ModelNotRegisteredError(GenreError):
     """gold.models has no such version (or no version at all)."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from genre_spark.errors import GenreError, UsageError
 
-class SpotifyError(RuntimeError):
+
+class SpotifyError(GenreError):
     """Base of everything the Spotify ingester raises."""
 
 
@@ -31,8 +33,12 @@ class SpotifyUnavailableError(IngestStop):
     """5xx, timeouts or connection errors outlasted every attempt."""
 
 
-class MissingCredentialsError(SpotifyError):
-    """SPOTIPY_CLIENT_ID / SPOTIPY_CLIENT_SECRET are not set."""
+class MissingCredentialsError(SpotifyError, UsageError):
+    """SPOTIPY_CLIENT_ID / SPOTIPY_CLIENT_SECRET are not set.
+
+    A SpotifyError (what the ingester raises) that is also the user's to fix,
+    so it exits 2 like any bad usage.
+    """
 
 
 class SpotifyAuthError(SpotifyError):

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import requests
 
 from genre_spark.config import SpotifySettings
+from genre_spark.errors import GenreError
 from genre_spark.ingest.spotify.credentials import CLIENT_ID_VAR, CLIENT_SECRET_VAR
 from genre_spark.ingest.spotify.errors import (
     ApiStatusError,
@@ -60,7 +61,7 @@ OAUTH_CLIENT_ERRORS = frozenset(
 )
 
 
-class HttpFailure(Exception):
+class HttpFailure(GenreError):
     """An error status from the API or the provider, as the policy needs it."""
 
     def __init__(self, status: int, message: str | None, headers: Mapping[str, str]) -> None:
@@ -83,7 +84,7 @@ class HttpFailure(Exception):
         )
 
 
-class TokenRefused(Exception):
+class TokenRefused(GenreError):
     """The token endpoint did not hand out a token (``error`` is its OAuth error code)."""
 
     def __init__(self, error: str | None, description: str | None) -> None:
