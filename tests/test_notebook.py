@@ -18,7 +18,7 @@ def test_explore_notebook_executes(pipeline_run, tmp_path: Path, monkeypatch) ->
     monkeypatch.setenv("GENRE_LAKE", settings.lake)
     monkeypatch.setenv("GENRE_REPORTS", settings.reports)
     monkeypatch.setenv("GENRE_SPARK__DRIVER_MEMORY", "1g")
-    monkeypatch.setenv("GENRE_SPARK__MASTER", "local[1]")
+    monkeypatch.setenv("GENRE_SPARK__MASTER", "local[2]")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook,
