@@ -115,10 +115,25 @@ def test_merge_upserts_on_keys(spark: SparkSession, engine_lake: Lake) -> None:
 
 def test_sql_sees_every_written_table(spark: SparkSession, engine_lake: Lake) -> None:
     engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "rock", 0.25)]), "silver.tracks")
+    engine_lake.register_sql()
     result = spark.sql("SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre")
     assertDataFrameEqual(result, spark.createDataFrame([("rock", 2)], "genre string, n long"))
+    # Registered once: later commits show without registering again.
     engine_lake.write(rows(spark, [("c", "pop", 0.1)]), "silver.tracks", mode="append")
     assert spark.sql("SELECT count(*) AS n FROM silver.tracks").first()["n"] == 3
+    engine_lake.merge(rows(spark, [("d", "jazz", 0.2)]), "silver.tracks", ["track_id"])
+    assert spark.sql("SELECT count(*) AS n FROM silver.tracks").first()["n"] == 4
+
+
+def test_a_write_runs_no_sql_ddl(spark: SparkSession, engine_lake: Lake) -> None:
+    """Writes leave the SQL catalogue alone: registration is register_sql's, once per command."""
+    spark.sql("CREATE DATABASE IF NOT EXISTS gold")
+    spark.sql("DROP TABLE IF EXISTS gold.models")
+    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), "gold.models")
+    engine_lake.merge(rows(spark, [("b", "pop", 0.5)]), "gold.models", ["track_id"])
+    assert not spark.catalog.tableExists("gold.models")
+    engine_lake.register_sql()
+    assert spark.sql("SELECT count(*) AS n FROM gold.models").first()["n"] == 2
 
 
 def test_other_delta_readers_see_the_same_table(spark: SparkSession, engine_lake: Lake) -> None:

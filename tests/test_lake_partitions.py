@@ -76,6 +76,7 @@ def test_replace_swaps_one_partition_and_keeps_every_other_file(
     assert con.execute(sql).fetchall() == want
     polars = pl.read_delta(path).group_by("model_version").len().sort("model_version").rows()
     assert polars == want
+    engine_lake.register_sql()
     spark_sql = spark.sql(f"SELECT model_version, count(*) AS n FROM {TABLE} GROUP BY 1 ORDER BY 1")
     assert [tuple(r) for r in spark_sql.collect()] == want
 

@@ -129,7 +129,7 @@ def test_two_threads_overwrite_at_once_final_table_is_exactly_one_input(
 def test_threads_registering_one_table_for_sql_at_once_all_succeed(
     spark: SparkSession, lake: Lake
 ) -> None:
-    """Every write re-registers its SQL table; registrations from many threads must not collide."""
+    """Threads registering the lake's SQL tables at once (each drops and re-creates) must not collide."""
     lake.write(frame(spark, 0, 100, "v0"), TABLE)
     for _ in range(3):
         results, errors = run_both([lake.register_sql] * 6)
