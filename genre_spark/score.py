@@ -48,12 +48,13 @@ from genre_spark.config import Settings
 from genre_spark.features.spark import apply_transform, is_missing
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_SCORED, SILVER_TRACKS, spec
 
 log = logging.getLogger(__name__)
 
-SCORED_TABLE = "gold.scored"
-DEFAULT_SOURCE = "silver.tracks"
-KEYS = ["track_id", "model_version"]
+SCORED_TABLE = GOLD_SCORED
+DEFAULT_SOURCE = SILVER_TRACKS
+KEYS = list(spec(SCORED_TABLE).keys)
 TOP_K = 3
 SCORED_COLUMNS = (
     "track_id",

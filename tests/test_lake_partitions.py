@@ -25,10 +25,11 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.ingest.land import source_key, source_key_column
 from genre_spark.lake import Lake, PartitionError, content_hash
+from genre_spark.lake.catalog import GOLD_SCORED
 from genre_spark.lake.engine import CHECKPOINT_INTERVAL_KEY
 from genre_spark.lake.partitions import folder
 
-TABLE = "gold.scored"
+TABLE = GOLD_SCORED
 KEYS = ["track_id", "model_version"]
 SCHEMA = "track_id string, model_version string, p double"
 

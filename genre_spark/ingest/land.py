@@ -20,14 +20,20 @@ from genre_spark.config import Settings
 from genre_spark.ingest.genres import coarsen, load_genre_map, select_genres
 from genre_spark.ingest.validate import decide, split_decided, with_record
 from genre_spark.lake import Lake
-from genre_spark.schema import INGESTED_AT, SOURCE, SOURCE_KEY, raw_schema
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_TRACKS_RAW,
+    SILVER_TRACKS,
+    raw_row_schema,
+)
+from genre_spark.schema import INGESTED_AT, SOURCE, SOURCE_KEY
 
-RAW_TABLE = "bronze.tracks_raw"
+RAW_TABLE = BRONZE_TRACKS_RAW
 #: Hex digits of SHA-256 kept in a source key: 64 bits, so two sources of one
 #: lake share a partition with negligible odds (it would replace both).
 KEY_DIGITS = 16
-QUARANTINE_TABLE = "bronze.quarantine"
-SILVER_TABLE = "silver.tracks"
+QUARANTINE_TABLE = BRONZE_QUARANTINE
+SILVER_TABLE = SILVER_TRACKS
 
 
 class RawSchemaError(ValueError):
@@ -51,12 +57,12 @@ class IngestSummary:
 
 
 def conform_raw(raw: DataFrame, source: str) -> DataFrame:
-    """``raw`` in raw_schema() column order and types, stamped with ``source``.
+    """``raw`` in raw_row_schema() column order and types, stamped with ``source``.
 
     Raises RawSchemaError naming the missing and unexpected columns, so an
     adapter's mistake fails before anything is written.
     """
-    expected = [f.name for f in raw_schema().fields]
+    expected = [f.name for f in raw_row_schema().fields]
     missing = [c for c in expected if c not in raw.columns]
     extra = [c for c in raw.columns if c not in expected]
     if missing or extra:
@@ -64,10 +70,10 @@ def conform_raw(raw: DataFrame, source: str) -> DataFrame:
             f"rows for {source!r} do not match bronze.tracks_raw: "
             f"missing {missing}, unexpected {extra}; expected {expected}"
         )
-    columns = {f.name: F.col(f.name).cast(f.dataType) for f in raw_schema().fields}
+    columns = {f.name: F.col(f.name).cast(f.dataType) for f in raw_row_schema().fields}
     columns[SOURCE] = F.lit(source)
     columns[INGESTED_AT] = F.coalesce(F.col(INGESTED_AT), F.current_timestamp())
-    return raw.select(*[columns[f.name].alias(f.name) for f in raw_schema().fields])
+    return raw.select(*[columns[f.name].alias(f.name) for f in raw_row_schema().fields])
 
 
 def source_key(source: str) -> str:

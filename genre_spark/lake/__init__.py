@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 
 from genre_spark.config import ConfigError
 from genre_spark.lake import connector
-from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
+from genre_spark.lake.catalog import TABLES, TIME_COLUMNS, UnknownTableError, spec, table_path
 from genre_spark.lake.connector import DeltaConnectorMissingError
 from genre_spark.lake.deltars import DeltaRsEngine
 from genre_spark.lake.deltaspark import DeltaSparkEngine
@@ -44,7 +44,6 @@ from genre_spark.lake.partitions import (
     normalized,
     within,
 )
-from genre_spark.schema import TIME_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
