@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.ingest.genres import coarsen, load_genre_map, select_genres
 from genre_spark.ingest.validate import decide, split_decided, with_record
@@ -121,23 +122,24 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
     from the written tables, and rows in must equal silver + quarantined.
     """
     options = settings.validation
-    bronze = lake.read(RAW_TABLE).drop(SOURCE_KEY)
-    staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
-    # Persisted once: the genre counts, the quarantine write and the silver
-    # write all read the decided rows, which would otherwise re-read bronze
-    # and re-run the checks and the per-track_id window three times.
-    decided = decide(staged, options.allowed_genres).persist()
-    try:
-        result = split_decided(decided)
-        silver, excluded, report = select_genres(
-            result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
-        )
-        lake.write(result.quarantine.unionByName(excluded), QUARANTINE_TABLE, mode="overwrite")
-        lake.write(silver, SILVER_TABLE, mode="overwrite")
-    finally:
-        decided.unpersist()
-    reasons = _counts(lake.read(QUARANTINE_TABLE), "reason")
-    genres = _counts(lake.read(SILVER_TABLE), "genre")
+    with stages.run(lake, stages.INGEST) as io:
+        bronze = io.read(RAW_TABLE).drop(SOURCE_KEY)
+        staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
+        # Persisted once: the genre counts, the quarantine write and the silver
+        # write all read the decided rows, which would otherwise re-read bronze
+        # and re-run the checks and the per-track_id window three times.
+        decided = decide(staged, options.allowed_genres).persist()
+        try:
+            result = split_decided(decided)
+            silver, excluded, report = select_genres(
+                result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
+            )
+            io.write(result.quarantine.unionByName(excluded), QUARANTINE_TABLE)
+            io.write(silver, SILVER_TABLE)
+        finally:
+            decided.unpersist()
+        reasons = _counts(io.read(QUARANTINE_TABLE), "reason")
+        genres = _counts(io.read(SILVER_TABLE), "genre")
     summary = IngestSummary(
         rows_in=bronze.count(),
         silver_rows=sum(genres.values()),
