@@ -54,6 +54,16 @@ from deltalake import DeltaTable
 from measure import header, measured  # benchmarks/ is on sys.path when run as a script
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    GOLD_FEATURES,
+    GOLD_MODELS,
+    GOLD_NORMALIZER,
+    GOLD_REFERENCE_PREDICTIONS,
+    GOLD_SCORED,
+    SILVER_TRACKS,
+)
+
 DATA = Path("/work/shared/data")
 GENRE = str(Path(sys.executable).with_name("genre"))
 YARDSTICKS = {"hist_gbdt": {}, "hist_gbdt_balanced": {"class_weight": "balanced"}}
@@ -117,7 +127,7 @@ def yardstick_predictions(lake: Path) -> pd.DataFrame:
     The rows the pipeline's models trained on (train split, outliers left out)
     and the very input vectors, so the comparison is on the same matrix.
     """
-    features = table(lake, "gold.features")
+    features = table(lake, GOLD_FEATURES)
     train = features[(features["split"] == "train") & ~features["is_outlier"].fillna(False)]
     held = features[features["split"].isin(["validation", "test"])]
     parts = []
@@ -134,14 +144,14 @@ def yardstick_predictions(lake: Path) -> pd.DataFrame:
 
 def predictions(lake: Path) -> pd.DataFrame:
     """Validation and test predictions of every model: model, split, track_id, genre, predicted."""
-    features = table(lake, "gold.features")
+    features = table(lake, GOLD_FEATURES)
     truth = features.loc[
         features["split"].isin(["validation", "test"]), ["track_id", "split", "genre"]
     ]
-    scored = table(lake, "gold.scored")
+    scored = table(lake, GOLD_SCORED)
     cnn = scored.merge(truth, on="track_id").rename(columns={"predicted_genre": "predicted"})
     cnn["model"] = "cnn:" + cnn["model_version"]
-    references = table(lake, "gold.reference_predictions")
+    references = table(lake, GOLD_REFERENCE_PREDICTIONS)
     references = references[references["split"].isin(["validation", "test"])]
     columns = ["model", "split", "track_id", "genre", "predicted"]
     yardsticks = yardstick_predictions(lake)
@@ -212,7 +222,7 @@ def results_markdown(
     found = scores(predicted)
     validation = found[found["split"] == "validation"].set_index("model")["macro_f1"]
     test = found[found["split"] == "test"].set_index("model")
-    models = table(lake, "gold.models").sort_values("created_at")
+    models = table(lake, GOLD_MODELS).sort_values("created_at")
     labels = ["defaults", f"tuned: {trials} trials x {tune_epochs} epochs, retrained"]
     versions = {
         f"cnn:{v}": f"CNN v{v} ({label})"
@@ -234,9 +244,9 @@ def results_markdown(
     for reference in [m for m in order if not m.startswith("cnn:")]:
         difference, low, high = paired_bootstrap(test_rows, chosen, reference)
         comparisons.append(f"| {reference} | {difference:+.4f} | [{low:+.4f}, {high:+.4f}] |")
-    silver = len(table(lake, "silver.tracks"))
-    quarantine = table(lake, "bronze.quarantine")["reason"].value_counts()
-    normalizer = table(lake, "gold.normalizer").sort_values("position")
+    silver = len(table(lake, SILVER_TRACKS))
+    quarantine = table(lake, BRONZE_QUARANTINE)["reason"].value_counts()
+    normalizer = table(lake, GOLD_NORMALIZER).sort_values("position")
     with_gaps = normalizer.loc[normalizer["indicator"], "feature"].tolist()
     n_test = test_rows["track_id"].nunique()
     lines = [

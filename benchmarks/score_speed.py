@@ -46,6 +46,7 @@ from genre_spark import score
 from genre_spark.config import Settings, load_settings
 from genre_spark.features.spark import fit_transform, transform_table
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_NORMALIZER, SILVER_TRACKS
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import register_model
 from genre_spark.model.train import NETWORK
@@ -67,10 +68,10 @@ def tracks(spark: SparkSession, n: int, features: list[str], partitions: int) ->
 def build_lake(spark: SparkSession, settings: Settings, n: int) -> tuple[Lake, GenreCNN, str]:
     lake = Lake(spark, settings.lake, settings.engine)
     partitions = max(2, spark.sparkContext.defaultParallelism)
-    lake.write(tracks(spark, n, list(FEATURES), partitions), "silver.tracks")
-    fitted = fit_transform(lake.read("silver.tracks"), FEATURES, scaler=settings.prepare.scaler)
+    lake.write(tracks(spark, n, list(FEATURES), partitions), SILVER_TRACKS)
+    fitted = fit_transform(lake.read(SILVER_TRACKS), FEATURES, scaler=settings.prepare.scaler)
     transform = fitted.transform
-    lake.write(transform_table(spark, transform, 0), "gold.normalizer")
+    lake.write(transform_table(spark, transform, 0), GOLD_NORMALIZER)
     torch.manual_seed(0)
     shape = {k: getattr(settings.train, k) for k in NETWORK}
     model = GenreCNN(len(transform.outputs), len(GENRES), **shape).eval()
@@ -99,7 +100,7 @@ def best_run(lake: Lake, settings: Settings, version: str, repeat: int) -> float
     timings = []
     for _ in range(repeat):
         with measured() as run:
-            score.run(lake, settings, version, "silver.tracks")
+            score.run(lake, settings, version, SILVER_TRACKS)
         timings.append(run.seconds)
     return min(timings)
 
@@ -137,13 +138,13 @@ def main() -> None:
     try:
         lake, model, version = build_lake(spark, settings, args.tracks)
         spec = score.model_spec(settings, version)
-        source = lake.read("silver.tracks")
+        source = lake.read(SILVER_TRACKS)
 
         def noop(df: DataFrame) -> None:
             score.score(df, spec, settings).write.format("noop").mode("overwrite").save()
 
         noop(source.limit(1000))  # warm-up: workers start, import torch and MLflow
-        score.run(lake, settings, version, "silver.tracks")  # warm-up of the run path
+        score.run(lake, settings, version, SILVER_TRACKS)  # warm-up of the run path
         add_versions(lake, version, ["other-0"])
         with_one = best_run(lake, settings, version, args.repeat)
         add_versions(lake, version, [f"other-{i}" for i in range(1, args.other_versions)])
@@ -152,7 +153,7 @@ def main() -> None:
             with measured() as spark_noop:
                 noop(source)
             with RolePeaks() as tree, measured() as spark_run:
-                score.run(lake, settings, version, "silver.tracks")
+                score.run(lake, settings, version, SILVER_TRACKS)
             noop_seconds.append(spark_noop.seconds)
             run_seconds.append(spark_run.seconds)
             peak_mb = max(peak_mb, tree.total)

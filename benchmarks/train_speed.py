@@ -39,6 +39,7 @@ from blobs import blob_features
 
 from genre_spark.config import Settings, TrainSettings, load_settings
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_FEATURES
 from genre_spark.metrics import confusion_matrix, scores
 from genre_spark.model import train as training
 from genre_spark.model.cnn import GenreCNN
@@ -87,9 +88,9 @@ def speed(settings: Settings, rows: int, files: int, threads: int) -> None:
     genres = [f"genre{i:02d}" for i in range(10)]
     lake.write(
         blob_features(spark, rows, genres, list(FEATURES), spread=1.2, files=files),
-        "gold.features",
+        GOLD_FEATURES,
     )
-    paths = lake.files("gold.features")
+    paths = lake.files(GOLD_FEATURES)
     with measured() as distributed:
         result = training.fit(spark, paths, settings.train, list(FEATURES))
     torch.set_num_threads(threads)

@@ -21,6 +21,12 @@ from rich.console import Console
 
 from genre_spark.config import Settings, load_settings, parse_override
 from genre_spark.errors import BAD_USAGE, JOB_FAILED, GenreError, UsageError
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_TRACKS_RAW,
+    GOLD_EVALUATION,
+    SILVER_TRACKS,
+)
 
 if TYPE_CHECKING:
     from genre_spark.ingest.spotify.events import ProgressEvent
@@ -377,7 +383,7 @@ def _print_ingest_summary(summary: Any, settings: Settings, lake_: Any) -> None:
     counts = Table(show_header=False, title="ingest")
     for label, value in (
         ("rows in bronze (all sources)", summary.rows_in),
-        ("silver.tracks", summary.silver_rows),
+        (SILVER_TRACKS, summary.silver_rows),
         ("quarantined", summary.quarantined),
     ):
         counts.add_row(label, f"{value:,}")
@@ -397,7 +403,7 @@ def _print_ingest_summary(summary: Any, settings: Settings, lake_: Any) -> None:
         out.print(
             f"[yellow]genres short of the minimum:[/yellow] {', '.join(summary.short_genres)}"
         )
-    for name in ("bronze.tracks_raw", "bronze.quarantine", "silver.tracks"):
+    for name in (BRONZE_TRACKS_RAW, BRONZE_QUARANTINE, SILVER_TRACKS):
         out.print(f"  {name:<18} {lake_.path(name)}", soft_wrap=True)
 
 
@@ -633,7 +639,7 @@ def score(
     model_version: ModelVersionOpt = None,
     table: Annotated[
         str, typer.Option("--table", help="Lake table to score: track_id + raw feature columns.")
-    ] = "silver.tracks",
+    ] = SILVER_TRACKS,
     lake: LakeOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -710,7 +716,7 @@ def _print_headline(lake_: Any, version: str) -> None:
 
     name = cnn_model_name(version)
     rows = (
-        lake_.read("gold.evaluation")
+        lake_.read(GOLD_EVALUATION)
         .where((F.col("model") == name) & (F.col("genre") == MACRO))
         .select("split", "f1")
         .collect()
@@ -759,7 +765,7 @@ def drift(
     ] = None,
     table: Annotated[
         str, typer.Option("--table", help="Lake table to compare (raw feature columns).")
-    ] = "silver.tracks",
+    ] = SILVER_TRACKS,
     baseline_scored: Annotated[
         str | None,
         typer.Option(

@@ -27,10 +27,17 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from genre_spark import stages
 from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import (
+    GOLD_CONFUSION,
+    GOLD_EVALUATION,
+    GOLD_FEATURES,
+    GOLD_REFERENCE_PREDICTIONS,
+    GOLD_SCORED,
+)
 from genre_spark.metrics import confusion, metrics
-from genre_spark.prepare.manifest import require_complete
 
 log = logging.getLogger(__name__)
 
@@ -86,28 +93,28 @@ def run(lake: Lake) -> EvaluationResult:
     re-run with the same inputs writes the same rows.
     """
     notes: list[str] = []
-    require_complete(lake)
-    predictions = cnn_predictions(lake.read("gold.scored"), lake.read("gold.features"))
-    if lake.exists("gold.reference_predictions"):
-        predictions = predictions.unionByName(
-            reference_predictions(lake.read("gold.reference_predictions"))
-        )
-    else:
-        notes.append("gold.reference_predictions not found: only the CNN was evaluated")
-    # Small (models x genres x genres rows) and read three times: persisted, and
-    # checked before anything is written, so an empty input leaves both tables as they were.
-    counts = confusion(predictions).persist()
-    try:
-        models = sorted(r["model"] for r in counts.select("model").distinct().collect())
-        if not models:
-            raise NothingToEvaluateError(
-                "no scored track is in gold.features (no truth to compare with): "
-                "run `genre score` on silver.tracks after `genre prepare`"
+    with stages.run(lake, stages.EVALUATE) as io:
+        predictions = cnn_predictions(io.read(GOLD_SCORED), io.read(GOLD_FEATURES))
+        if io.exists(GOLD_REFERENCE_PREDICTIONS):
+            predictions = predictions.unionByName(
+                reference_predictions(io.read(GOLD_REFERENCE_PREDICTIONS))
             )
-        confusion_version = lake.write(counts, "gold.confusion")
-        evaluation_version = lake.write(metrics(lake.read("gold.confusion")), "gold.evaluation")
-    finally:
-        counts.unpersist()
+        else:
+            notes.append("gold.reference_predictions not found: only the CNN was evaluated")
+        # Small (models x genres x genres rows) and read three times: persisted, and
+        # checked before anything is written, so an empty input leaves both tables as they were.
+        counts = confusion(predictions).persist()
+        try:
+            models = sorted(r["model"] for r in counts.select("model").distinct().collect())
+            if not models:
+                raise NothingToEvaluateError(
+                    "no scored track is in gold.features (no truth to compare with): "
+                    "run `genre score` on silver.tracks after `genre prepare`"
+                )
+            confusion_version = io.write(counts, GOLD_CONFUSION)
+            evaluation_version = io.write(metrics(io.read(GOLD_CONFUSION)), GOLD_EVALUATION)
+        finally:
+            counts.unpersist()
     for note in notes:
         log.warning(note)
     return EvaluationResult(models, confusion_version, evaluation_version, notes)

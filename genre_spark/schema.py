@@ -1,7 +1,9 @@
 """The canonical track schema and the one feature list, each feature with its kind.
 
 Every stage (ingest, validate, prepare, train, score, report) reads its column
-names and types from here, so a feature is named once in the whole project.
+names and types from here, so a feature is named once in the whole project;
+the catalogue (``genre_spark.lake.catalog``) builds bronze's and silver's table
+schemas from these fields.
 """
 
 from __future__ import annotations
@@ -72,66 +74,8 @@ INGESTED_AT = "ingested_at"
 #: quarantines such rows with this reason.
 REJECT_REASON = "reject_reason"
 
-#: Columns holding wall-clock times: excluded when comparing table contents
-#: for idempotence, because a re-run is the same data at a later time.
-TIME_COLUMNS: frozenset[str] = frozenset(
-    {
-        "ingested_at",
-        "quarantined_at",
-        "fitted_at",
-        "computed_at",
-        "created_at",
-        "scored_at",
-        "prepared_at",
-        "decided_at",
-    }
-)
-
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in TRACK_FIELDS}
 TRACK_COLUMNS: tuple[str, ...] = tuple(f.name for f in TRACK_FIELDS)
-
-
-def track_schema() -> T.StructType:
-    """Schema of silver.tracks: the typed canonical fields plus lineage."""
-    return T.StructType(
-        [T.StructField(f.name, f.dtype, nullable=not f.required) for f in TRACK_FIELDS]
-        + [
-            T.StructField(SOURCE, T.StringType(), nullable=False),
-            T.StructField(INGESTED_AT, T.TimestampType(), nullable=False),
-        ]
-    )
-
-
-def raw_schema() -> T.StructType:
-    """Schema of bronze.tracks_raw: canonical names, values as received (strings).
-
-    Keeping bronze as strings means one validation step types and checks every
-    source the same way, and a value that fails to parse is still kept to be
-    quarantined with its reason.
-    """
-    return T.StructType(
-        [T.StructField(name, T.StringType()) for name in TRACK_COLUMNS]
-        + [
-            T.StructField(SOURCE, T.StringType()),
-            T.StructField("source_row", T.LongType()),
-            T.StructField(REJECT_REASON, T.StringType()),
-            T.StructField(INGESTED_AT, T.TimestampType()),
-        ]
-    )
-
-
-def quarantine_schema() -> T.StructType:
-    """Schema of bronze.quarantine: the rejected row as JSON, with why and from where."""
-    return T.StructType(
-        [
-            T.StructField("track_id", T.StringType()),
-            T.StructField(SOURCE, T.StringType()),
-            T.StructField("source_row", T.LongType()),
-            T.StructField("reason", T.StringType()),
-            T.StructField("record", T.StringType()),
-            T.StructField("quarantined_at", T.TimestampType()),
-        ]
-    )
 
 
 class Kind(str, Enum):

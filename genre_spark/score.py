@@ -52,15 +52,16 @@ from genre_spark.errors import GenreError
 from genre_spark.features.spark import apply_transform, is_missing
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_SCORED, SILVER_TRACKS, spec
 
 if TYPE_CHECKING:
     from genre_spark.model.registry import ModelArtifact
 
 log = logging.getLogger(__name__)
 
-SCORED_TABLE = "gold.scored"
-DEFAULT_SOURCE = "silver.tracks"
-KEYS = ["track_id", "model_version"]
+SCORED_TABLE = GOLD_SCORED
+DEFAULT_SOURCE = SILVER_TRACKS
+KEYS = list(spec(SCORED_TABLE).keys)
 TOP_K = 3
 SCORED_COLUMNS = (
     "track_id",

@@ -32,7 +32,9 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-TABLE = "silver.tracks"
+from genre_spark.lake.catalog import SILVER_TRACKS
+
+TABLE = SILVER_TRACKS
 ROWS = 2000
 PARTITIONS = 4
 #: Rows per Arrow batch in the subprocess: small, so a stalled partition has

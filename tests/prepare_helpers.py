@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
-from genre_spark.schema import FEATURES, FIELD_BY_NAME, track_schema
+from genre_spark.lake.catalog import SILVER_TRACKS, spec
+from genre_spark.schema import FEATURES, FIELD_BY_NAME
 
 GENRES = ("pop", "rock", "jazz", "metal")
 
@@ -49,9 +50,9 @@ def silver_pandas(
     out = pd.concat(frames, ignore_index=True)
     out["source"] = "test"
     out["ingested_at"] = datetime(2026, 1, 1)
-    return out[[f.name for f in track_schema().fields]]
+    return out[[f.name for f in spec(SILVER_TRACKS).schema.fields]]
 
 
 def silver_frame(spark: SparkSession, pdf: pd.DataFrame) -> DataFrame:
     """The pandas tracks as a Spark DataFrame with silver.tracks' schema (Arrow turns NaN into null)."""
-    return spark.createDataFrame(pdf, schema=track_schema())
+    return spark.createDataFrame(pdf, schema=spec(SILVER_TRACKS).schema)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import SILVER_TRACKS
 
 runner = CliRunner()
 
@@ -19,7 +20,7 @@ def _seed(spark: SparkSession, lake: Lake) -> None:
         [("a", "rock", 0.5), ("b", "rock", 0.25), ("c", "pop", 0.75)],
         "track_id string, genre string, energy double",
     )
-    lake.write(df, "silver.tracks")
+    lake.write(df, SILVER_TRACKS)
 
 
 def test_sql_prints_csv_and_json(spark: SparkSession, lake: Lake, settings: Settings) -> None:
@@ -39,7 +40,7 @@ def test_tables_lists_the_lake(spark: SparkSession, lake: Lake, settings: Settin
     _seed(spark, lake)
     result = runner.invoke(app, ["tables", "--lake", settings.lake])
     assert result.exit_code == 0, result.output
-    assert "silver.tracks" in result.stdout and " 3 " in result.stdout
+    assert SILVER_TRACKS in result.stdout and " 3 " in result.stdout
 
 
 def test_exit_codes(spark: SparkSession, lake: Lake, settings: Settings) -> None:

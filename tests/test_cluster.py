@@ -28,23 +28,36 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_TRACKS_RAW,
+    GOLD_FEATURES,
+    GOLD_GENRE_BASELINES,
+    GOLD_GENRE_MATCHES,
+    GOLD_GENRE_PLAYLISTS,
+    GOLD_NORMALIZER,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_SCORED,
+    GOLD_TRENDS_BY_YEAR,
+    SILVER_TRACKS,
+    TIME_COLUMNS,
+)
 from genre_spark.pipeline import PipelineResult
-from genre_spark.schema import TIME_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Tables whose content is a function of the input and the settings alone.
 DATA_TABLES = (
-    "bronze.tracks_raw",
-    "bronze.quarantine",
-    "silver.tracks",
-    "gold.features",
-    "gold.normalizer",
-    "gold.outlier_params",
-    "gold.genre_baselines",
-    "gold.genre_matches",
-    "gold.genre_playlists",
-    "gold.trends_by_year",
+    BRONZE_TRACKS_RAW,
+    BRONZE_QUARANTINE,
+    SILVER_TRACKS,
+    GOLD_FEATURES,
+    GOLD_NORMALIZER,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_GENRE_BASELINES,
+    GOLD_GENRE_MATCHES,
+    GOLD_GENRE_PLAYLISTS,
+    GOLD_TRENDS_BY_YEAR,
 )
 #: Columns that name a run rather than describe the data.
 RUN_COLUMNS = frozenset({"mlflow_run_id"})
@@ -120,7 +133,7 @@ def test_pipeline_on_standalone_cluster_equals_local_run(
         assertDataFrameEqual(_comparable(cluster_lake, table), _comparable(local_lake, table))
     assert list((tmp_path / "reports").glob("*/index.html"))
     if engine == "delta-spark":
-        for table in ("silver.tracks", "gold.features", "gold.scored"):
+        for table in (SILVER_TRACKS, GOLD_FEATURES, GOLD_SCORED):
             assert re.fullmatch(
                 r"Apache-Spark/\S+ Delta-Lake/\S+", _engine_info(cluster_lake, table)
             )
@@ -140,7 +153,7 @@ def _the_cli_reads_the_lake(lake: Lake, reference: Lake) -> None:
     query = "SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre ORDER BY genre"
     answered = runner.invoke(app, ["sql", query, "--format", "csv", *where])
     assert answered.exit_code == 0, answered.output
-    expected = reference.read("silver.tracks").groupBy("genre").count().orderBy("genre").collect()
+    expected = reference.read(SILVER_TRACKS).groupBy("genre").count().orderBy("genre").collect()
     assert answered.stdout.splitlines() == [
         "genre,n",
         *[f"{r['genre']},{r['count']}" for r in expected],

@@ -33,6 +33,7 @@ from genre_spark.config import Settings, load_settings
 from genre_spark.features.spark import transform_table
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_MODELS, GOLD_NORMALIZER
 from genre_spark.model import distributed, train
 from genre_spark.model.data import read_shard
 from genre_spark.model.registry import load_model
@@ -67,9 +68,9 @@ def _settings(root: Path, **train_overrides: Any) -> Settings:
 
 def _write_inputs(lake: Lake, features: Any) -> None:
     """gold.features and the identity transform it was (notionally) built with."""
-    lake.write(features, "gold.features")
+    lake.write(features, GOLD_FEATURES)
     transform = FeatureTransform.standard({f: (0.0, 1.0) for f in FEATURES})
-    lake.write(transform_table(lake.spark, transform, version=0), "gold.normalizer")
+    lake.write(transform_table(lake.spark, transform, version=0), GOLD_NORMALIZER)
 
 
 def _rank_process(rank: int) -> psutil.Process:
@@ -107,7 +108,7 @@ def _assert_nothing_registered(settings: Settings, lake: Lake) -> None:
 
     client = MlflowClient(settings.tracking_uri)
     assert client.search_model_versions(f"name = '{settings.mlflow.model_name}'") == []
-    assert not lake.exists("gold.models")
+    assert not lake.exists(GOLD_MODELS)
     experiment = client.get_experiment_by_name(settings.mlflow.experiment)
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"] * len(runs) and runs
@@ -167,7 +168,7 @@ def test_rank_dying_on_exit_is_reported_not_waited_for(
     settings = _settings(tmp_path, local_mode=False, epochs=2, patience=2)
     lake = Lake(spark, settings.lake)
     _write_inputs(lake, blobs)
-    cfg = train.rank_config(settings.train, list(FEATURES), lake.files("gold.features"))
+    cfg = train.rank_config(settings.train, list(FEATURES), lake.files(GOLD_FEATURES))
     cfg["progress_path"] = None
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
@@ -224,8 +225,8 @@ def test_rank_without_data_still_joins(spark: SparkSession, tmp_path: Path, blob
     settings = _settings(tmp_path, local_mode=True, epochs=3, patience=3)
     lake = Lake(spark, settings.lake)
     _write_inputs(lake, blobs.filter(F.col("split") == "test").coalesce(1))
-    lake.write(blobs.filter(F.col("split") != "test").coalesce(1), "gold.features", "append")
-    files = lake.files("gold.features")
+    lake.write(blobs.filter(F.col("split") != "test").coalesce(1), GOLD_FEATURES, "append")
+    files = lake.files(GOLD_FEATURES)
     assert len(files) == 2
 
     outcome = train.run(lake, settings)

@@ -15,6 +15,7 @@ from genre_spark.config import Settings
 from genre_spark.drift.run import ALL_GENRES
 from genre_spark.ingest import synthetic
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_DRIFT, GOLD_MODELS, GOLD_SCORED, SILVER_TRACKS
 
 runner = CliRunner()
 TEMPO_SHIFT = 20.0
@@ -28,7 +29,7 @@ def _cli(settings: Settings, *args: str) -> tuple[int, str]:
 
 def _shares(lake: Lake, version: int) -> dict[str, float]:
     """Predicted genre shares of version 1's newest run in gold.scored at ``version``."""
-    scored = lake.read("gold.scored", version).where(F.col("model_version") == "1")
+    scored = lake.read(GOLD_SCORED, version).where(F.col("model_version") == "1")
     newest = scored.agg(F.max("scored_at").alias("scored_at"))
     counts = scored.join(newest, "scored_at").groupBy("predicted_genre").count()
     rows = {r["predicted_genre"]: r["count"] for r in counts.collect()}
@@ -44,19 +45,19 @@ def test_drift_flags_the_shifted_tempo_only(pipeline_copy: tuple[Settings, Lake]
     other = settings.model_copy(deep=True)
     other.ingest.synthetic.seed = settings.ingest.synthetic.seed + 1000
     synthetic.run(lake, other)
-    shifted = lake.read("silver.tracks").withColumn("tempo", F.col("tempo") + TEMPO_SHIFT)
-    lake.write(shifted, "silver.tracks")
-    before = lake.version("gold.scored")
+    shifted = lake.read(SILVER_TRACKS).withColumn("tempo", F.col("tempo") + TEMPO_SHIFT)
+    lake.write(shifted, SILVER_TRACKS)
+    before = lake.version(GOLD_SCORED)
     code, output = _cli(settings, "score")
     assert code == 0, output
 
     code, output = _cli(settings, "drift", "--fail-on-drift")
     assert code == 1 and "drift: tempo" in output, output
 
-    newest = lake.read("gold.drift").agg(F.max("computed_at")).first()[0]
-    rows = lake.read("gold.drift").where(F.col("computed_at") == newest).collect()
+    newest = lake.read(GOLD_DRIFT).agg(F.max("computed_at")).first()[0]
+    rows = lake.read(GOLD_DRIFT).where(F.col("computed_at") == newest).collect()
     features = {r["name"]: r for r in rows if r["kind"] == "feature"}
-    trained_on = lake.read("gold.models").where(F.col("version") == "1").first()["features"]
+    trained_on = lake.read(GOLD_MODELS).where(F.col("version") == "1").first()["features"]
     assert set(features) == set(trained_on)  # the raw features the champion reads
     assert {n for n, r in features.items() if r["drifted"]} == {"tempo"}
     assert features["tempo"]["ks"] > settings.drift.ks_threshold
@@ -71,7 +72,7 @@ def test_drift_flags_the_shifted_tempo_only(pipeline_copy: tuple[Settings, Lake]
     overall = genres.pop(ALL_GENRES)
     assert f"gold.scored v{before}" in overall["baseline"]
     assert f"gold.scored v{lake.version('gold.scored')}" in overall["current"]
-    baseline, current = _shares(lake, before), _shares(lake, lake.version("gold.scored"))
+    baseline, current = _shares(lake, before), _shares(lake, lake.version(GOLD_SCORED))
     assert set(genres) == set(baseline) | set(current)
     for genre, row in genres.items():
         assert row["baseline_share"] == pytest.approx(baseline.get(genre, 0.0), abs=1e-12)

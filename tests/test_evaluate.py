@@ -15,6 +15,13 @@ from typer.testing import CliRunner
 from genre_spark import evaluate
 from genre_spark.cli import app
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import (
+    GOLD_CONFUSION,
+    GOLD_EVALUATION,
+    GOLD_FEATURES,
+    GOLD_REFERENCE_PREDICTIONS,
+    GOLD_SCORED,
+)
 
 NOW = dt.datetime(2026, 1, 1)
 
@@ -46,19 +53,19 @@ def test_run_evaluates_scored_cnn_and_references_from_the_lake(
         [r for r in predictions if r[0] != "cnn:v1"],
         "model string, split string, track_id string, genre string, predicted string",
     ).select("track_id", "model", "split", "genre", "predicted")
-    lake.write(features, "gold.features")
-    lake.write(scored, "gold.scored")
-    lake.write(references, "gold.reference_predictions")
+    lake.write(features, GOLD_FEATURES)
+    lake.write(scored, GOLD_SCORED)
+    lake.write(references, GOLD_REFERENCE_PREDICTIONS)
 
     result = evaluate.run(lake)
 
     assert result.models == ["cnn:v1", "logistic_regression"]
     assert result.notes == []
-    assert_matches_sklearn(lake.read("gold.evaluation").collect(), predictions)
-    assert lake.read("gold.confusion").agg({"count": "sum"}).first()[0] == len(predictions)
-    before = lake.content_hash("gold.evaluation")
+    assert_matches_sklearn(lake.read(GOLD_EVALUATION).collect(), predictions)
+    assert lake.read(GOLD_CONFUSION).agg({"count": "sum"}).first()[0] == len(predictions)
+    before = lake.content_hash(GOLD_EVALUATION)
     evaluate.run(lake)
-    assert lake.content_hash("gold.evaluation") == before
+    assert lake.content_hash(GOLD_EVALUATION) == before
 
 
 def test_run_without_references_notes_it(spark: SparkSession, lake: Lake) -> None:
@@ -75,14 +82,14 @@ def test_run_without_references_notes_it(spark: SparkSession, lake: Lake) -> Non
         "track_id string, model_version string, predicted_genre string, "
         "probabilities map<string,double>, top3 array<string>, scored_at timestamp",
     )
-    lake.write(features, "gold.features")
-    lake.write(scored, "gold.scored")
+    lake.write(features, GOLD_FEATURES)
+    lake.write(scored, GOLD_SCORED)
     result = CliRunner().invoke(app, ["evaluate", "--lake", lake.root])
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())
     assert "evaluated cnn:v2" in printed
     assert "gold.reference_predictions not found" in printed
-    accuracy = lake.read("gold.evaluation").where("genre = 'accuracy'").first()
+    accuracy = lake.read(GOLD_EVALUATION).where("genre = 'accuracy'").first()
     assert (accuracy["accuracy"], accuracy["support"]) == (0.5, 2)
 
 
@@ -98,9 +105,9 @@ def test_nothing_to_evaluate_writes_nothing(spark: SparkSession, lake: Lake) -> 
         "track_id string, model_version string, predicted_genre string, "
         "probabilities map<string,double>, top3 array<string>, scored_at timestamp",
     )
-    lake.write(features, "gold.features")
-    lake.write(scored, "gold.scored")
+    lake.write(features, GOLD_FEATURES)
+    lake.write(scored, GOLD_SCORED)
     with pytest.raises(evaluate.NothingToEvaluateError, match="no scored track"):
         evaluate.run(lake)
-    assert not lake.exists("gold.confusion")
-    assert not lake.exists("gold.evaluation")
+    assert not lake.exists(GOLD_CONFUSION)
+    assert not lake.exists(GOLD_EVALUATION)

@@ -20,6 +20,7 @@ from genre_spark.config import Settings, load_settings
 from genre_spark.features.spark import read_transform
 from genre_spark.ingest.csv import run_csv
 from genre_spark.lake import Lake, content_hash
+from genre_spark.lake.catalog import GOLD_NORMALIZER, GOLD_SCORED, SILVER_TRACKS
 from genre_spark.model import train
 from genre_spark.model.registry import load_model
 from genre_spark.prepare import run as prepare
@@ -72,7 +73,7 @@ def _tidy_csv(path: Path, tracks: pd.DataFrame) -> Path:
 def _expected_scores(lake: Lake, settings: Settings, version: str) -> dict[str, np.ndarray]:
     """In-process: the version's own transform (numpy) on silver's raw values, then its torch model."""
     loaded = load_model(settings, version)
-    silver = lake.read("silver.tracks").toPandas()
+    silver = lake.read(SILVER_TRACKS).toPandas()
     x = torch.tensor(loaded.transform.apply(silver), dtype=torch.float32)
     with torch.inference_mode():
         probabilities = torch.softmax(loaded.model(x), dim=1).double().numpy()
@@ -80,7 +81,7 @@ def _expected_scores(lake: Lake, settings: Settings, version: str) -> dict[str, 
 
 
 def _assert_scored_like(lake: Lake, version: str, expected: dict[str, np.ndarray]) -> None:
-    rows = lake.read("gold.scored").where(F.col("model_version") == version).collect()
+    rows = lake.read(GOLD_SCORED).where(F.col("model_version") == version).collect()
     assert {r["track_id"] for r in rows} == set(expected)
     genres = sorted(rows[0]["probabilities"])
     for row in rows:
@@ -109,7 +110,7 @@ def test_metadata_columns_are_used_imputed_and_kept_per_model_version(
     assert first.scored == len(tracks) and first.missing_feature > 0
     expected = _expected_scores(lake, settings, trained.version)
     _assert_scored_like(lake, trained.version, expected)
-    before = content_hash(lake.read("gold.scored"))
+    before = content_hash(lake.read(GOLD_SCORED))
 
     # A new prepare with other features and another scaler (so other fill values) ...
     other = settings.model_copy(
@@ -119,7 +120,7 @@ def test_metadata_columns_are_used_imputed_and_kept_per_model_version(
         }
     )
     prepare.run(lake, other)
-    current = read_transform(lake.read("gold.normalizer"))
+    current = read_transform(lake.read(GOLD_NORMALIZER))
     own = load_model(settings, trained.version).transform
     assert current.names == other.features != own.names
     assert current.feature("popularity").fill != own.feature("popularity").fill
@@ -131,7 +132,7 @@ def test_metadata_columns_are_used_imputed_and_kept_per_model_version(
         + [x for key, value in SMALL.items() for x in ("--set", f"{key}={value}")],
     )
     assert cli.exit_code == 0, cli.output
-    assert content_hash(lake.read("gold.scored")) == before
+    assert content_hash(lake.read(GOLD_SCORED)) == before
     _assert_scored_like(lake, trained.version, expected)
 
 

@@ -26,7 +26,14 @@ from genre_spark.config import Settings
 from genre_spark.ingest.csv import MALFORMED_ROW, read_csv, run_csv
 from genre_spark.ingest.mapping import MappingError, load_mapping, parse_mapping
 from genre_spark.lake import Lake
-from genre_spark.schema import INGESTED_AT, TRACK_COLUMNS, raw_schema, track_schema
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_TRACKS_RAW,
+    SILVER_TRACKS,
+    raw_row_schema,
+    spec,
+)
+from genre_spark.schema import INGESTED_AT, TRACK_COLUMNS
 
 TOP2000_HEADER = (
     "Index,Title,Artist,Top Genre,Year,Beats Per Minute (BPM),Energy,Danceability,"
@@ -112,12 +119,12 @@ def top2000(tmp_path: Path, rows: list[str] = TOP2000_ROWS, name: str = "top.csv
 
 
 def raw_frame(spark: SparkSession, rows: list[dict]) -> object:
-    schema = T.StructType([f for f in raw_schema().fields if f.name != INGESTED_AT])
+    schema = T.StructType([f for f in raw_row_schema().fields if f.name != INGESTED_AT])
     return spark.createDataFrame([{c: r.get(c) for c in schema.names} for r in rows], schema)
 
 
 def silver_frame(spark: SparkSession, rows: list[dict]) -> object:
-    schema = T.StructType([f for f in track_schema().fields if f.name != INGESTED_AT])
+    schema = T.StructType([f for f in spec(SILVER_TRACKS).schema.fields if f.name != INGESTED_AT])
     return spark.createDataFrame([{c: r.get(c) for c in schema.names} for r in rows], schema)
 
 
@@ -167,7 +174,7 @@ def test_tidytuesday_is_recognised_and_lands_one_row_per_track(
     assert read.mapping.name == "tidytuesday_spotify_songs"
     second = read.raw.filter("source_row = 2").drop(INGESTED_AT).first().asDict()
     assert second == {
-        **dict.fromkeys(n for n in raw_schema().names if n != INGESTED_AT),
+        **dict.fromkeys(n for n in raw_row_schema().names if n != INGESTED_AT),
         "track_id": "t2", "genre": "rap", "year": "2012", "tempo": "95.999", "energy": "0.821",
         "danceability": "0.714", "loudness": "-7.635", "liveness": "0.116", "valence": "0.649",
         "duration_ms": "282707", "acousticness": "0.041", "speechiness": "0.176",
@@ -185,7 +192,7 @@ def test_tidytuesday_is_recognised_and_lands_one_row_per_track(
     assert summary.reasons == {"conflicting_genre": 2, "duplicate_track_id": 1}
     common = {"source": f"csv:{path}", "popularity": None}
     assertDataFrameEqual(
-        lake.read("silver.tracks").drop(INGESTED_AT),
+        lake.read(SILVER_TRACKS).drop(INGESTED_AT),
         silver_frame(
             spark,
             [
@@ -206,13 +213,13 @@ def test_tidytuesday_is_recognised_and_lands_one_row_per_track(
             ],
         ),
     )  # fmt: skip
-    quarantined = lake.read("bronze.quarantine").select("track_id", "source_row", "reason")
+    quarantined = lake.read(BRONZE_QUARANTINE).select("track_id", "source_row", "reason")
     assert sorted(tuple(r) for r in quarantined.collect()) in (
         [("t1", 1, "conflicting_genre"), ("t1", 4, "conflicting_genre"), (t3, n, "duplicate_track_id")]
         for t3, n in (("t3", 3), ("t3", 5))
     )  # fmt: skip
 
-    hashes = {t: lake.content_hash(t) for t in ("bronze.tracks_raw", "silver.tracks")}
+    hashes = {t: lake.content_hash(t) for t in (BRONZE_TRACKS_RAW, SILVER_TRACKS)}
     run_csv(lake, settings, path)
     assert {t: lake.content_hash(t) for t in hashes} == hashes
 
@@ -234,7 +241,7 @@ def test_unfamiliar_export_gets_in_with_a_mapping_file_alone(
     assert report.format == "odd_export"
     assert report.summary.reasons == {"duplicate_track_id": 1, "missing:tempo": 1}
     listen = reference_id("Beyonce", "Listen (From the Motion Picture Dreamgirls)")
-    sources = lake.read("bronze.tracks_raw").filter(f"track_id = '{listen}'").select("source")
+    sources = lake.read(BRONZE_TRACKS_RAW).filter(f"track_id = '{listen}'").select("source")
     source = f"csv:{path}"
     assertDataFrameEqual(sources, [(f"csv:{tmp_path / 'top.csv'}",), (source,)])
     expected = [
@@ -262,9 +269,7 @@ def test_unfamiliar_export_gets_in_with_a_mapping_file_alone(
             "instrumentalness": 0.0, "key": 9, "mode": 1, "popularity": 44, "source": source,
         },
     ]  # fmt: skip
-    assertDataFrameEqual(
-        lake.read("silver.tracks").drop(INGESTED_AT), silver_frame(spark, expected)
-    )
+    assertDataFrameEqual(lake.read(SILVER_TRACKS).drop(INGESTED_AT), silver_frame(spark, expected))
 
 
 def test_same_file_name_in_two_folders_is_two_sources_same_file_twice_is_one(
@@ -279,7 +284,7 @@ def test_same_file_name_in_two_folders_is_two_sources_same_file_twice_is_one(
     run_csv(lake, settings, first)
     report = run_csv(lake, settings, second)
     assert report.summary.rows_in == 2 and report.summary.silver_rows == 2
-    sources = lake.read("bronze.tracks_raw").select("source", "title")
+    sources = lake.read(BRONZE_TRACKS_RAW).select("source", "title")
     expected = [(f"csv:{first}", "Sunrise"), (f"csv:{second}", "Echoes")]
     assertDataFrameEqual(sources, expected)
 
@@ -287,7 +292,7 @@ def test_same_file_name_in_two_folders_is_two_sources_same_file_twice_is_one(
     relative = os.path.relpath(first)
     assert run_csv(lake, settings, relative).summary.rows_in == 2
     assert run_csv(lake, settings, first.as_uri()).summary.rows_in == 2
-    assertDataFrameEqual(lake.read("bronze.tracks_raw").select("source", "title"), expected)
+    assertDataFrameEqual(lake.read(BRONZE_TRACKS_RAW).select("source", "title"), expected)
 
 
 def test_empty_lines_are_counted_and_malformed_rows_quarantined(
@@ -321,10 +326,10 @@ def test_empty_lines_are_counted_and_malformed_rows_quarantined(
          "--lake", settings.lake],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    for label, count in [("empty lines skipped", 3), ("malformed rows", 3), ("silver.tracks", 2)]:
+    for label, count in [("empty lines skipped", 3), ("malformed rows", 3), (SILVER_TRACKS, 2)]:
         assert re.search(rf"{label}[^\n]*│ {count} ", result.stdout), (label, result.stdout)
     assert "spotify_top2000" in result.stdout and "malformed_row" in result.stdout
-    quarantine = Lake(spark, settings.lake).read("bronze.quarantine")
+    quarantine = Lake(spark, settings.lake).read(BRONZE_QUARANTINE)
     assert sorted(r.source_row for r in quarantine.collect()) == [2, 3, 5]
     assert {r.reason for r in quarantine.collect()} == {MALFORMED_ROW}
     assert json.loads(quarantine.filter("source_row = 3").first().record)["title"] == "Too Many"

@@ -20,6 +20,7 @@ from genre_spark.ingest.genres import (
 from genre_spark.ingest.land import RawSchemaError, land, refresh_silver, source_key
 from genre_spark.ingest.validate import validate
 from genre_spark.lake import Lake, content_hash
+from genre_spark.lake.catalog import BRONZE_QUARANTINE, BRONZE_TRACKS_RAW, SILVER_TRACKS
 
 #: Real 'Top Genre' values of spotify_top2000.csv and TidyTuesday's playlist genres.
 REAL_LABELS = {
@@ -107,14 +108,14 @@ def test_land_replaces_only_its_source(spark: SparkSession, lake: Lake) -> None:
     land(lake, raw_rows(spark, [{"track_id": "c1"}, {"track_id": "c2"}]), "csv")
     land(lake, raw_rows(spark, [{"track_id": "s1"}]), "spotify")
     land(lake, raw_rows(spark, [{"track_id": "c3"}]), "csv")
-    table = lake.read("bronze.tracks_raw").select("track_id", "source")
+    table = lake.read(BRONZE_TRACKS_RAW).select("track_id", "source")
     assertDataFrameEqual(table, [("s1", "spotify"), ("c3", "csv")])
-    assert lake.version("bronze.tracks_raw") == 2
+    assert lake.version(BRONZE_TRACKS_RAW) == 2
 
 
 def _files_of(lake: Lake, source: str) -> set[str]:
     """The snapshot's bronze files of one source (its partition folder), as the log lists them."""
-    return {f for f in lake.files("bronze.tracks_raw") if f"/source_key={source_key(source)}/" in f}
+    return {f for f in lake.files(BRONZE_TRACKS_RAW) if f"/source_key={source_key(source)}/" in f}
 
 
 def test_landing_a_second_source_keeps_the_first_sources_files(
@@ -129,23 +130,23 @@ def test_landing_a_second_source_keeps_the_first_sources_files(
     assert files
     land(engine_lake, second, "csv:/data/second.csv")
     assert _files_of(engine_lake, "csv:/data/first.csv") == files
-    assert engine_lake.partition_columns("bronze.tracks_raw") == ["source_key"]
-    landed = engine_lake.content_hash("bronze.tracks_raw")
+    assert engine_lake.partition_columns(BRONZE_TRACKS_RAW) == ["source_key"]
+    landed = engine_lake.content_hash(BRONZE_TRACKS_RAW)
     land(engine_lake, second, "csv:/data/second.csv")  # the re-run
-    assert engine_lake.content_hash("bronze.tracks_raw") == landed
+    assert engine_lake.content_hash(BRONZE_TRACKS_RAW) == landed
     assert _files_of(engine_lake, "csv:/data/first.csv") == files
 
     scratch = Lake(spark, str(tmp_path / "scratch"), engine_lake.engine.name)  # type: ignore[arg-type]
     land(scratch, second, "csv:/data/second.csv")
     land(scratch, first, "csv:/data/first.csv")
-    assert content_hash(scratch.read("bronze.tracks_raw")) == landed
+    assert content_hash(scratch.read(BRONZE_TRACKS_RAW)) == landed
 
 
 def test_land_rejects_wrong_columns(spark: SparkSession, lake: Lake) -> None:
     raw = raw_rows(spark, [{"track_id": "x"}]).drop("tempo").withColumn("bpm", F.lit("1"))
     with pytest.raises(RawSchemaError, match=r"missing \['tempo'\], unexpected \['bpm'\]"):
         land(lake, raw, "csv")
-    assert not lake.exists("bronze.tracks_raw")
+    assert not lake.exists(BRONZE_TRACKS_RAW)
 
 
 def test_refresh_silver_keeps_the_invariant(
@@ -165,7 +166,7 @@ def test_refresh_silver_keeps_the_invariant(
     assert summary.genres == {"pop": 1, "rock": 1}
     assert summary.short_genres == ["pop", "rock"]
     assertDataFrameEqual(
-        lake.read("silver.tracks").select("track_id", "genre"), [("a", "rock"), ("b", "pop")]
+        lake.read(SILVER_TRACKS).select("track_id", "genre"), [("a", "rock"), ("b", "pop")]
     )
-    fine = lake.read("bronze.quarantine").filter("reason = 'unknown_genre'").first()["record"]
+    fine = lake.read(BRONZE_QUARANTINE).filter("reason = 'unknown_genre'").first()["record"]
     assert json.loads(fine)["genre"] == "reggae"

@@ -42,7 +42,14 @@ from genre_spark.ingest.spotify.plan import Planner, plan_id
 from genre_spark.ingest.spotify.providers import ProviderUnavailableError
 from genre_spark.ingest.spotify.runner import SpotifyIngestSummary, run
 from genre_spark.lake import Lake
-from genre_spark.schema import raw_schema, track_schema
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_SPOTIFY_RESPONSES,
+    BRONZE_TRACKS_RAW,
+    SILVER_TRACKS,
+    raw_row_schema,
+    spec,
+)
 
 GENRES = ("rock", "jazz")
 PER_GENRE = 8
@@ -145,7 +152,7 @@ def expected_silver(
                 "source": "spotify",
             }
         )
-    schema = track_schema()
+    schema = spec(SILVER_TRACKS).schema
     columns = [f for f in schema.fields if f.name != "ingested_at"]
     return spark.createDataFrame(
         [tuple(r[f.name] for f in columns) for r in rows], T.StructType(columns)
@@ -155,8 +162,8 @@ def expected_silver(
 def assert_all_accounted_for(lake: Lake, catalog: Catalog, fake: FakeSpotify) -> None:
     """requested == silver ∪ quarantine, disjoint, no duplicates; reasons and values as expected."""
     plan = expected_plan(catalog)
-    silver = lake.read("silver.tracks")
-    quarantine = lake.read("bronze.quarantine").where(F.col("source") == "spotify")
+    silver = lake.read(SILVER_TRACKS)
+    quarantine = lake.read(BRONZE_QUARANTINE).where(F.col("source") == "spotify")
     silver_ids = [r.track_id for r in silver.select("track_id").collect()]
     quarantined = {r.track_id: r.reason for r in quarantine.select("track_id", "reason").collect()}
     assert len(silver_ids) == len(set(silver_ids))
@@ -248,7 +255,7 @@ def test_fault_matrix_every_requested_track_in_silver_or_quarantine_once(
             clients.append(client_for(settings, fake))
             with pytest.raises(RateLimitStop, match="run the same command again after"):
                 run(lake, settings, client=clients[-1])
-            assert lake.exists(store.RESPONSES) and not lake.exists("silver.tracks")
+            assert lake.exists(store.RESPONSES) and not lake.exists(SILVER_TRACKS)
         clients.append(client_for(settings, fake))
         summary = run(lake, settings, client=clients[-1])
         assert_all_accounted_for(lake, catalog, fake)
@@ -278,7 +285,7 @@ def test_neither_provider_available_stops_with_the_options_before_fetching_track
     message = str(error.value)
     assert "genre ingest csv" in message and "ingest.spotify.provider_base" in message
     assert fake.requests["track"] == 0
-    assert not lake.exists("silver.tracks")
+    assert not lake.exists(SILVER_TRACKS)
 
 
 # --- kill and resume --------------------------------------------------------------------
@@ -311,7 +318,7 @@ def test_killed_run_resumes_to_the_same_silver_fetching_only_the_rest_then_nothi
     with FakeSpotify(catalog, client_secret=SECRET) as fake:
         reference_lake = Lake(spark, str(tmp_path / "reference"))
         ingest(reference_lake, configure(settings, fake), fake)
-        reference = reference_lake.content_hash("silver.tracks")
+        reference = reference_lake.content_hash(SILVER_TRACKS)
         lake = Lake(spark, str(tmp_path / "killed"))
         configure(settings, fake, checkpoint_batch=4)
         with pytest.raises(SimulatedKill):
@@ -322,12 +329,12 @@ def test_killed_run_resumes_to_the_same_silver_fetching_only_the_rest_then_nothi
         assert fake.requests["track"] - before == summary.requested - committed
         assert 0 < committed < summary.requested
         assert stored_tracks(lake) == summary.requested
-        assert lake.content_hash("silver.tracks") == reference
+        assert lake.content_hash(SILVER_TRACKS) == reference
         assert_all_accounted_for(lake, catalog, fake)
         calls = sum(fake.requests.values())
         ingest(lake, settings, fake)  # a finished plan: nothing left to fetch
         assert sum(fake.requests.values()) == calls
-        assert lake.content_hash("silver.tracks") == reference
+        assert lake.content_hash(SILVER_TRACKS) == reference
 
 
 def test_plan_takes_owned_playlists_first_then_search_and_resumes_from_stored_pages(
@@ -368,7 +375,7 @@ def test_store_appends_each_batch_as_one_arrow_commit_with_no_spark_job(
     lake: Lake, spark: SparkSession
 ) -> None:
     """Also onto a table an older run created with a Spark write (an existing lake)."""
-    schema = store.responses_schema()
+    schema = spec(store.RESPONSES).schema
     rows = [store.response("track", f"track|t{i}", f"t{i}", {"id": f"t{i}"}) for i in range(8)]
     first = spark.createDataFrame([tuple(rows[0].values())], schema)
     lake.write(first, store.RESPONSES, mode="append")
@@ -443,12 +450,12 @@ def test_responses_to_raw_joins_plan_tracks_and_features(spark: SparkSession) ->
         row("audio_features", "audio_features|c", "c", reason="no_audio_features"),
     ]
     responses = spark.createDataFrame(
-        [tuple(r[f.name] for f in store.responses_schema().fields) for r in rows],
-        store.responses_schema(),
+        [tuple(r[f.name] for f in spec(store.RESPONSES).schema.fields) for r in rows],
+        spec(store.RESPONSES).schema,
     )
     raw = responses_to_raw(responses, "p1")
     assert [(f.name, f.dataType) for f in raw.schema] == [
-        (f.name, f.dataType) for f in raw_schema()
+        (f.name, f.dataType) for f in raw_row_schema()
     ]
     got = raw.drop("ingested_at")
     names = got.columns
@@ -557,9 +564,9 @@ def test_the_secret_is_nowhere_logs_output_tables_files_or_errors(
     assert not (tmp_path / ".cache").exists()  # MemoryCacheHandler: no token file
     infos = lake.tables()
     assert {i.name for i in infos} >= {
-        "bronze.spotify_responses",
-        "bronze.tracks_raw",
-        "silver.tracks",
+        BRONZE_SPOTIFY_RESPONSES,
+        BRONZE_TRACKS_RAW,
+        SILVER_TRACKS,
     }
     for info in infos:
         df = lake.read(info.name)
@@ -568,7 +575,7 @@ def test_the_secret_is_nowhere_logs_output_tables_files_or_errors(
         hits = df.where(functools.reduce(operator.or_, found, F.lit(False)))
         assert hits.count() == 0, info.name
     title = catalog.tracks[catalog.search["rock"][0]].name
-    probe = lake.read("bronze.spotify_responses").where(F.col("body").contains(title))
+    probe = lake.read(BRONZE_SPOTIFY_RESPONSES).where(F.col("body").contains(title))
     assert probe.count() > 0  # the same scan does find what is there
     for path in tmp_path.rglob("*"):
         if path.is_file():

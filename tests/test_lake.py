@@ -29,6 +29,7 @@ from genre_spark.lake import (
     UnknownTableError,
     content_hash,
 )
+from genre_spark.lake.catalog import BRONZE_QUARANTINE, GOLD_FEATURES, GOLD_MODELS, SILVER_TRACKS
 
 SCHEMA = T.StructType(
     [
@@ -50,34 +51,34 @@ def rows(spark: SparkSession, data: list[tuple[str, str, float]]) -> DataFrame:
 
 def test_write_then_read_roundtrip(spark: SparkSession, engine_lake: Lake) -> None:
     df = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25), ("c", "jazz", 0.125)])
-    version = engine_lake.write(df, "silver.tracks")
+    version = engine_lake.write(df, SILVER_TRACKS)
     assert version == 0
-    assertDataFrameEqual(engine_lake.read("silver.tracks"), df)
-    assert engine_lake.path("silver.tracks").endswith(os.path.join("lake", "silver", "tracks"))
+    assertDataFrameEqual(engine_lake.read(SILVER_TRACKS), df)
+    assert engine_lake.path(SILVER_TRACKS).endswith(os.path.join("lake", "silver", "tracks"))
 
 
 def test_an_empty_append_is_a_commit_of_its_own(spark: SparkSession, engine_lake: Lake) -> None:
     """A stage that quarantines nothing still appends its (empty) batch: one commit, its version."""
-    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
+    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), SILVER_TRACKS)
     empty = spark.createDataFrame([], SCHEMA)
-    assert engine_lake.write(empty, "silver.tracks", mode="append") == 1
-    newest_first = [h["operation"] for h in engine_lake.history("silver.tracks")]
+    assert engine_lake.write(empty, SILVER_TRACKS, mode="append") == 1
+    newest_first = [h["operation"] for h in engine_lake.history(SILVER_TRACKS)]
     assert newest_first == ["APPEND", "OVERWRITE"]
-    assertDataFrameEqual(engine_lake.read("silver.tracks"), rows(spark, [("a", "rock", 0.5)]))
+    assertDataFrameEqual(engine_lake.read(SILVER_TRACKS), rows(spark, [("a", "rock", 0.5)]))
 
 
 def test_overwrite_and_append_are_single_commits_with_history(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
-    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
-    engine_lake.write(rows(spark, [("b", "pop", 0.25)]), "silver.tracks", mode="append")
-    engine_lake.write(rows(spark, [("c", "jazz", 0.1)]), "silver.tracks")
-    assert engine_lake.version("silver.tracks") == 2
-    ops = [h["operation"] for h in engine_lake.history("silver.tracks")]
+    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), SILVER_TRACKS)
+    engine_lake.write(rows(spark, [("b", "pop", 0.25)]), SILVER_TRACKS, mode="append")
+    engine_lake.write(rows(spark, [("c", "jazz", 0.1)]), SILVER_TRACKS)
+    assert engine_lake.version(SILVER_TRACKS) == 2
+    ops = [h["operation"] for h in engine_lake.history(SILVER_TRACKS)]
     assert ops == ["OVERWRITE", "APPEND", "OVERWRITE"]
-    assertDataFrameEqual(engine_lake.read("silver.tracks"), rows(spark, [("c", "jazz", 0.1)]))
+    assertDataFrameEqual(engine_lake.read(SILVER_TRACKS), rows(spark, [("c", "jazz", 0.1)]))
     assertDataFrameEqual(
-        engine_lake.read("silver.tracks", version=1),
+        engine_lake.read(SILVER_TRACKS, version=1),
         rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]),
     )
 
@@ -86,8 +87,8 @@ def test_failed_write_leaves_previous_version_intact(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
     original = rows(spark, [(str(i), "rock", i / 100) for i in range(50)])
-    engine_lake.write(original, "silver.tracks")
-    before = engine_lake.content_hash("silver.tracks")
+    engine_lake.write(original, SILVER_TRACKS)
+    before = engine_lake.content_hash(SILVER_TRACKS)
 
     @F.udf("double")
     def explode_midway(x: float) -> float:
@@ -97,13 +98,13 @@ def test_failed_write_leaves_previous_version_intact(
 
     failing = original.withColumn("energy", explode_midway("energy"))
     with pytest.raises(Exception, match="simulated crash"):
-        engine_lake.write(failing, "silver.tracks")
-    assert engine_lake.version("silver.tracks") == 0
-    assert engine_lake.content_hash("silver.tracks") == before
+        engine_lake.write(failing, SILVER_TRACKS)
+    assert engine_lake.version(SILVER_TRACKS) == 0
+    assert engine_lake.content_hash(SILVER_TRACKS) == before
 
 
 def test_merge_upserts_on_keys(spark: SparkSession, engine_lake: Lake) -> None:
-    table = "gold.models"  # not partitioned: test_lake_partitions.py merges partitioned ones
+    table = GOLD_MODELS  # not partitioned: test_lake_partitions.py merges partitioned ones
     engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), table)
     engine_lake.merge(rows(spark, [("b", "pop", 0.75), ("c", "jazz", 0.1)]), table, ["track_id"])
     expected = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.75), ("c", "jazz", 0.1)])
@@ -114,18 +115,33 @@ def test_merge_upserts_on_keys(spark: SparkSession, engine_lake: Lake) -> None:
 
 
 def test_sql_sees_every_written_table(spark: SparkSession, engine_lake: Lake) -> None:
-    engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "rock", 0.25)]), "silver.tracks")
+    engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "rock", 0.25)]), SILVER_TRACKS)
+    engine_lake.register_sql()
     result = spark.sql("SELECT genre, count(*) AS n FROM silver.tracks GROUP BY genre")
     assertDataFrameEqual(result, spark.createDataFrame([("rock", 2)], "genre string, n long"))
-    engine_lake.write(rows(spark, [("c", "pop", 0.1)]), "silver.tracks", mode="append")
+    # Registered once: later commits show without registering again.
+    engine_lake.write(rows(spark, [("c", "pop", 0.1)]), SILVER_TRACKS, mode="append")
     assert spark.sql("SELECT count(*) AS n FROM silver.tracks").first()["n"] == 3
+    engine_lake.merge(rows(spark, [("d", "jazz", 0.2)]), SILVER_TRACKS, ["track_id"])
+    assert spark.sql("SELECT count(*) AS n FROM silver.tracks").first()["n"] == 4
+
+
+def test_a_write_runs_no_sql_ddl(spark: SparkSession, engine_lake: Lake) -> None:
+    """Writes leave the SQL catalogue alone: registration is register_sql's, once per command."""
+    spark.sql("CREATE DATABASE IF NOT EXISTS gold")
+    spark.sql("DROP TABLE IF EXISTS gold.models")
+    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), GOLD_MODELS)
+    engine_lake.merge(rows(spark, [("b", "pop", 0.5)]), GOLD_MODELS, ["track_id"])
+    assert not spark.catalog.tableExists(GOLD_MODELS)
+    engine_lake.register_sql()
+    assert spark.sql("SELECT count(*) AS n FROM gold.models").first()["n"] == 2
 
 
 def test_other_delta_readers_see_the_same_table(spark: SparkSession, engine_lake: Lake) -> None:
     data = [(f"t{i}", "rock" if i % 2 else "pop", i / 10) for i in range(20)]
-    engine_lake.write(rows(spark, data), "silver.tracks")
-    engine_lake.write(rows(spark, data[:5]), "silver.tracks", mode="append")
-    path = engine_lake.path("silver.tracks")
+    engine_lake.write(rows(spark, data), SILVER_TRACKS)
+    engine_lake.write(rows(spark, data[:5]), SILVER_TRACKS, mode="append")
+    path = engine_lake.path(SILVER_TRACKS)
     expected_sum = round(sum(e for _, _, e in data) + sum(e for _, _, e in data[:5]), 9)
 
     duckdb_extensions.import_extension("delta")
@@ -140,30 +156,30 @@ def test_other_delta_readers_see_the_same_table(spark: SparkSession, engine_lake
 
 
 def test_vacuum_removes_orphans_and_old_files_only(spark: SparkSession, engine_lake: Lake) -> None:
-    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), "silver.tracks")
-    engine_lake.write(rows(spark, [("b", "pop", 0.25)]), "silver.tracks")
+    engine_lake.write(rows(spark, [("a", "rock", 0.5)]), SILVER_TRACKS)
+    engine_lake.write(rows(spark, [("b", "pop", 0.25)]), SILVER_TRACKS)
     orphan = os.path.join(
-        engine_lake.path("silver.tracks"), "part-orphan-from-a-killed-writer.parquet"
+        engine_lake.path(SILVER_TRACKS), "part-orphan-from-a-killed-writer.parquet"
     )
     with open(orphan, "wb") as handle:
         handle.write(b"not a parquet file")
-    removed = engine_lake.vacuum("silver.tracks")
+    removed = engine_lake.vacuum(SILVER_TRACKS)
     assert orphan in removed
-    live = set(engine_lake.files("silver.tracks"))
+    live = set(engine_lake.files(SILVER_TRACKS))
     on_disk = {
-        os.path.join(engine_lake.path("silver.tracks"), f)
-        for f in os.listdir(engine_lake.path("silver.tracks"))
+        os.path.join(engine_lake.path(SILVER_TRACKS), f)
+        for f in os.listdir(engine_lake.path(SILVER_TRACKS))
         if f.endswith(".parquet")
     }
     assert on_disk == live
-    assertDataFrameEqual(engine_lake.read("silver.tracks"), rows(spark, [("b", "pop", 0.25)]))
+    assertDataFrameEqual(engine_lake.read(SILVER_TRACKS), rows(spark, [("b", "pop", 0.25)]))
 
 
 def test_tables_lists_versions_and_rows(spark: SparkSession, engine_lake: Lake) -> None:
-    engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), "silver.tracks")
-    engine_lake.write(rows(spark, [("x", "rock", 0.5)]), "bronze.quarantine")
+    engine_lake.write(rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)]), SILVER_TRACKS)
+    engine_lake.write(rows(spark, [("x", "rock", 0.5)]), BRONZE_QUARANTINE)
     infos = {(i.name, i.version, i.rows) for i in engine_lake.tables()}
-    assert infos == {("silver.tracks", 0, 2), ("bronze.quarantine", 0, 1)}
+    assert infos == {(SILVER_TRACKS, 0, 2), (BRONZE_QUARANTINE, 0, 1)}
 
 
 def in_threads(*fns: object) -> tuple[list[object], list[BaseException]]:
@@ -190,22 +206,22 @@ def in_threads(*fns: object) -> tuple[list[object], list[BaseException]]:
 def test_concurrent_appends_both_land_and_each_returns_its_own_version(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
-    engine_lake.write(rows(spark, [("v0", "rock", 0.0)]), "silver.tracks")
+    engine_lake.write(rows(spark, [("v0", "rock", 0.0)]), SILVER_TRACKS)
     a = rows(spark, [(f"a{i}", "pop", i / 10) for i in range(5)])
     b = rows(spark, [(f"b{i}", "jazz", i / 10) for i in range(3)])
     results, errors = in_threads(
-        lambda: ("a", engine_lake.write(a, "silver.tracks", mode="append")),
-        lambda: ("b", engine_lake.write(b, "silver.tracks", mode="append")),
+        lambda: ("a", engine_lake.write(a, SILVER_TRACKS, mode="append")),
+        lambda: ("b", engine_lake.write(b, SILVER_TRACKS, mode="append")),
     )
     assert errors == [], [str(e)[:2000] for e in errors]
     assert sorted(v for _, v in results) == [1, 2]  # type: ignore[misc]
     for tag, version in results:  # type: ignore[misc]
-        added = engine_lake.read("silver.tracks", version).exceptAll(
-            engine_lake.read("silver.tracks", version - 1)
+        added = engine_lake.read(SILVER_TRACKS, version).exceptAll(
+            engine_lake.read(SILVER_TRACKS, version - 1)
         )
         assertDataFrameEqual(added, a if tag == "a" else b)
     assertDataFrameEqual(
-        engine_lake.read("silver.tracks"), rows(spark, [("v0", "rock", 0.0)]).union(a).union(b)
+        engine_lake.read(SILVER_TRACKS), rows(spark, [("v0", "rock", 0.0)]).union(a).union(b)
     )
 
 
@@ -213,7 +229,7 @@ def test_a_merge_never_drops_a_write_that_committed_while_it_ran(
     spark: SparkSession, engine_lake: Lake, tmp_path: Path
 ) -> None:
     """The merge's source waits until an append has committed: the merge loses, or keeps it."""
-    table = "gold.models"
+    table = GOLD_MODELS
     base = rows(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
     appended = rows(spark, [("c", "jazz", 0.1)])
     engine_lake.write(base, table)
@@ -265,4 +281,4 @@ def test_unknown_and_missing_tables_have_clear_errors(lake: Lake) -> None:
     with pytest.raises(UnknownTableError, match="known tables"):
         lake.path("silver.nope")
     with pytest.raises(TableNotFoundError, match="run the stage that writes it"):
-        lake.read("gold.features")
+        lake.read(GOLD_FEATURES)

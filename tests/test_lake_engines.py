@@ -23,6 +23,7 @@ from genre_spark.lake import (
     NonLocalLakeError,
     connector,
 )
+from genre_spark.lake.catalog import GOLD_SCORED, SILVER_TRACKS
 from genre_spark.lake.engine import WRITE_ID_KEY
 from genre_spark.session import delta_connector_conf
 
@@ -110,7 +111,7 @@ def test_each_engine_reads_appends_and_merges_what_the_other_wrote(
     other = next(e for e in ENGINES if e != writer)
     first = Lake(spark, str(tmp_path / "lake"), writer)  # type: ignore[arg-type]
     second = Lake(spark, str(tmp_path / "lake"), other)  # type: ignore[arg-type]
-    table = "gold.scored"  # partitioned by model_version: the "genre" of these rows
+    table = GOLD_SCORED  # partitioned by model_version: the "genre" of these rows
     keys = ["track_id", "model_version"]
     base = scored(spark, [("a", "rock", 0.5), ("b", "pop", 0.25)])
     assert first.write(base, table) == 0
@@ -144,9 +145,9 @@ def test_delta_spark_commits_carry_deltas_own_engine_info_and_the_write_id(
 ) -> None:
     require_delta_spark(spark)
     lake = Lake(spark, str(tmp_path / "lake"), "delta-spark")
-    lake.write(frame(spark, [("a", "rock", 0.5)]), "silver.tracks")
-    lake.merge(frame(spark, [("a", "rock", 0.6)]), "silver.tracks", ["track_id"])
-    log = Path(lake.path("silver.tracks")) / "_delta_log"
+    lake.write(frame(spark, [("a", "rock", 0.5)]), SILVER_TRACKS)
+    lake.merge(frame(spark, [("a", "rock", 0.6)]), SILVER_TRACKS, ["track_id"])
+    log = Path(lake.path(SILVER_TRACKS)) / "_delta_log"
     for version in (0, 1):
         actions = [
             json.loads(line)

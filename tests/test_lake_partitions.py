@@ -25,10 +25,11 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.ingest.land import source_key, source_key_column
 from genre_spark.lake import Lake, PartitionError, content_hash
+from genre_spark.lake.catalog import GOLD_SCORED
 from genre_spark.lake.engine import CHECKPOINT_INTERVAL_KEY
 from genre_spark.lake.partitions import folder
 
-TABLE = "gold.scored"
+TABLE = GOLD_SCORED
 KEYS = ["track_id", "model_version"]
 SCHEMA = "track_id string, model_version string, p double"
 
@@ -76,6 +77,7 @@ def test_replace_swaps_one_partition_and_keeps_every_other_file(
     assert con.execute(sql).fetchall() == want
     polars = pl.read_delta(path).group_by("model_version").len().sort("model_version").rows()
     assert polars == want
+    engine_lake.register_sql()
     spark_sql = spark.sql(f"SELECT model_version, count(*) AS n FROM {TABLE} GROUP BY 1 ORDER BY 1")
     assert [tuple(r) for r in spark_sql.collect()] == want
 

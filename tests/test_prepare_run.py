@@ -16,6 +16,16 @@ from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.features.spark import FeatureNotFittedError, read_transform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import (
+    GOLD_FEATURES,
+    GOLD_GENRE_BASELINES,
+    GOLD_GENRE_MATCHES,
+    GOLD_GENRE_PLAYLISTS,
+    GOLD_NORMALIZER,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_TRENDS_BY_YEAR,
+    SILVER_TRACKS,
+)
 from genre_spark.prepare import run as prepare_run
 from genre_spark.prepare.manifest import MANIFEST, IncompletePrepareError, require_complete
 from genre_spark.prepare.run import TABLES, PrepareSummary, run
@@ -82,7 +92,7 @@ def prepared(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> I
     settings = load_settings(overrides={**SETTINGS, "lake": str(root / "lake")}, environ={})
     lake = Lake(spark, settings.lake, settings.engine)
     silver = _silver()
-    lake.write(silver_frame(spark, silver), "silver.tracks")
+    lake.write(silver_frame(spark, silver), SILVER_TRACKS)
     yield Prepared(settings, lake, silver, run(lake, settings))
 
 
@@ -90,17 +100,17 @@ def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
     spark: SparkSession, prepared: Prepared
 ) -> None:
     lake, silver, summary = prepared.lake, prepared.silver, prepared.summary
-    gold = lake.read("gold.features").toPandas().set_index("track_id").sort_index()
+    gold = lake.read(GOLD_FEATURES).toPandas().set_index("track_id").sort_index()
     splits = (
         assign_split(silver_frame(spark, silver), prepared.settings.prepare.split)
         .select("track_id", "split")
         .toPandas()
     )
     expected = silver.merge(splits, on="track_id").set_index("track_id").sort_index()
-    transform = read_transform(lake.read("gold.normalizer"))
+    transform = read_transform(lake.read(GOLD_NORMALIZER))
     vectors = transform.apply(expected)  # the numpy application (tests/test_transform.py)
 
-    assert list(lake.read("gold.features").columns) == [
+    assert list(lake.read(GOLD_FEATURES).columns) == [
         *("track_id", "genre", "split", "features", "is_outlier", "is_core", "year", "popularity")
     ]
     assert gold.index.equals(expected.index)  # every track, the ones missing a value included
@@ -111,13 +121,13 @@ def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
     assert gold.loc[list(PLANTED_EXTREMES), "is_outlier"].all()
     assert int(gold["is_outlier"].sum()) == summary.n_outliers
     assert not (gold["is_outlier"] & gold["is_core"]).any()
-    assert len(lake.files("gold.features")) == max(4, prepared.settings.spark.shuffle_partitions)
+    assert len(lake.files(GOLD_FEATURES)) == max(4, prepared.settings.spark.shuffle_partitions)
 
     assert summary.tracks == len(silver)
     assert summary.splits == expected["split"].value_counts().to_dict()
     assert summary.imputed["instrumentalness"] == silver["instrumentalness"].isna().sum() > 0
     assert summary.tracks_without_year == silver["year"].isna().sum() > 0
-    params = lake.read("gold.outlier_params").toPandas()
+    params = lake.read(GOLD_OUTLIER_PARAMS).toPandas()
     assert params.loc[0, "eps"] == pytest.approx(summary.eps)
     assert params.loc[
         0, ["min_samples", "n_points", "n_outliers", "metric", "version"]
@@ -129,7 +139,7 @@ def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
         summary.silver_version,
     ]
     assert list(params.loc[0, "features"]) == [*FEATURES, "popularity", "year"]  # continuous
-    normalizer = lake.read("gold.normalizer").toPandas().sort_values("position")
+    normalizer = lake.read(GOLD_NORMALIZER).toPandas().sort_values("position")
     assert normalizer["feature"].tolist() == list(MODEL_FEATURE_NAMES) == summary.features
     assert set(normalizer["version"]) == {summary.silver_version}
     assert summary.indicators == ["instrumentalness", "year"]  # the features with gaps in train
@@ -139,12 +149,12 @@ def test_gold_features_are_the_train_scaled_vectors_with_split_and_flags(
 def test_matches_playlists_baselines_and_trends_cover_the_catalog(prepared: Prepared) -> None:
     lake, silver, summary = prepared.lake, prepared.silver, prepared.summary
     genres = sorted(silver["genre"].unique())
-    matches = lake.read("gold.genre_matches").toPandas()
+    matches = lake.read(GOLD_GENRE_MATCHES).toPandas()
     per_track = matches.groupby("track_id")["match"].agg(["size", "sum"])
     assert len(per_track) == len(silver) and (per_track["size"] == len(genres)).all()
     np.testing.assert_allclose(per_track["sum"], 1.0, rtol=1e-12)
 
-    playlists = lake.read("gold.genre_playlists").toPandas()
+    playlists = lake.read(GOLD_GENRE_PLAYLISTS).toPandas()
     assert sorted(playlists["genre"].unique()) == genres
     ranks = playlists.groupby("genre")["rank"].apply(sorted)
     assert all(list(r) == list(range(1, 11)) for r in ranks)
@@ -156,13 +166,13 @@ def test_matches_playlists_baselines_and_trends_cover_the_catalog(prepared: Prep
     )
 
     assert summary.rows == {
-        "gold.normalizer": len(MODEL_FEATURE_NAMES),
-        "gold.features": len(silver),
-        "gold.outlier_params": 1,
-        "gold.genre_baselines": len(genres) * len(FEATURES),
-        "gold.genre_matches": len(silver) * len(genres),
-        "gold.genre_playlists": 10 * len(genres),
-        "gold.trends_by_year": len(silver.dropna(subset=["year"]).groupby(["year", "genre"])),
+        GOLD_NORMALIZER: len(MODEL_FEATURE_NAMES),
+        GOLD_FEATURES: len(silver),
+        GOLD_OUTLIER_PARAMS: 1,
+        GOLD_GENRE_BASELINES: len(genres) * len(FEATURES),
+        GOLD_GENRE_MATCHES: len(silver) * len(genres),
+        GOLD_GENRE_PLAYLISTS: 10 * len(genres),
+        GOLD_TRENDS_BY_YEAR: len(silver.dropna(subset=["year"]).groupby(["year", "genre"])),
     }
 
 
@@ -191,7 +201,7 @@ def test_manifest_names_the_version_of_every_table_written(prepared: Prepared) -
 def test_a_prepare_that_stops_part_way_is_refused_downstream_until_rerun(
     spark: SparkSession, settings: Settings, lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lake.write(silver_frame(spark, silver_pandas(n_per_genre=40, seed=5)), "silver.tracks")
+    lake.write(silver_frame(spark, silver_pandas(n_per_genre=40, seed=5)), SILVER_TRACKS)
     run(lake, settings)
     complete = {name: lake.version(name) for name in TABLES}
 
@@ -203,7 +213,7 @@ def test_a_prepare_that_stops_part_way_is_refused_downstream_until_rerun(
         with pytest.raises(MemoryError):
             run(lake, settings)
     moved = {name for name in TABLES if lake.version(name) != complete[name]}
-    assert moved == {"gold.normalizer", "gold.features", "gold.outlier_params"}
+    assert moved == {GOLD_NORMALIZER, GOLD_FEATURES, GOLD_OUTLIER_PARAMS}
 
     with pytest.raises(IncompletePrepareError, match="did not finish"):
         require_complete(lake)
@@ -217,7 +227,7 @@ def test_a_prepare_that_stops_part_way_is_refused_downstream_until_rerun(
     require_complete(lake)
 
     # A prepare table rewritten by anything but prepare no longer belongs to the set.
-    normalizer = lake.write(lake.read("gold.normalizer"), "gold.normalizer")
+    normalizer = lake.write(lake.read(GOLD_NORMALIZER), GOLD_NORMALIZER)
     with pytest.raises(IncompletePrepareError, match=rf"gold.normalizer \(version {normalizer}"):
         require_complete(lake)
 
@@ -225,7 +235,7 @@ def test_a_prepare_that_stops_part_way_is_refused_downstream_until_rerun(
 def test_readme_sql_examples(spark: SparkSession, prepared: Prepared) -> None:
     prepared.lake.register_sql()
     rock = spark.sql(TOP_ROCK_AUDIENCE).toPandas()
-    matches = prepared.lake.read("gold.genre_matches").where("genre = 'rock'").toPandas()
+    matches = prepared.lake.read(GOLD_GENRE_MATCHES).where("genre = 'rock'").toPandas()
     best = matches.sort_values(
         ["match", "log_likelihood", "track_id"], ascending=[False, False, True]
     )
@@ -249,13 +259,13 @@ def test_missing_or_empty_silver_and_unfittable_features_fail_before_writing(
     assert missing.exit_code == 1 and "silver.tracks does not exist" in missing.output
 
     silver = _silver()
-    lake.write(silver_frame(spark, silver.iloc[:0]), "silver.tracks")
+    lake.write(silver_frame(spark, silver.iloc[:0]), SILVER_TRACKS)
     empty = CliRunner().invoke(app, ["prepare", "--lake", settings.lake])
     assert empty.exit_code == 1 and "EmptyCatalogError: silver.tracks is empty" in empty.output
 
     silver["instrumentalness"] = np.nan
-    lake.write(silver_frame(spark, silver), "silver.tracks")
+    lake.write(silver_frame(spark, silver), SILVER_TRACKS)
     listed = settings.model_copy(update={"features": ["tempo", "instrumentalness"]})
     with pytest.raises(FeatureNotFittedError, match="instrumentalness"):
         run(lake, listed)
-    assert [t.name for t in lake.tables()] == ["silver.tracks"]
+    assert [t.name for t in lake.tables()] == [SILVER_TRACKS]

@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 from genre_spark.config import load_settings
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_MODELS, GOLD_PROMOTIONS
 from genre_spark.model import promote as gate
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import (
@@ -46,7 +47,7 @@ def _register(lake: Lake, settings: Any, seed: int, f1: float) -> str:
 
 
 def _gold_aliases(lake: Lake) -> dict[str, list[str]]:
-    return {r["version"]: sorted(r["aliases"]) for r in lake.read("gold.models").collect()}
+    return {r["version"]: sorted(r["aliases"]) for r in lake.read(GOLD_MODELS).collect()}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def test_lifecycle_on_the_registry(registry: dict[str, Any]) -> None:
 
     rows = sorted(
         (r["version"], r["previous_champion"], r["outcome"])
-        for r in lake.read("gold.promotions").collect()
+        for r in lake.read(GOLD_PROMOTIONS).collect()
     )
     assert rows == sorted(
         [

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_MODELS, GOLD_PROMOTIONS, GOLD_SCORED
 from genre_spark.model import promote as gate
 from genre_spark.model import train as training
 from genre_spark.model.registry import aliases, resolve_model
@@ -33,7 +34,7 @@ def _cli(settings: Settings, *args: str) -> tuple[int, str]:
 
 
 def _scored_at(lake: Lake) -> dict[str, object]:
-    rows = lake.read("gold.scored").groupBy("model_version").agg(F.max("scored_at").alias("t"))
+    rows = lake.read(GOLD_SCORED).groupBy("model_version").agg(F.max("scored_at").alias("t"))
     return {r["model_version"]: r["t"] for r in rows.collect()}
 
 
@@ -68,14 +69,14 @@ def test_a_worse_retrain_does_not_replace_the_champion(
     code, output = _cli(settings, "promote", "--force")
     assert code == 0 and "promoted to @champion with --force" in output, output
     assert aliases(settings) == {"champion": "2"}
-    models = {r["version"]: list(r["aliases"]) for r in lake.read("gold.models").collect()}
+    models = {r["version"]: list(r["aliases"]) for r in lake.read(GOLD_MODELS).collect()}
     assert models == {"1": [], "2": ["champion"]}
     version = MlflowClient().get_model_version(settings.mlflow.model_name, "2")
     assert version.tags[gate.OUTCOME_TAG] == gate.FORCED
     assert "with --force" in version.description
     decisions = {
         (r["version"], r["previous_champion"], r["outcome"])
-        for r in lake.read("gold.promotions").collect()
+        for r in lake.read(GOLD_PROMOTIONS).collect()
     }
     assert decisions == {("1", None, "promoted"), ("2", "1", "refused"), ("2", "1", "forced")}
 

@@ -28,6 +28,7 @@ from genre_spark import score
 from genre_spark.config import Settings, load_settings
 from genre_spark.features.spark import fit_transform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_SCORED, SILVER_TRACKS
 from genre_spark.model.promote import promote
 from genre_spark.model.pyfunc import PREDICTED, probability_column
 from genre_spark.model.registry import CHAMPION, aliases, mark_challenger, use_tracking
@@ -47,7 +48,7 @@ def champion(
     )
     lake = Lake(spark, settings.lake, settings.engine)
     silver = catalogue(spark, N_TRACKS, seed=2)
-    lake.write(silver.repartition(2), "silver.tracks")
+    lake.write(silver.repartition(2), SILVER_TRACKS)
     transform = fit_transform(silver.where("track_id is not null"), scaler="quantile").transform
     version, _ = register_cnn(lake, settings, seed=7, transform=transform)
     mark_challenger(lake, settings, version)
@@ -63,13 +64,13 @@ def _uri(settings: Settings) -> str:
 
 def _raw(lake: Lake) -> pd.DataFrame:
     """silver.tracks' scorable rows, raw columns as stored (nullable ints arrive as floats)."""
-    return lake.read("silver.tracks").where("track_id is not null").toPandas()
+    return lake.read(SILVER_TRACKS).where("track_id is not null").toPandas()
 
 
 def _assert_equals_gold(lake: Lake, version: str, predictions: pd.DataFrame) -> None:
     """``predictions`` (track_id, predicted_genre, probability_<genre>) against gold.scored."""
     gold = (
-        lake.read("gold.scored")
+        lake.read(GOLD_SCORED)
         .where(F.col("model_version") == version)
         .select("track_id", PREDICTED, "probabilities")
         .toPandas()
@@ -88,7 +89,7 @@ def test_spark_udf_over_silver_equals_gold_scored(
     settings, lake, version = champion
     udf = mlflow.pyfunc.spark_udf(spark, _uri(settings), env_manager="local")
     predicted = (
-        lake.read("silver.tracks")
+        lake.read(SILVER_TRACKS)
         .where("track_id is not null")
         .select("track_id", udf().alias("p"))  # no columns named: the signature's inputs
         .select("track_id", "p.*")
@@ -133,6 +134,6 @@ def test_mlflow_models_predict_cli_on_a_csv_gives_gold_genres(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     predictions = pd.DataFrame(json.loads(out.read_text())["predictions"])
-    gold = lake.read("gold.scored").where(F.col("model_version") == version).toPandas()
+    gold = lake.read(GOLD_SCORED).where(F.col("model_version") == version).toPandas()
     expected = gold.set_index("track_id").loc[rows["track_id"], PREDICTED]
     assert predictions[PREDICTED].tolist() == expected.tolist()

@@ -13,6 +13,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from genre_spark.config import REFERENCE_MODELS, Settings, load_settings
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_EVALUATION, GOLD_FEATURES, GOLD_REFERENCE_PREDICTIONS
 from genre_spark.model import reference
 from genre_spark.model.data import balanced_weights
 from genre_spark.schema import FEATURES
@@ -37,7 +38,7 @@ def fitted(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dic
     )
     lake = Lake(spark, settings.lake)
     lake.write(
-        blob_features(spark, 450, GENRES, list(FEATURES), spread=0.4, files=2), "gold.features"
+        blob_features(spark, 450, GENRES, list(FEATURES), spread=0.4, files=2), GOLD_FEATURES
     )
     outcome = reference.run(lake, settings)
     return {"lake": lake, "settings": settings, "outcome": outcome}
@@ -45,8 +46,8 @@ def fitted(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 def test_every_model_predicts_every_row_of_every_split(fitted: dict[str, Any]) -> None:
     lake: Lake = fitted["lake"]
-    features = lake.read("gold.features").select("track_id", "split", "genre")
-    predicted = lake.read("gold.reference_predictions")
+    features = lake.read(GOLD_FEATURES).select("track_id", "split", "genre")
+    predicted = lake.read(GOLD_REFERENCE_PREDICTIONS)
     assert sorted(predicted.columns) == ["genre", "model", "predicted", "split", "track_id"]
     for name in REFERENCE_MODELS:
         rows = predicted.where(F.col("model") == name)
@@ -61,7 +62,7 @@ def test_every_model_predicts_every_row_of_every_split(fitted: dict[str, Any]) -
 
 def test_scores_are_high_on_blobs_and_equal_scikit_learn(fitted: dict[str, Any]) -> None:
     predicted = (
-        fitted["lake"].read("gold.reference_predictions").where(F.col("split") == "validation")
+        fitted["lake"].read(GOLD_REFERENCE_PREDICTIONS).where(F.col("split") == "validation")
     )
     metrics = fitted["outcome"].metrics
     assert sorted(metrics) == sorted(REFERENCE_MODELS)
@@ -111,8 +112,8 @@ def test_xgboost_on_the_synthetic_catalog_beats_the_majority_class_and_scores_li
 ) -> None:
     """The small pipeline's XGBoost (on Spark executors): real predictions, metrics as scikit-learn's."""
     _, lake, _ = pipeline_run
-    predicted = lake.read("gold.reference_predictions").where(F.col("model") == "xgboost")
-    evaluation = lake.read("gold.evaluation").where(
+    predicted = lake.read(GOLD_REFERENCE_PREDICTIONS).where(F.col("model") == "xgboost")
+    evaluation = lake.read(GOLD_EVALUATION).where(
         (F.col("model") == "xgboost") & (F.col("genre") == "macro avg")
     )
     for split in ("validation", "test"):

@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 from genre_spark.config import Settings, load_settings
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_MODELS
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import (
     ModelNotFoundError,
@@ -126,9 +127,9 @@ def test_an_identical_model_reuses_its_version_and_says_so(
         )
 
     assert register({"note": "first"}) == Registration("1", reused=False)
-    models_version = lake.version("gold.models")
+    models_version = lake.version(GOLD_MODELS)
     assert register({"note": "first"}) == Registration("1", reused=True)  # same weights, params
-    assert lake.version("gold.models") == models_version  # nothing mirrored again
+    assert lake.version(GOLD_MODELS) == models_version  # nothing mirrored again
     assert register({"note": "other"}) == Registration("2", reused=False)
     name = settings.mlflow.model_name
     versions = mlflow.MlflowClient(settings.tracking_uri).search_model_versions(f"name='{name}'")

@@ -32,9 +32,10 @@ from typer.testing import CliRunner
 
 from genre_spark.cli import app
 from genre_spark.lake import ConcurrentWriteError, Lake, deltars, deltars_log
+from genre_spark.lake.catalog import BRONZE_QUARANTINE, BRONZE_TRACKS_RAW, SILVER_TRACKS
 from genre_spark.lake.deltars_log import Commit
 
-TABLE = "silver.tracks"
+TABLE = SILVER_TRACKS
 
 
 def frame(spark: SparkSession, start: int, rows: int, tag: str) -> DataFrame:
@@ -129,7 +130,7 @@ def test_two_threads_overwrite_at_once_final_table_is_exactly_one_input(
 def test_threads_registering_one_table_for_sql_at_once_all_succeed(
     spark: SparkSession, lake: Lake
 ) -> None:
-    """Every write re-registers its SQL table; registrations from many threads must not collide."""
+    """Threads registering the lake's SQL tables at once (each drops and re-creates) must not collide."""
     lake.write(frame(spark, 0, 100, "v0"), TABLE)
     for _ in range(3):
         results, errors = run_both([lake.register_sql] * 6)
@@ -249,7 +250,7 @@ def test_two_processes_ingesting_into_one_lake_at_once_lose_and_double_nothing(
     markers = tmp_path / "markers"
     jobs = {}
     for name, after in (("a", None), ("b", "a")):
-        hook = {"kind": "commit_in_turn", "table": "bronze.tracks_raw", "name": name,
+        hook = {"kind": "commit_in_turn", "table": BRONZE_TRACKS_RAW, "name": name,
                 "peers": ["a", "b"], "after": after}  # fmt: skip
         args = ["ingest", "csv", str(files[name]), "--lake", str(lake_root)]
         spec = {"markers": str(markers), "commands": [{"args": args, "hooks": [hook]}]}
@@ -269,13 +270,13 @@ def test_two_processes_ingesting_into_one_lake_at_once_lose_and_double_nothing(
         assert again.exit_code == 0, again.output
     assert min(job.returncode for job in jobs.values()) == 0  # one of them always lands
     lake = Lake(spark, str(lake_root))
-    bronze = lake.read("bronze.tracks_raw")
+    bronze = lake.read(BRONZE_TRACKS_RAW)
     per_source = {
         r["source"].rsplit("/", 1)[1]: r["count"]
         for r in bronze.groupBy("source").count().collect()
     }
     assert per_source == {"first.csv": 5, "a.csv": 7, "b.csv": 7}
     assert bronze.select("source", "source_row").distinct().count() == 19
-    silver = lake.read("silver.tracks")
-    assert silver.count() + lake.read("bronze.quarantine").count() == 19
+    silver = lake.read(SILVER_TRACKS)
+    assert silver.count() + lake.read(BRONZE_QUARANTINE).count() == 19
     assert silver.select("track_id").distinct().count() == silver.count()

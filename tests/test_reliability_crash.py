@@ -53,6 +53,15 @@ from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.ingest.csv import run_csv
 from genre_spark.lake import Lake, content_hash
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_TRACKS_RAW,
+    GOLD_FEATURES,
+    GOLD_NORMALIZER,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_SCORED,
+    SILVER_TRACKS,
+)
 from genre_spark.pipeline import PipelineResult
 from genre_spark.prepare.manifest import TABLES as PREPARE_TABLES
 from genre_spark.prepare.manifest import IncompletePrepareError, require_complete
@@ -192,12 +201,12 @@ def lakes(
     settings = pipeline_run[0]
     root = tmp_path_factory.mktemp("crash-stages")
     lake, start = copy_lake(spark, settings, root / "start")
-    lake.write(changed_silver(lake.read("silver.tracks")), "silver.tracks")
+    lake.write(changed_silver(lake.read(SILVER_TRACKS)), SILVER_TRACKS)
     reference, uninterrupted = copy_lake(spark, start, root / "uninterrupted")
     prepare_run(reference, uninterrupted)
     score_run(reference, uninterrupted, model_version="1")
     prepared = {name: reference.content_hash(name) for name in PREPARE_TABLES}
-    return Lakes(start, prepared, reference.content_hash("gold.scored"))
+    return Lakes(start, prepared, reference.content_hash(GOLD_SCORED))
 
 
 def harness_job(folder: Path, args: list[str], hook: dict[str, Any]) -> subprocess.Popen[bytes]:
@@ -210,9 +219,9 @@ def test_score_killed_inside_its_merge_commit_leaves_gold_scored_as_it_was(
     spark: SparkSession, lakes: Lakes, tmp_path: Path
 ) -> None:
     lake, settings = copy_lake(spark, lakes.start, tmp_path / "lake")
-    version, before = lake.version("gold.scored"), lake.content_hash("gold.scored")
+    version, before = lake.version(GOLD_SCORED), lake.content_hash(GOLD_SCORED)
     assert before != lakes.scored  # the merge would change the table
-    hook = {"kind": "pause_at_commit", "table": "gold.scored"}
+    hook = {"kind": "pause_at_commit", "table": GOLD_SCORED}
     job = harness_job(
         tmp_path / "job", ["score", "--model-version", "1", "--lake", lake.root], hook
     )
@@ -221,13 +230,13 @@ def test_score_killed_inside_its_merge_commit_leaves_gold_scored_as_it_was(
     )
 
     written = set(paused["files"])  # the merge's whole new copy of the table, never committed
-    assert written and written <= parquet_files(lake.path("gold.scored"))
-    assert not written & snapshot_files(lake, "gold.scored")
-    assert lake.version("gold.scored") == version
-    assert lake.content_hash("gold.scored") == before
+    assert written and written <= parquet_files(lake.path(GOLD_SCORED))
+    assert not written & snapshot_files(lake, GOLD_SCORED)
+    assert lake.version(GOLD_SCORED) == version
+    assert lake.content_hash(GOLD_SCORED) == before
 
     score_run(lake, settings, model_version="1")  # the re-run
-    assert lake.content_hash("gold.scored") == lakes.scored
+    assert lake.content_hash(GOLD_SCORED) == lakes.scored
 
 
 @pytest.mark.slow
@@ -236,14 +245,14 @@ def test_prepare_killed_between_two_tables_is_refused_downstream_until_rerun(
 ) -> None:
     lake, settings = copy_lake(spark, lakes.start, tmp_path / "lake")
     before = {name: (lake.version(name), lake.content_hash(name)) for name in PREPARE_TABLES}
-    hook = {"kind": "pause_before_write", "table": "gold.outlier_params"}
+    hook = {"kind": "pause_before_write", "table": GOLD_OUTLIER_PARAMS}
     job = harness_job(tmp_path / "job", ["prepare", "--lake", lake.root], hook)
     kill_at(tmp_path / "job" / "markers" / "paused.json", job, tmp_path / "job" / "job.log")
 
     # Killed after gold.normalizer and gold.features, before gold.outlier_params: a real mix.
     moved = {name for name in PREPARE_TABLES if lake.version(name) != before[name][0]}
-    assert moved == {"gold.normalizer", "gold.features"}
-    assert lake.content_hash("gold.features") != before["gold.features"][1]
+    assert moved == {GOLD_NORMALIZER, GOLD_FEATURES}
+    assert lake.content_hash(GOLD_FEATURES) != before[GOLD_FEATURES][1]
     for name, (version, content) in before.items():  # every previous version still reads whole
         assert content_hash(lake.read(name, version)) == content
     with pytest.raises(IncompletePrepareError, match="did not finish"):
@@ -259,8 +268,8 @@ def test_prepare_killed_between_two_tables_is_refused_downstream_until_rerun(
     require_complete(lake)
 
 
-RAW = "bronze.tracks_raw"
-INGESTED = (RAW, "silver.tracks", "bronze.quarantine")
+RAW = BRONZE_TRACKS_RAW
+INGESTED = (RAW, SILVER_TRACKS, BRONZE_QUARANTINE)
 
 
 @pytest.mark.slow

@@ -25,12 +25,13 @@ from typer.testing import CliRunner
 
 from genre_spark.cli import app
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import BRONZE_QUARANTINE, BRONZE_SPOTIFY_RESPONSES, SILVER_TRACKS
 
-RESPONSES = "bronze.spotify_responses"
+RESPONSES = BRONZE_SPOTIFY_RESPONSES
 CLIENT_ID = "crash-test-client"
 SECRET = "crash-test-secret-5e4d3c"
 #: Tables a re-run must leave exactly as an uninterrupted run does.
-OUTCOME = ("silver.tracks", "bronze.quarantine")
+OUTCOME = (SILVER_TRACKS, BRONZE_QUARANTINE)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_killed_inside_a_checkpoint_commit_keeps_earlier_ones_and_resumes_to_the
     rows = [killed.read(RESPONSES, version).count() for version in (0, 1)]
     assert 0 < rows[0] < rows[1]  # each earlier checkpoint reads whole
     assert not unseen & {os.path.basename(f) for f in killed.files(RESPONSES)}
-    assert not killed.exists("silver.tracks")
+    assert not killed.exists(SILVER_TRACKS)
 
     ingest_here(ingest_args(fake, killed_root), monkeypatch)  # the same command again
     for name in OUTCOME:

@@ -46,6 +46,7 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.ingest.mapping import DEFAULT_MISSING
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import BRONZE_QUARANTINE, BRONZE_TRACKS_RAW, SILVER_TRACKS
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or (20 if os.environ.get("CI") else 8))
 #: Shrinking re-runs a whole ingest per step (many minutes): on only with FUZZ_SHRINK=1,
@@ -278,7 +279,7 @@ def expected_silver_row(row: list[str], header: list[str]) -> dict[str, Any]:
 
 def tables(lake: Lake) -> dict[str, list[dict[str, Any]]]:
     """The few rows a fuzzed file gives (at most a dozen), as dicts."""
-    names = ("bronze.tracks_raw", "silver.tracks", "bronze.quarantine")
+    names = (BRONZE_TRACKS_RAW, SILVER_TRACKS, BRONZE_QUARANTINE)
     return {
         n: [r.asDict() for r in lake.read(n).collect()] if lake.exists(n) else [] for n in names
     }
@@ -292,7 +293,7 @@ def assert_ingested(lake: Lake, path: Path, header: list[str], rows: list[list[s
     )
     kept = [i + 1 for i, r in enumerate(rows) if not is_empty(r, header)]
     malformed = {i + 1 for i, r in enumerate(rows) if len(r) != len(header)}
-    bronze, silver, quarantine = got["bronze.tracks_raw"], got["silver.tracks"], got["bronze.quarantine"]  # fmt: skip
+    bronze, silver, quarantine = got[BRONZE_TRACKS_RAW], got[SILVER_TRACKS], got[BRONZE_QUARANTINE]  # fmt: skip
     assert sorted(r["source_row"] for r in bronze) == kept  # bronze rows = records, in file order
     assert len(silver) + len(quarantine) == len(kept), (len(silver), len(quarantine), kept)
     assert {r["source_row"] for r in quarantine if r["reason"] == "malformed_row"} == malformed

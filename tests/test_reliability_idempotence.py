@@ -19,6 +19,16 @@ from pyspark.sql import types as T
 
 from genre_spark.config import Settings
 from genre_spark.lake import Lake, content_hash
+from genre_spark.lake.catalog import (
+    GOLD_CONFUSION,
+    GOLD_EVALUATION,
+    GOLD_MODELS,
+    GOLD_NORMALIZER,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_PREPARE_MANIFEST,
+    GOLD_SCORED,
+    SILVER_TRACKS,
+)
 from genre_spark.model.registry import load_model
 from genre_spark.pipeline import PipelineResult, run_pipeline
 
@@ -26,7 +36,7 @@ from genre_spark.pipeline import PipelineResult, run_pipeline
 #: version the fit read, or (the manifest) the version of each prepare table.
 #: A re-run commits identical tables as new versions, so these ids move with
 #: them while every value stays the same.
-LINEAGE = ("gold.normalizer", "gold.outlier_params", "gold.prepare_manifest")
+LINEAGE = (GOLD_NORMALIZER, GOLD_OUTLIER_PARAMS, GOLD_PREPARE_MANIFEST)
 
 
 def content(lake: Lake, name: str) -> str:
@@ -59,17 +69,17 @@ def test_rerunning_every_stage_leaves_every_table_identical(
     # registry, where the fingerprints are, is the copied one.
     copy, lake = pipeline_copy
     before = {info.name: (info.version, content(lake, info.name)) for info in lake.tables()}
-    assert set(before) >= {"gold.models", "gold.scored", "gold.confusion", "gold.evaluation"}
+    assert set(before) >= {GOLD_MODELS, GOLD_SCORED, GOLD_CONFUSION, GOLD_EVALUATION}
 
     second = run_pipeline(lake, copy)
 
     after = {info.name: content(lake, info.name) for info in lake.tables()}
     assert after == {name: h for name, (_, h) in before.items()}
-    silver = lake.version("silver.tracks")
-    assert silver > before["silver.tracks"][0]  # ingest did commit again (same content)
+    silver = lake.version(SILVER_TRACKS)
+    assert silver > before[SILVER_TRACKS][0]  # ingest did commit again (same content)
     for name in LINEAGE:  # the fit ids now name the new silver version
         assert [r[0] for r in lake.read(name).select("version").distinct().collect()] == [silver]
-    assert lake.version("gold.models") == before["gold.models"][0]  # not even a new commit
+    assert lake.version(GOLD_MODELS) == before[GOLD_MODELS][0]  # not even a new commit
     assert second.state.model_version == first.state.model_version == "1"
     summary = {s.name: s.summary for s in second.stages}
     assert "existing version re-used" in summary["train"]

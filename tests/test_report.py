@@ -24,6 +24,18 @@ from genre_spark.drift.bins import profile
 from genre_spark.drift.reference import ARTIFACT, Reference
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import (
+    GOLD_CONFUSION,
+    GOLD_DRIFT,
+    GOLD_EVALUATION,
+    GOLD_FEATURES,
+    GOLD_GENRE_BASELINES,
+    GOLD_MODELS,
+    GOLD_REFERENCE_PREDICTIONS,
+    GOLD_SCORED,
+    GOLD_TRENDS_BY_YEAR,
+    SILVER_TRACKS,
+)
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.promote import promote
 from genre_spark.model.registry import mark_challenger, register_model
@@ -131,7 +143,7 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> tuple[str
     challenger = _register(lake, settings, 1, 0.55)
     mark_challenger(lake, settings, challenger)
     tracks = _tracks(spark, 400)
-    lake.write(tracks, "silver.tracks")
+    lake.write(tracks, SILVER_TRACKS)
     _log_reference(settings, version, tracks)
     rng = np.random.default_rng(9)
     feature_rows, scored_rows, rescored_rows, reference_rows = [], [], [], []
@@ -156,19 +168,19 @@ def _fill_lake(spark: SparkSession, lake: Lake, settings: Settings) -> tuple[str
             "track_id string, genre string, split string, features array<double>, "
             "is_outlier boolean, is_core boolean",
         ),
-        "gold.features",
+        GOLD_FEATURES,
     )
-    lake.write(_scored(spark, scored_rows), "gold.scored")
-    lake.merge(_scored(spark, rescored_rows), "gold.scored", keys=["track_id", "model_version"])
+    lake.write(_scored(spark, scored_rows), GOLD_SCORED)
+    lake.merge(_scored(spark, rescored_rows), GOLD_SCORED, keys=["track_id", "model_version"])
     lake.write(
         spark.createDataFrame(
             reference_rows,
             "track_id string, model string, split string, genre string, predicted string",
         ),
-        "gold.reference_predictions",
+        GOLD_REFERENCE_PREDICTIONS,
     )
-    lake.write(genre_baselines(tracks, FEATURES), "gold.genre_baselines")
-    lake.write(trends_by_year(tracks, FEATURES), "gold.trends_by_year")
+    lake.write(genre_baselines(tracks, FEATURES), GOLD_GENRE_BASELINES)
+    lake.write(trends_by_year(tracks, FEATURES), GOLD_TRENDS_BY_YEAR)
     evaluate.run(lake)
     drift.run(lake, settings)
     return version, challenger
@@ -215,7 +227,7 @@ def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, st
     assert f"model cnn:{version}" in html
     assert html.count("<img ") == len(FIGURES)
     assert 'class="note"' not in html
-    test_rows = lake.read("gold.evaluation").where("split = 'test'").collect()
+    test_rows = lake.read(GOLD_EVALUATION).where("split = 'test'").collect()
     for row in test_rows:
         if row["genre"] == "macro avg":
             # The page's metrics table shows gold.evaluation's numbers.
@@ -227,7 +239,7 @@ def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, st
     assert "<td>instrumentalness</td>" in features and "<td>0.500</td>" in features
     # Champion against challenger on the same test tracks: scikit-learn's numbers on gold.scored.
     assert "<dd>1 / 2</dd>" in html
-    scored = lake.read("gold.scored").join(lake.read("gold.features"), "track_id")
+    scored = lake.read(GOLD_SCORED).join(lake.read(GOLD_FEATURES), "track_id")
     frame = scored.where("split = 'test'").select("model_version", "genre", "predicted_genre")
     compared = data.head_to_head(lake, ["1", "2"], "test").set_index("model")
     for model, rows in frame.toPandas().groupby("model_version"):
@@ -293,19 +305,19 @@ def test_report_with_only_a_model_says_what_is_missing(
         environ={},
     )
     bare = Lake(spark, bare_settings.lake, bare_settings.engine)
-    bare.write(lake.read("gold.models"), "gold.models")
+    bare.write(lake.read(GOLD_MODELS), GOLD_MODELS)
 
     index = report.run(bare, bare_settings, model_version=version)
 
     html = index.read_text()
     for table in (
-        "gold.evaluation",
-        "gold.confusion",
-        "gold.genre_baselines",
-        "gold.trends_by_year",
-        "gold.features",
-        "gold.scored",
-        "gold.drift",
+        GOLD_EVALUATION,
+        GOLD_CONFUSION,
+        GOLD_GENRE_BASELINES,
+        GOLD_TRENDS_BY_YEAR,
+        GOLD_FEATURES,
+        GOLD_SCORED,
+        GOLD_DRIFT,
     ):
         assert f"{table} not found" in html
     assert [p.name for p in index.parent.glob("*.png")] == ["training.png"]

@@ -34,8 +34,8 @@ from test_cluster import DATA_TABLES, RUN_COLUMNS
 
 from genre_spark.config import Settings
 from genre_spark.lake import Lake, table_path
+from genre_spark.lake.catalog import TIME_COLUMNS
 from genre_spark.pipeline import PipelineResult
-from genre_spark.schema import TIME_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_JARS = sorted(str(p) for p in (ROOT / "jvm" / "s3" / "jars").glob("*.jar"))

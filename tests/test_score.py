@@ -21,6 +21,7 @@ from genre_spark.config import load_settings
 from genre_spark.features.spark import fit_transform, transform_table
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake, content_hash
+from genre_spark.lake.catalog import GOLD_NORMALIZER, GOLD_SCORED, SILVER_TRACKS
 from genre_spark.model.registry import load_model
 
 N_TRACKS = 240
@@ -35,16 +36,16 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )
     lake = Lake(spark, settings.lake, settings.engine)
     silver = catalogue(spark, N_TRACKS, seed=1)
-    lake.write(silver.repartition(3), "silver.tracks")
+    lake.write(silver.repartition(3), SILVER_TRACKS)
     transform = fit_transform(silver.where("track_id is not null"), scaler="quantile").transform
-    lake.write(transform_table(spark, transform, version=0), "gold.normalizer")
+    lake.write(transform_table(spark, transform, version=0), GOLD_NORMALIZER)
     version, model = register_cnn(lake, settings, seed=3, transform=transform)
     first = score.run(lake, settings)
     yield settings, lake, version, model, first, transform
 
 
 def _silver_pandas(lake: Lake) -> pd.DataFrame:
-    return lake.read("silver.tracks").where("track_id is not null").toPandas()
+    return lake.read(SILVER_TRACKS).where("track_id is not null").toPandas()
 
 
 def _expected(lake: Lake, model: torch.nn.Module, transform: FeatureTransform) -> dict[str, tuple]:
@@ -83,7 +84,7 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     assert first.model_version == version
     assert (first.scored, first.skipped_null_track_id) == (N_TRACKS - 1, 1)
     assert first.missing_feature == int(_gaps(lake).sum()) > 0
-    scored = lake.read("gold.scored")
+    scored = lake.read(GOLD_SCORED)
     assert scored.columns == list(score.SCORED_COLUMNS)
     _assert_scores(
         scored.where(F.col("model_version") == version), _expected(lake, model, transform)
@@ -108,8 +109,8 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
         f"scored {N_TRACKS - 1} tracks of silver.tracks with model version {version}"
         in " ".join(cli.output.split())
     )
-    assert lake.version("gold.scored") > first.table_version
-    rescored = lake.read("gold.scored")
+    assert lake.version(GOLD_SCORED) > first.table_version
+    rescored = lake.read(GOLD_SCORED)
     assert rescored.groupBy(*score.KEYS).count().where("count > 1").count() == 0
     assert content_hash(rescored) == before
 
@@ -136,8 +137,8 @@ def test_new_version_adds_rows_beside_the_old_ones(env: tuple, tmp_path: Path) -
     """Version 2 goes into a partition of its own: version 1's files are the same files after,
     and the table equals both versions scored into a fresh lake."""
     settings, lake, first_version, _, _, transform = env
-    old = content_hash(lake.read("gold.scored").where(F.col("model_version") == first_version))
-    first_files = files_by_partition(lake.path("gold.scored"))[first_version]
+    old = content_hash(lake.read(GOLD_SCORED).where(F.col("model_version") == first_version))
+    first_files = files_by_partition(lake.path(GOLD_SCORED))[first_version]
     second_version, second_model = register_cnn(lake, settings, seed=4, transform=transform)
     skip = settings.model_copy(
         update={"score": settings.score.model_copy(update={"missing": "skip"})}
@@ -148,49 +149,49 @@ def test_new_version_adds_rows_beside_the_old_ones(env: tuple, tmp_path: Path) -
     assert result.model_version == second_version != first_version
     gaps = _gaps(lake)
     assert (result.scored, result.missing_feature) == (N_TRACKS - 1 - gaps.sum(), gaps.sum())
-    table = lake.read("gold.scored")
+    table = lake.read(GOLD_SCORED)
     assert content_hash(table.where(F.col("model_version") == first_version)) == old
     expected = _expected(lake, second_model, transform)
     kept = {k: v for k, v in expected.items() if not gaps[k]}
     _assert_scores(table.where(F.col("model_version") == second_version), kept)
-    assert files_by_partition(lake.path("gold.scored"))[first_version] == first_files
+    assert files_by_partition(lake.path(GOLD_SCORED))[first_version] == first_files
 
     fresh = Lake(lake.spark, str(tmp_path / "fresh"), lake.engine.name)
-    for name in ("silver.tracks", "gold.normalizer"):
+    for name in (SILVER_TRACKS, GOLD_NORMALIZER):
         fresh.write(lake.read(name), name)
     score.run(fresh, settings, model_version=first_version)
     score.run(fresh, skip, model_version=second_version)
-    assert fresh.content_hash("gold.scored") == lake.content_hash("gold.scored")
+    assert fresh.content_hash(GOLD_SCORED) == lake.content_hash(GOLD_SCORED)
 
 
 def test_a_version_is_scored_with_the_transform_it_was_trained_with(env: tuple) -> None:
     """gold.normalizer re-fitted after training (other features, other numbers) changes nothing."""
     settings, lake, _, _, _, _ = env
-    silver = lake.read("silver.tracks").where("track_id is not null")
+    silver = lake.read(SILVER_TRACKS).where("track_id is not null")
     trained_with = fit_transform(
         silver.where("track_id < 't1-0060'"), ["tempo", "energy", "popularity", "key"]
     ).transform
     lake.write(
-        transform_table(lake.spark, fit_transform(silver).transform, version=1), "gold.normalizer"
+        transform_table(lake.spark, fit_transform(silver).transform, version=1), GOLD_NORMALIZER
     )
     version, model = register_cnn(lake, settings, seed=5, transform=trained_with)
     assert load_model(settings, version).transform == trained_with
 
     score.run(lake, settings, model_version=version)
 
-    scored = lake.read("gold.scored").where(F.col("model_version") == version)
+    scored = lake.read(GOLD_SCORED).where(F.col("model_version") == version)
     _assert_scores(scored, _expected(lake, model, trained_with))
 
 
 def test_repeated_track_ids_fail_before_writing(env: tuple) -> None:
     settings, lake, version, _, _, _ = env
-    before = lake.version("silver.tracks")
-    silver = lake.read("silver.tracks")
-    lake.write(silver.unionByName(silver.where("track_id is not null").limit(2)), "silver.tracks")
-    scored_version = lake.version("gold.scored")
+    before = lake.version(SILVER_TRACKS)
+    silver = lake.read(SILVER_TRACKS)
+    lake.write(silver.unionByName(silver.where("track_id is not null").limit(2)), SILVER_TRACKS)
+    scored_version = lake.version(GOLD_SCORED)
     try:
         with pytest.raises(score.ScoreInputError, match="2 repeated track_id"):
             score.run(lake, settings, model_version=version)
-        assert lake.version("gold.scored") == scored_version
+        assert lake.version(GOLD_SCORED) == scored_version
     finally:
-        lake.write(lake.read("silver.tracks", version=before), "silver.tracks")
+        lake.write(lake.read(SILVER_TRACKS, version=before), SILVER_TRACKS)

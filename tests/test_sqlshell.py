@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from genre_spark.cli import app
 from genre_spark.lake import TABLES, Lake
+from genre_spark.lake.catalog import GOLD_EVALUATION, SILVER_TRACKS
 from genre_spark.sqlshell import ReadOnlyError, run_query
 
 runner = CliRunner()
@@ -61,9 +62,9 @@ def seeded(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ite
         [("a", "rock", 0.5), ("b", "rock", 0.25), ("c", "pop", 0.75)],
         "track_id string, genre string, energy double",
     )
-    lake.write(tracks, "silver.tracks")
+    lake.write(tracks, SILVER_TRACKS)
     lake.write(spark.createDataFrame([("cnn:1", 0.8)], "model string, accuracy double"),
-               "gold.evaluation")  # fmt: skip
+               GOLD_EVALUATION)  # fmt: skip
     lake.register_sql()
     yield lake
 

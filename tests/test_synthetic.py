@@ -19,7 +19,13 @@ from genre_spark.config import DEFAULT_GENRES, Settings, SyntheticSettings, load
 from genre_spark.ingest import synthetic
 from genre_spark.ingest.land import IngestSummary
 from genre_spark.lake import Lake, content_hash
-from genre_spark.schema import FEATURES, raw_schema
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_TRACKS_RAW,
+    SILVER_TRACKS,
+    raw_row_schema,
+)
+from genre_spark.schema import FEATURES
 
 N = 3000
 runner = CliRunner()
@@ -47,7 +53,7 @@ def ingested(
 @pytest.fixture(scope="module")
 def silver(ingested) -> Iterator[DataFrame]:
     lake, _, _ = ingested
-    table = lake.read("silver.tracks").cache()
+    table = lake.read(SILVER_TRACKS).cache()
     yield table
     table.unpersist()
 
@@ -58,7 +64,7 @@ def test_same_seed_same_rows_whatever_the_partitioning(spark: SparkSession) -> N
     again = synthetic.generate(spark, cfg.model_copy(update={"partitions": 5}))
     other_seed = synthetic.generate(spark, cfg.model_copy(update={"seed": 8}))
     assert [(f.name, f.dataType) for f in first.schema] == [
-        (f.name, f.dataType) for f in raw_schema()
+        (f.name, f.dataType) for f in raw_row_schema()
     ]
     assert content_hash(first) == content_hash(again)
     assert content_hash(first) != content_hash(other_seed)
@@ -75,9 +81,9 @@ def test_rows_look_like_spotify_tracks(spark: SparkSession) -> None:
 
 def test_every_row_is_accounted_for(ingested) -> None:
     lake, _, summary = ingested
-    assert summary.rows_in == N == lake.read("bronze.tracks_raw").count()
+    assert summary.rows_in == N == lake.read(BRONZE_TRACKS_RAW).count()
     assert summary.silver_rows + summary.quarantined == N
-    assert summary.silver_rows == lake.read("silver.tracks").count()
+    assert summary.silver_rows == lake.read(SILVER_TRACKS).count()
 
 
 def test_bad_rows_produce_every_kind_of_reason(ingested) -> None:
@@ -140,9 +146,9 @@ def test_a_plain_classifier_is_good_but_not_perfect(silver: DataFrame) -> None:
 
 def test_reingest_is_idempotent(ingested) -> None:
     lake, settings, _ = ingested
-    before = {t: lake.content_hash(t) for t in ("silver.tracks", "bronze.quarantine")}
+    before = {t: lake.content_hash(t) for t in (SILVER_TRACKS, BRONZE_QUARANTINE)}
     synthetic.run(lake, settings)
-    after = {t: lake.content_hash(t) for t in ("silver.tracks", "bronze.quarantine")}
+    after = {t: lake.content_hash(t) for t in (SILVER_TRACKS, BRONZE_QUARANTINE)}
     assert after == before
 
 
@@ -156,12 +162,12 @@ def test_cli_prints_the_summary(spark: SparkSession, settings: Settings, lake: L
     args = ["ingest", "synthetic", "--tracks", "400", "--seed", "3", "--lake", settings.lake]
     result = runner.invoke(app, [*args, "--set", "ingest.synthetic.bad_fraction=0.1"])
     assert result.exit_code == 0, result.output
-    silver = lake.read("silver.tracks").count()
-    quarantined = lake.read("bronze.quarantine").count()
+    silver = lake.read(SILVER_TRACKS).count()
+    quarantined = lake.read(BRONZE_QUARANTINE).count()
     assert silver + quarantined == 400
     assert re.search(rf"silver.tracks\s*│\s*{silver} ", result.stdout), result.stdout
     assert re.search(rf"quarantined\s*│\s*{quarantined} ", result.stdout), result.stdout
-    assert "quarantined by reason" in result.stdout and lake.path("silver.tracks") in result.stdout
+    assert "quarantined by reason" in result.stdout and lake.path(SILVER_TRACKS) in result.stdout
 
     refused = runner.invoke(app, [*args, "--genres", "rock,blues"])
     assert refused.exit_code == 2 and "blues" in refused.output

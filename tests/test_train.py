@@ -20,6 +20,7 @@ from genre_spark.config import Settings, load_settings
 from genre_spark.features.spark import transform_table
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_MODELS, GOLD_NORMALIZER, spec
 from genre_spark.model import train
 from genre_spark.model.data import (
     FeatureShapeError,
@@ -28,7 +29,7 @@ from genre_spark.model.data import (
     read_shard,
     shard_files,
 )
-from genre_spark.model.registry import MODELS_SCHEMA, list_versions, load_model
+from genre_spark.model.registry import list_versions, load_model
 from genre_spark.schema import FEATURES
 
 GENRES = ["blues", "folk", "metal"]
@@ -68,14 +69,14 @@ def _write_normalizer(lake: Lake) -> FeatureTransform:
     transform = FeatureTransform.standard(
         {f: (float(i), 1.0 + i / 10) for i, f in enumerate(FEATURES)}
     )
-    lake.write(transform_table(lake.spark, transform, version=0), "gold.normalizer")
+    lake.write(transform_table(lake.spark, transform, version=0), GOLD_NORMALIZER)
     return transform
 
 
 @pytest.fixture(scope="module")
 def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
     lake = Lake(spark, module_settings.lake)
-    lake.write(_features_with_poisoned_test_split(spark, module_settings), "gold.features")
+    lake.write(_features_with_poisoned_test_split(spark, module_settings), GOLD_FEATURES)
     transform = _write_normalizer(lake)
     epochs: list[dict[str, Any]] = []
     outcome = train.run(lake, module_settings, on_epoch=epochs.append)
@@ -83,7 +84,7 @@ def trained(spark: SparkSession, module_settings: Settings) -> dict[str, Any]:
         "lake": lake,
         "outcome": outcome,
         "epochs": epochs,
-        "files": lake.files("gold.features"),
+        "files": lake.files(GOLD_FEATURES),
         "transform": transform,
     }
 
@@ -171,7 +172,7 @@ def test_gold_models_row(trained: dict[str, Any], spark: SparkSession) -> None:
                 ["challenger"],  # a new version is the challenger until `genre promote`
             )
         ],
-        MODELS_SCHEMA,
+        spec(GOLD_MODELS).schema,
     ).drop("created_at")
     assertDataFrameEqual(list_versions(trained["lake"]).drop("created_at"), expected)
 
@@ -188,7 +189,7 @@ def test_mlflow_run_has_params_curves_and_artifacts(
     assert run.data.params["features"] == ",".join(FEATURES)
     assert run.data.tags["registered_version"] == trained["outcome"].version
     assert run.data.tags["normalizer_table_version"] == str(
-        trained["lake"].version("gold.normalizer")
+        trained["lake"].version(GOLD_NORMALIZER)
     )
     curve = client.get_metric_history(run_id, "epoch_val_macro_f1")
     assert [m.step for m in curve] == [1, 2, 3]
@@ -282,7 +283,7 @@ def test_tune_searches_on_validation_then_registers_the_best(
         environ={},
     )
     lake = Lake(spark, settings.lake)
-    lake.write(_features_with_poisoned_test_split(spark, settings), "gold.features")
+    lake.write(_features_with_poisoned_test_split(spark, settings), GOLD_FEATURES)
     _write_normalizer(lake)
     seen: list[tuple[int, dict[str, Any], float]] = []
     outcome = tune.run(lake, settings, on_trial=lambda n, p, v: seen.append((n, p, v)))

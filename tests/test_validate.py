@@ -11,7 +11,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from genre_spark.ingest.validate import validate, with_record
-from genre_spark.schema import FEATURES, raw_schema, track_schema
+from genre_spark.lake.catalog import SILVER_TRACKS, raw_row_schema, spec
+from genre_spark.schema import FEATURES
 
 EARLY = datetime(2026, 1, 1, 12, 0, 0)
 LATE = datetime(2026, 1, 2, 12, 0, 0)
@@ -43,10 +44,10 @@ GOOD: dict[str, Any] = {
 def raw_rows(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
     """Raw rows: GOOD values overridden per row, source_row numbered in order."""
     full = [
-        tuple({**GOOD, "source_row": i, **row}[f.name] for f in raw_schema().fields)
+        tuple({**GOOD, "source_row": i, **row}[f.name] for f in raw_row_schema().fields)
         for i, row in enumerate(rows)
     ]
-    return spark.createDataFrame(full, raw_schema())
+    return spark.createDataFrame(full, raw_row_schema())
 
 
 #: (overrides, expected reason or None for silver), one case per reason and order rule.
@@ -96,13 +97,13 @@ def _silver_row(overrides: dict[str, Any]) -> tuple[Any, ...]:
         "source": row["source"],
         "ingested_at": row["ingested_at"],
     }
-    return tuple(typed[f.name] for f in track_schema().fields)
+    return tuple(typed[f.name] for f in spec(SILVER_TRACKS).schema.fields)
 
 
 def test_silver_rows_are_typed_and_deduplicated(spark: SparkSession, result) -> None:
     _, validated = result
     expected = spark.createDataFrame(
-        [_silver_row(row) for row, reason in CASES if reason is None], track_schema()
+        [_silver_row(row) for row, reason in CASES if reason is None], spec(SILVER_TRACKS).schema
     )
     assertDataFrameEqual(validated.silver, expected)
 

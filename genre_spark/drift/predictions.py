@@ -24,9 +24,10 @@ from pyspark.sql import functions as F
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_SCORED
 from genre_spark.model.registry import resolve_model
 
-SCORED = "gold.scored"
+SCORED = GOLD_SCORED
 _REF = re.compile(r"^(?P<model>.+)@(?P<table_version>\d+)$")
 
 

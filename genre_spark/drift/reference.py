@@ -33,6 +33,7 @@ from genre_spark.config import DriftSettings, Settings, TrainSettings
 from genre_spark.drift.bins import FeatureBins, profile
 from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_OUTLIER_PARAMS, SILVER_TRACKS
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,12 @@ class Reference:
 
 def training_rows(lake: Lake, train: TrainSettings) -> tuple[DataFrame, dict[str, Any]]:
     """Raw silver rows of the tracks training learns from, and the versions they came from."""
-    silver_version = int(lake.read("gold.outlier_params").select("version").first()["version"])
-    features_version = lake.version("gold.features")
-    chosen = lake.read("gold.features", features_version).where(F.col("split") == "train")
+    silver_version = int(lake.read(GOLD_OUTLIER_PARAMS).select("version").first()["version"])
+    features_version = lake.version(GOLD_FEATURES)
+    chosen = lake.read(GOLD_FEATURES, features_version).where(F.col("split") == "train")
     if train.exclude_outliers:
         chosen = chosen.where(~F.coalesce(F.col("is_outlier"), F.lit(False)))
-    silver = lake.read("silver.tracks", silver_version)
+    silver = lake.read(SILVER_TRACKS, silver_version)
     rows = silver.join(chosen.select("track_id"), on="track_id", how="left_semi")
     snapshot = {
         "silver_version": silver_version,

@@ -25,7 +25,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyspark.sql import types as T
 
 from genre_spark.config import DriftSettings, Settings
 from genre_spark.drift import predictions, stats
@@ -33,42 +32,15 @@ from genre_spark.drift.bins import FeatureBins, count_bins
 from genre_spark.drift.reference import Reference, load_reference
 from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_DRIFT as DRIFT_TABLE
+from genre_spark.lake.catalog import SILVER_TRACKS, spec
 from genre_spark.model.registry import ResolvedModel, client, resolve_model
 
 log = logging.getLogger(__name__)
 
-DRIFT_TABLE = "gold.drift"
 FEATURE = "feature"
 PREDICTION = "prediction"
 ALL_GENRES = "(all genres)"
-KEYS = ["model_version", "kind", "name", "baseline", "current"]
-#: gold.drift's one schema definition.
-DRIFT_SCHEMA = T.StructType(
-    [
-        T.StructField("model_version", T.StringType()),
-        T.StructField("kind", T.StringType()),  # feature | prediction
-        T.StructField("name", T.StringType()),  # a feature, a genre, or "(all genres)"
-        T.StructField("baseline", T.StringType()),  # what is compared with: training split or a run
-        T.StructField("current", T.StringType()),  # the table version or scoring run compared
-        T.StructField("baseline_rows", T.LongType()),
-        T.StructField("current_rows", T.LongType()),
-        T.StructField("baseline_missing", T.DoubleType()),  # share of rows without a value
-        T.StructField("current_missing", T.DoubleType()),
-        T.StructField("baseline_share", T.DoubleType()),  # predictions: the genre's share
-        T.StructField("current_share", T.DoubleType()),
-        T.StructField("psi", T.DoubleType()),
-        T.StructField("ks", T.DoubleType()),
-        T.StructField("ks_upper", T.DoubleType()),
-        T.StructField("bin_edges", T.ArrayType(T.DoubleType())),  # PSI bins' inner edges
-        T.StructField("baseline_hist", T.ArrayType(T.DoubleType())),  # value shares per PSI bin
-        T.StructField("current_hist", T.ArrayType(T.DoubleType())),
-        T.StructField("psi_threshold", T.DoubleType()),
-        T.StructField("ks_threshold", T.DoubleType()),
-        T.StructField("missing_threshold", T.DoubleType()),
-        T.StructField("drifted", T.BooleanType()),
-        T.StructField("computed_at", T.TimestampType()),
-    ]
-)
 
 
 class DriftInputError(GenreError):
@@ -243,7 +215,7 @@ def _scoring_runs(
 
 def _row(**values: object) -> tuple[object, ...]:
     """One gold.drift row in schema order (``computed_at`` is added in Spark); absent: null."""
-    columns = DRIFT_SCHEMA.fieldNames()[:-1]
+    columns = spec(DRIFT_TABLE).stamped_schema().fieldNames()
     unknown = set(values) - set(columns)
     if unknown:
         raise KeyError(f"not gold.drift columns: {sorted(unknown)}")
@@ -329,16 +301,16 @@ def write(lake: Lake, result: DriftResult, cfg: DriftSettings) -> int:
     rows = [_feature_row(model, result.reference, current, d, cfg) for d in result.features]
     if result.predictions is not None:
         rows += _prediction_rows(model, result.predictions, cfg)
-    schema = T.StructType(DRIFT_SCHEMA.fields[:-1])
+    schema = spec(DRIFT_TABLE).stamped_schema()
     df = lake.spark.createDataFrame(rows, schema).withColumn("computed_at", F.current_timestamp())
-    return lake.merge(df, DRIFT_TABLE, keys=KEYS)
+    return lake.merge(df, DRIFT_TABLE, keys=list(spec(DRIFT_TABLE).keys))
 
 
 def run(
     lake: Lake,
     settings: Settings,
     against: str | None = None,
-    table: str = "silver.tracks",
+    table: str = SILVER_TRACKS,
     baseline_scored: str | None = None,
     current_scored: str | None = None,
 ) -> DriftResult:

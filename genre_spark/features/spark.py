@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from genre_spark.features.transform import (
     BINARY_METHOD,
@@ -49,26 +48,8 @@ from genre_spark.features.transform import (
     quantile_knots,
     quantile_probabilities,
 )
+from genre_spark.lake.catalog import GOLD_NORMALIZER, spec
 from genre_spark.schema import MODEL_FEATURE_BY_NAME, MODEL_FEATURES, Kind, ModelFeature
-
-NORMALIZER_SCHEMA = T.StructType(
-    [
-        T.StructField("position", T.IntegerType()),
-        T.StructField("feature", T.StringType()),
-        T.StructField("kind", T.StringType()),
-        T.StructField("method", T.StringType()),
-        T.StructField("fill", T.DoubleType()),
-        T.StructField("indicator", T.BooleanType()),
-        T.StructField("present", T.DoubleType()),
-        T.StructField("center", T.DoubleType()),
-        T.StructField("scale", T.DoubleType()),
-        T.StructField("period", T.DoubleType()),
-        T.StructField("knots_x", T.ArrayType(T.DoubleType())),
-        T.StructField("knots_z", T.ArrayType(T.DoubleType())),
-        T.StructField("inputs", T.ArrayType(T.StringType())),
-        T.StructField("version", T.LongType()),
-    ]
-)
 
 
 class FeatureNotFittedError(TransformError):
@@ -292,7 +273,7 @@ def apply_transform(
     The one function that builds training inputs (prepare) and scoring inputs
     (``genre score``).
 
-    >>> apply_transform(silver, read_transform(lake.read("gold.normalizer")))  # doctest: +SKIP
+    >>> apply_transform(silver, read_transform(lake.read(GOLD_NORMALIZER)))  # doctest: +SKIP
     """
     absent = [name for name in transform.names if name not in df.columns]
     if absent:
@@ -349,7 +330,7 @@ def transform_table(spark: SparkSession, transform: FeatureTransform, version: i
         )
         for position, f in enumerate(transform.features)
     ]
-    table = spark.createDataFrame(rows, NORMALIZER_SCHEMA)
+    table = spark.createDataFrame(rows, spec(GOLD_NORMALIZER).stamped_schema())
     return table.withColumn("fitted_at", F.current_timestamp())
 
 

@@ -5,7 +5,7 @@ with the wrong number of fields or broken quoting keeps its place with
 ``reject_reason = "malformed_row"`` and is quarantined, never dropped. A
 column mapping (``mapping.py``; the known exports are shipped mapping files
 recognised by their header) turns the source's columns into the canonical
-string columns of ``schema.raw_schema()``, in Spotify's units, with column
+string columns of ``catalog.raw_row_schema()``, in Spotify's units, with column
 expressions only. ``land`` and ``refresh_silver`` then do what they do for
 every source: type, validate, deduplicate, coarsen and select genres.
 
@@ -491,7 +491,7 @@ def derived_track_id(artist: Column, title: Column) -> Column:
 
 
 def raw_columns(mapping: Mapping, columns: dict[str, str], source: str) -> list[Column]:
-    """The canonical fields of ``schema.raw_schema()`` from a record's source columns."""
+    """The canonical fields of ``catalog.raw_row_schema()`` from a record's source columns."""
     fields: dict[str, Column] = {}
     for name in TRACK_COLUMNS:
         spec = mapping.fields.get(name)
@@ -518,7 +518,7 @@ def resolve_mapping(spec: str | Path) -> Mapping:
 
 
 def read_csv(spark: SparkSession, path: str, mapping: Mapping | None = None) -> CsvRead:
-    """Parse ``path`` into bronze rows (``schema.raw_schema()``); nothing is written.
+    """Parse ``path`` into bronze rows (``catalog.raw_row_schema()``); nothing is written.
 
     ``ingested_at`` is left null for ``land`` to stamp: a timestamp literal
     here would change the generated code, and so recompile it, on every action.

@@ -16,19 +16,26 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
 from genre_spark.ingest.genres import coarsen, load_genre_map, select_genres
 from genre_spark.ingest.validate import decide, split_decided, with_record
 from genre_spark.lake import Lake
-from genre_spark.schema import INGESTED_AT, SOURCE, SOURCE_KEY, raw_schema
+from genre_spark.lake.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_TRACKS_RAW,
+    SILVER_TRACKS,
+    raw_row_schema,
+)
+from genre_spark.schema import INGESTED_AT, SOURCE, SOURCE_KEY
 
-RAW_TABLE = "bronze.tracks_raw"
+RAW_TABLE = BRONZE_TRACKS_RAW
 #: Hex digits of SHA-256 kept in a source key: 64 bits, so two sources of one
 #: lake share a partition with negligible odds (it would replace both).
 KEY_DIGITS = 16
-QUARANTINE_TABLE = "bronze.quarantine"
-SILVER_TABLE = "silver.tracks"
+QUARANTINE_TABLE = BRONZE_QUARANTINE
+SILVER_TABLE = SILVER_TRACKS
 
 
 class RawSchemaError(GenreError):
@@ -52,12 +59,12 @@ class IngestSummary:
 
 
 def conform_raw(raw: DataFrame, source: str) -> DataFrame:
-    """``raw`` in raw_schema() column order and types, stamped with ``source``.
+    """``raw`` in raw_row_schema() column order and types, stamped with ``source``.
 
     Raises RawSchemaError naming the missing and unexpected columns, so an
     adapter's mistake fails before anything is written.
     """
-    expected = [f.name for f in raw_schema().fields]
+    expected = [f.name for f in raw_row_schema().fields]
     missing = [c for c in expected if c not in raw.columns]
     extra = [c for c in raw.columns if c not in expected]
     if missing or extra:
@@ -65,10 +72,10 @@ def conform_raw(raw: DataFrame, source: str) -> DataFrame:
             f"rows for {source!r} do not match bronze.tracks_raw: "
             f"missing {missing}, unexpected {extra}; expected {expected}"
         )
-    columns = {f.name: F.col(f.name).cast(f.dataType) for f in raw_schema().fields}
+    columns = {f.name: F.col(f.name).cast(f.dataType) for f in raw_row_schema().fields}
     columns[SOURCE] = F.lit(source)
     columns[INGESTED_AT] = F.coalesce(F.col(INGESTED_AT), F.current_timestamp())
-    return raw.select(*[columns[f.name].alias(f.name) for f in raw_schema().fields])
+    return raw.select(*[columns[f.name].alias(f.name) for f in raw_row_schema().fields])
 
 
 def source_key(source: str) -> str:
@@ -116,23 +123,24 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
     from the written tables, and rows in must equal silver + quarantined.
     """
     options = settings.validation
-    bronze = lake.read(RAW_TABLE).drop(SOURCE_KEY)
-    staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
-    # Persisted once: the genre counts, the quarantine write and the silver
-    # write all read the decided rows, which would otherwise re-read bronze
-    # and re-run the checks and the per-track_id window three times.
-    decided = decide(staged, options.allowed_genres).persist()
-    try:
-        result = split_decided(decided)
-        silver, excluded, report = select_genres(
-            result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
-        )
-        lake.write(result.quarantine.unionByName(excluded), QUARANTINE_TABLE, mode="overwrite")
-        lake.write(silver, SILVER_TABLE, mode="overwrite")
-    finally:
-        decided.unpersist()
-    reasons = _counts(lake.read(QUARANTINE_TABLE), "reason")
-    genres = _counts(lake.read(SILVER_TABLE), "genre")
+    with stages.run(lake, stages.INGEST) as io:
+        bronze = io.read(RAW_TABLE).drop(SOURCE_KEY)
+        staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
+        # Persisted once: the genre counts, the quarantine write and the silver
+        # write all read the decided rows, which would otherwise re-read bronze
+        # and re-run the checks and the per-track_id window three times.
+        decided = decide(staged, options.allowed_genres).persist()
+        try:
+            result = split_decided(decided)
+            silver, excluded, report = select_genres(
+                result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
+            )
+            io.write(result.quarantine.unionByName(excluded), QUARANTINE_TABLE)
+            io.write(silver, SILVER_TABLE)
+        finally:
+            decided.unpersist()
+        reasons = _counts(io.read(QUARANTINE_TABLE), "reason")
+        genres = _counts(io.read(SILVER_TABLE), "genre")
     summary = IngestSummary(
         rows_in=bronze.count(),
         silver_rows=sum(genres.values()),

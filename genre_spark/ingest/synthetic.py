@@ -28,7 +28,8 @@ from genre_spark.errors import UsageError
 from genre_spark.ingest.genres import coarse_genre, load_genre_map
 from genre_spark.ingest.land import IngestSummary, land, refresh_silver
 from genre_spark.lake import Lake
-from genre_spark.schema import INGESTED_AT, REJECT_REASON, SOURCE, raw_schema
+from genre_spark.lake.catalog import raw_row_schema
+from genre_spark.schema import INGESTED_AT, REJECT_REASON, SOURCE
 
 SOURCE_NAME = "synthetic"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -318,7 +319,7 @@ def _corrupt(d: _Draws, values: dict[str, Column], kind: Column) -> dict[str, Co
 
 
 def generate(spark: SparkSession, cfg: SyntheticSettings) -> DataFrame:
-    """``cfg.tracks`` rows in ``schema.raw_schema()``, source "synthetic", values as strings.
+    """``cfg.tracks`` rows in ``catalog.raw_row_schema()``, source "synthetic", values as strings.
 
     Deterministic in ``cfg.seed`` and independent of ``cfg.partitions``.
     Genres take turns by id, so they are balanced; about ``bad_fraction`` of
@@ -365,7 +366,7 @@ def generate(spark: SparkSession, cfg: SyntheticSettings) -> DataFrame:
     values[REJECT_REASON] = F.lit(None)
     values[INGESTED_AT] = F.current_timestamp()
     return numbers.select(
-        *[values[f.name].cast(f.dataType).alias(f.name) for f in raw_schema().fields]
+        *[values[f.name].cast(f.dataType).alias(f.name) for f in raw_row_schema().fields]
     )
 
 

@@ -31,16 +31,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from genre_spark.schema import (
-    INGESTED_AT,
-    REJECT_REASON,
-    SOURCE,
-    TIME_COLUMNS,
-    TRACK_FIELDS,
-    Field,
-    quarantine_schema,
-    track_schema,
-)
+from genre_spark.lake.catalog import BRONZE_QUARANTINE, BRONZE_TRACKS_RAW, SILVER_TRACKS, spec
+from genre_spark.schema import INGESTED_AT, REJECT_REASON, SOURCE, TRACK_FIELDS, Field
 
 RECORD = "record"
 CONFLICTING_GENRE = "conflicting_genre"
@@ -65,7 +57,8 @@ def record_json(columns: Sequence[str]) -> Column:
     Leaving ``ingested_at`` out keeps a re-run's quarantine identical (it
     still has ``quarantined_at``); keeping nulls shows which field was missing.
     """
-    kept = [F.col(f"`{c}`") for c in columns if c not in TIME_COLUMNS and c != RECORD]
+    wall_clock = spec(BRONZE_TRACKS_RAW).time_columns
+    kept = [F.col(f"`{c}`") for c in columns if c not in wall_clock and c != RECORD]
     return F.to_json(F.struct(*kept), {"ignoreNullFields": "false"})
 
 
@@ -75,7 +68,7 @@ def with_record(df: DataFrame) -> DataFrame:
 
 
 def quarantine_rows(df: DataFrame, reason: Column) -> DataFrame:
-    """Rows of ``df`` as bronze.quarantine rows with ``reason``, in quarantine_schema() order."""
+    """Rows of ``df`` as bronze.quarantine rows with ``reason``, in its catalogue schema's order."""
     recorded = with_record(df)
     source_row = F.col("source_row") if "source_row" in df.columns else F.lit(None)
     columns = {
@@ -87,7 +80,10 @@ def quarantine_rows(df: DataFrame, reason: Column) -> DataFrame:
         "quarantined_at": F.current_timestamp(),
     }
     return recorded.select(
-        *[columns[f.name].cast(f.dataType).alias(f.name) for f in quarantine_schema().fields]
+        *[
+            columns[f.name].cast(f.dataType).alias(f.name)
+            for f in spec(BRONZE_QUARANTINE).schema.fields
+        ]
     )
 
 
@@ -188,7 +184,7 @@ def split_decided(decided: DataFrame) -> ValidationResult:
     silver = (
         decided.filter(F.col(_REASON).isNull())
         .select(*silver_columns)
-        .select(*[F.col(f.name).cast(f.dataType) for f in track_schema().fields])
+        .select(*[F.col(f.name).cast(f.dataType) for f in spec(SILVER_TRACKS).schema.fields])
     )
     quarantine = quarantine_rows(decided.filter(F.col(_REASON).isNotNull()), F.col(_REASON))
     return ValidationResult(silver=silver, quarantine=quarantine)

@@ -26,7 +26,7 @@ from pyspark.sql import types as T
 from genre_spark.config import ConfigError
 from genre_spark.errors import GenreError
 from genre_spark.lake import connector
-from genre_spark.lake.catalog import TABLES, UnknownTableError, spec, table_path
+from genre_spark.lake.catalog import TABLES, TIME_COLUMNS, UnknownTableError, spec, table_path
 from genre_spark.lake.connector import DeltaConnectorMissingError
 from genre_spark.lake.deltars import DeltaRsEngine
 from genre_spark.lake.deltaspark import DeltaSparkEngine
@@ -45,7 +45,6 @@ from genre_spark.lake.partitions import (
     normalized,
     within,
 )
-from genre_spark.schema import TIME_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -71,10 +70,9 @@ SESSION_ENGINE_CONF = "spark.genre.lake.engine"
 #: delta-rs' 100): a reader opens the latest checkpoint plus at most this many entries.
 DEFAULT_CHECKPOINT_INTERVAL = 10
 
-#: Serialises catalogue (re)registration: Spark's session catalogue is shared by
-#: every thread of the driver, and two writers re-registering one table
-#: (drop, then create) could otherwise interleave into TABLE_OR_VIEW_ALREADY_EXISTS
-#: after both of their commits had landed.
+#: Serialises SQL (re)registration: Spark's session catalogue is shared by every
+#: thread of the driver, and two threads registering one table (drop, then
+#: create) could otherwise interleave into TABLE_OR_VIEW_ALREADY_EXISTS.
 _CATALOG_LOCK = threading.Lock()
 
 
@@ -203,19 +201,18 @@ class Lake:
         """Overwrite or append as one atomic commit; returns the version of that commit.
 
         An overwrite (or the write creating the table) lays the table out by the
-        catalogue's partition columns.
+        catalogue's partition columns. No SQL DDL: ``register_sql`` makes tables
+        queryable, once per command.
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"mode must be 'overwrite' or 'append', got {mode!r}")
-        version = self.engine.write(
+        return self.engine.write(
             df,
             self.path(name),
             overwrite=mode == "overwrite",
             operation=mode.upper(),
             partition_by=spec(name).partition_by,
         )
-        self._register(name)
-        return version
 
     def replace(self, df: DataFrame, name: str, where: list[Partition]) -> int:
         """Replace the rows of the partitions ``where`` names with ``df``: one atomic commit.
@@ -234,9 +231,7 @@ class Lake:
                 kept = self._old_rows(name).where(~column_condition(partitions))
                 rows = kept.unionByName(rows.select(*kept.columns))
             return self.write(rows, name)
-        version = self.engine.replace(rows, self.path(name), partitions, "REPLACE")
-        self._register(name)
-        return version
+        return self.engine.replace(rows, self.path(name), partitions, "REPLACE")
 
     def _old_rows(self, name: str) -> DataFrame:
         """A table written before its partitioning was declared, which has the columns."""
@@ -262,9 +257,7 @@ class Lake:
     def append_arrow(self, name: str, table: pa.Table) -> int:
         """Append rows already on the driver (API responses) as one atomic commit; returns its version.
 
-        No Spark job on the delta-rs engine, and no SQL re-registration: an
-        append keeps the schema, and a registered SQL table reads the latest
-        snapshot (``register_sql`` registers tables created since).
+        No Spark job on the delta-rs engine.
         """
         return self.engine.append_arrow(self.path(name), table)
 
@@ -286,18 +279,15 @@ class Lake:
         path = self.path(name)
         columns = spec(name).partition_by
         if not self.exists(name):
-            version = self.engine.write(df, path, True, "MERGE", columns)
-        elif columns and set(columns) <= set(keys) and self._laid_out(name):
+            return self.engine.write(df, path, True, "MERGE", columns)
+        if columns and set(columns) <= set(keys) and self._laid_out(name):
             scope = (
                 self._partition_set(name, partitions)
                 if partitions is not None
                 else distinct_partitions(df, columns)
             )
-            version = self.engine.merge(within(df, scope, name), path, keys, scope)
-        else:
-            version = self.engine.merge(df, path, keys)
-        self._register(name)
-        return version
+            return self.engine.merge(within(df, scope, name), path, keys, scope)
+        return self.engine.merge(df, path, keys)
 
     def optimize(self, name: str) -> Compaction:
         """Compact the table's small files and checkpoint its log (``genre optimize``).
@@ -338,15 +328,23 @@ class Lake:
         return content_hash(self.read(name))
 
     def register_sql(self) -> None:
-        """Make every existing table queryable as ``layer.name`` in Spark SQL."""
-        for name in TABLES:
-            if self.engine.exists(self.path(name)):
-                self._register(name)
+        """Make every existing table queryable as ``layer.name`` in Spark SQL, once per command.
+
+        Writes run no SQL DDL: a command that queries SQL (``genre sql``, the
+        notebook, a test) calls this once, after the writes it wants to see.
+        A registered table reads the latest snapshot of its folder at each
+        query, so later appends and merges show; a table created, or whose
+        schema changed, since registration needs ``register_sql`` again (on
+        delta-rs the SQL table keeps the schema it was registered with).
+        """
+        with _CATALOG_LOCK:
+            for name in TABLES:
+                if self.engine.exists(self.path(name)):
+                    self._register(name)
 
     def _register(self, name: str) -> None:
         """(Re)create the SQL table ``name`` over its folder, so SQL sees its current schema."""
         layer = name.split(".", 1)[0]
-        with _CATALOG_LOCK:
-            self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
-            self.spark.sql(f"DROP TABLE IF EXISTS {name}")
-            self.spark.sql(self.engine.sql_ddl(name, self.path(name)))
+        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+        self.spark.sql(f"DROP TABLE IF EXISTS {name}")
+        self.spark.sql(self.engine.sql_ddl(name, self.path(name)))

@@ -318,6 +318,8 @@ class DeltaRsEngine:
         # Delta's catalogue, when the session has it, cannot resolve a table backed
         # by a Python data source; it reads the same Delta log itself.
         self._sql_through_delta = session_has_connector(spark)
+        #: Names of the per-table SQL sources this session already has.
+        self._sql_sources: set[str] = set()
 
     def exists(self, path: str) -> bool:
         from deltalake import DeltaTable
@@ -542,7 +544,10 @@ class DeltaRsEngine:
         if self._sql_through_delta:
             return delta_table_ddl(qualified, path)
         source = sql_source(path)
-        self.spark.dataSource.register(source)
+        if source.name() not in self._sql_sources:
+            # Once per table and session: the source reads the latest snapshot at each query.
+            self.spark.dataSource.register(source)
+            self._sql_sources.add(source.name())
         return f"CREATE TABLE {qualified} USING {source.name()}"
 
 

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_PROMOTIONS as PROMOTIONS_TABLE
+from genre_spark.lake.catalog import spec
 from genre_spark.model.registry import (
     CHALLENGER,
     CHAMPION,
@@ -39,7 +40,6 @@ from genre_spark.model.registry import (
 
 log = logging.getLogger(__name__)
 
-PROMOTIONS_TABLE = "gold.promotions"
 PROMOTED = "promoted"
 FORCED = "forced"
 REFUSED = "refused"
@@ -47,19 +47,6 @@ UNCHANGED = "unchanged"
 OUTCOME_TAG = "genre_spark.promotion"
 REASON_TAG = "genre_spark.promotion_reason"
 WHEN_TAG = "genre_spark.promoted_at"
-#: gold.promotions' one schema definition.
-PROMOTIONS_SCHEMA = T.StructType(
-    [
-        T.StructField("version", T.StringType()),  # the candidate
-        T.StructField("previous_champion", T.StringType()),  # null: there was none
-        T.StructField("candidate_val_macro_f1", T.DoubleType()),
-        T.StructField("champion_val_macro_f1", T.DoubleType()),
-        T.StructField("margin", T.DoubleType()),
-        T.StructField("outcome", T.StringType()),  # promoted | forced | refused
-        T.StructField("reason", T.StringType()),
-        T.StructField("decided_at", T.TimestampType()),
-    ]
-)
 #: Scores this close count as equal (both come from float32 confusion counts).
 TOLERANCE = 1e-12
 
@@ -152,7 +139,7 @@ def _record_in_lake(lake: Lake, decision: Decision) -> None:
         decision.outcome,
         decision.reason,
     )
-    schema = T.StructType(PROMOTIONS_SCHEMA.fields[:-1])
+    schema = spec(PROMOTIONS_TABLE).stamped_schema()
     new = lake.spark.createDataFrame([row], schema).withColumn("decided_at", F.current_timestamp())
     if lake.exists(PROMOTIONS_TABLE):
         same = (

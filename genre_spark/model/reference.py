@@ -37,12 +37,13 @@ from pyspark.sql import functions as F
 
 from genre_spark.config import ReferenceSettings, Settings
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_REFERENCE_PREDICTIONS
 from genre_spark.metrics import matrix_from_counts, scores
 from genre_spark.model.data import balanced_weights
 from genre_spark.model.train import FEATURES_TABLE
 from genre_spark.prepare.manifest import require_complete
 
-PREDICTIONS_TABLE = "gold.reference_predictions"
+PREDICTIONS_TABLE = GOLD_REFERENCE_PREDICTIONS
 WEIGHT = "weight"
 IS_VALIDATION = "is_validation"
 

@@ -40,12 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from pyspark.sql import DataFrame
-from pyspark.sql import types as T
 
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_MODELS as MODELS_TABLE
+from genre_spark.lake.catalog import spec
 
 if TYPE_CHECKING:
     from genre_spark.model.cnn import GenreCNN
@@ -53,30 +54,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODELS_TABLE = "gold.models"
 ARTIFACT_NAME = "model"
 KIND = "cnn"
 #: Model-version tag: the fingerprint of what was registered (see ``model_fingerprint``).
 FINGERPRINT_TAG = "genre_spark.fingerprint"
 #: Run tag: the existing version an identical re-train re-used.
 REUSED_TAG = "reused_version"
-
-MODELS_SCHEMA = T.StructType(
-    [
-        T.StructField("version", T.StringType()),
-        T.StructField("created_at", T.TimestampType()),
-        T.StructField("params", T.StringType()),
-        T.StructField("val_accuracy", T.DoubleType()),
-        T.StructField("val_macro_f1", T.DoubleType()),
-        T.StructField("mlflow_run_id", T.StringType()),
-        T.StructField("genres", T.ArrayType(T.StringType())),
-        T.StructField("features", T.ArrayType(T.StringType())),
-        T.StructField("kind", T.StringType()),
-        #: Registry aliases on the version (``champion``, ``challenger``), kept in sync by
-        #: :func:`sync_aliases` whenever one moves.
-        T.StructField("aliases", T.ArrayType(T.StringType())),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -346,8 +329,8 @@ def _mirror(
         KIND,
         [],
     )
-    df = lake.spark.createDataFrame([row], MODELS_SCHEMA)
-    lake.merge(df, MODELS_TABLE, keys=["version"])
+    df = lake.spark.createDataFrame([row], spec(MODELS_TABLE).schema)
+    lake.merge(df, MODELS_TABLE, keys=list(spec(MODELS_TABLE).keys))
 
 
 def list_versions(lake: Lake) -> DataFrame:
@@ -581,7 +564,7 @@ def sync_aliases(lake: Lake, settings: Settings) -> None:
     models = lake.read(MODELS_TABLE).withColumn(
         "aliases", F.coalesce(F.element_at(table, F.col("version")), none)
     )
-    lake.write(models.select(*MODELS_SCHEMA.fieldNames()), MODELS_TABLE)
+    lake.write(models.select(*spec(MODELS_TABLE).schema.fieldNames()), MODELS_TABLE)
 
 
 def mark_challenger(lake: Lake, settings: Settings, version: str) -> bool:

@@ -38,13 +38,14 @@ from genre_spark.errors import GenreError, NoTrainingDataError
 from genre_spark.features.spark import read_transform
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_NORMALIZER
 from genre_spark.metrics import confusion_matrix, scores
 from genre_spark.model import distributed
 from genre_spark.model.cnn import GenreCNN, architecture
 from genre_spark.prepare.manifest import require_complete
 
-FEATURES_TABLE = "gold.features"
-NORMALIZER_TABLE = "gold.normalizer"
+FEATURES_TABLE = GOLD_FEATURES
+NORMALIZER_TABLE = GOLD_NORMALIZER
 #: TrainSettings fields that are GenreCNN's constructor arguments.
 NETWORK = (
     "channels",

@@ -18,24 +18,33 @@ from pyspark.sql import functions as F
 
 from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import (
+    GOLD_FEATURES,
+    GOLD_GENRE_BASELINES,
+    GOLD_GENRE_MATCHES,
+    GOLD_GENRE_PLAYLISTS,
+    GOLD_NORMALIZER,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_PREPARE_MANIFEST,
+    GOLD_TRENDS_BY_YEAR,
+    spec,
+)
 
-MANIFEST = "gold.prepare_manifest"
+MANIFEST = GOLD_PREPARE_MANIFEST
 
 #: The tables prepare writes, in the order it writes them.
 TABLES: tuple[str, ...] = (
-    "gold.normalizer",
-    "gold.features",
-    "gold.outlier_params",
-    "gold.genre_baselines",
-    "gold.genre_matches",
-    "gold.genre_playlists",
-    "gold.trends_by_year",
+    GOLD_NORMALIZER,
+    GOLD_FEATURES,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_GENRE_BASELINES,
+    GOLD_GENRE_MATCHES,
+    GOLD_GENRE_PLAYLISTS,
+    GOLD_TRENDS_BY_YEAR,
 )
 
 RUNNING = "running"
 COMPLETE = "complete"
-
-_SCHEMA = "table string, version long, state string"
 
 
 class IncompletePrepareError(GenreError):
@@ -44,7 +53,8 @@ class IncompletePrepareError(GenreError):
 
 def _manifest(spark: SparkSession, versions: dict[str, int | None], state: str) -> DataFrame:
     rows = [(name, versions.get(name), state) for name in TABLES]
-    return spark.createDataFrame(rows, _SCHEMA).withColumn("prepared_at", F.current_timestamp())
+    schema = spec(MANIFEST).stamped_schema()
+    return spark.createDataFrame(rows, schema).withColumn("prepared_at", F.current_timestamp())
 
 
 def mark_running(lake: Lake) -> None:

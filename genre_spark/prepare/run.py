@@ -2,23 +2,24 @@
 
 The cores (split, normalize, outliers, baselines, trends) are pure DataFrame
 functions; this module wires them to the lake. Every table is one atomic
-Delta overwrite, and the stage is idempotent: the same silver version and
+Delta overwrite through the stage runner (``genre_spark.stages``: each table
+checked against its catalogue schema first), and the stage is idempotent: the same silver version and
 settings give the same table contents (only ``fitted_at``/``computed_at``
 differ). All reads use the one silver.tracks version recorded in
 gold.normalizer, so the tables agree with each other even if ingest commits
-meanwhile. gold.prepare_manifest brackets the writes (``running`` before,
-``complete`` after), so a run that stops part-way is refused downstream
-instead of mixing (see ``manifest``).
+meanwhile. The runner brackets the writes with gold.prepare_manifest
+(``running`` before, ``complete`` after), so a run that stops part-way is
+refused downstream instead of mixing (see ``manifest``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
 from genre_spark.features.spark import (
@@ -31,7 +32,17 @@ from genre_spark.features.spark import (
 )
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
-from genre_spark.prepare import manifest
+from genre_spark.lake.catalog import (
+    GOLD_FEATURES,
+    GOLD_GENRE_BASELINES,
+    GOLD_GENRE_MATCHES,
+    GOLD_GENRE_PLAYLISTS,
+    GOLD_NORMALIZER,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_TRENDS_BY_YEAR,
+    SILVER_TRACKS,
+    spec,
+)
 from genre_spark.prepare.baselines import (
     genre_baselines,
     genre_matches,
@@ -168,17 +179,6 @@ def _outliers(vectors: DataFrame, settings: Settings) -> OutlierResult:
 
 def outlier_params(result: OutlierResult, features: list[str], version: int) -> DataFrame:
     """The one-row gold.outlier_params for a DBSCAN run over ``version`` of silver.tracks."""
-    schema = T.StructType(
-        [
-            T.StructField("eps", T.DoubleType()),
-            T.StructField("min_samples", T.IntegerType()),
-            T.StructField("metric", T.StringType()),
-            T.StructField("features", T.ArrayType(T.StringType())),
-            T.StructField("n_points", T.LongType()),
-            T.StructField("n_outliers", T.LongType()),
-            T.StructField("version", T.LongType()),
-        ]
-    )
     row = (
         float(result.eps),
         int(result.min_samples),
@@ -189,13 +189,26 @@ def outlier_params(result: OutlierResult, features: list[str], version: int) -> 
         version,
     )
     spark = result.flags.sparkSession
-    return spark.createDataFrame([row], schema).withColumn("computed_at", F.current_timestamp())
+    return spark.createDataFrame([row], spec(GOLD_OUTLIER_PARAMS).stamped_schema()).withColumn(
+        "computed_at", F.current_timestamp()
+    )
 
 
 def run(lake: Lake, settings: Settings) -> PrepareSummary:
     """Read silver.tracks, write every gold table of the prepare stage, and say what was done."""
-    version = lake.version("silver.tracks")
-    tracks = assign_split(lake.read("silver.tracks", version), settings.prepare.split).persist()
+    version = lake.version(SILVER_TRACKS)
+    with stages.run(lake, stages.PREPARE) as io:
+        tracks = assign_split(io.read(SILVER_TRACKS, version), settings.prepare.split).persist()
+        summary = _prepare(io, tracks, version, settings)
+    rows = {info.name: info.rows for info in lake.tables() if info.name in TABLES}
+    return replace(summary, rows={name: rows[name] for name in TABLES})
+
+
+def _prepare(
+    io: stages.StageRun, tracks: DataFrame, version: int, settings: Settings
+) -> PrepareSummary:
+    """The prepare tables from ``tracks`` (silver.tracks at ``version``), each written through ``io``."""
+    write = io.write
     vectors: DataFrame | None = None
     try:
         counts = _counts(tracks)
@@ -211,14 +224,7 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
         transform = fitted.transform
         # Distances (DBSCAN) and the genre match live in the continuous features' space.
         geometry = transform.continuous()
-        manifest.mark_running(lake)
-        written: dict[str, int] = {}
-
-        def write(df: DataFrame, name: str) -> None:
-            """Overwrite ``name``; its version goes into the manifest once every table is written."""
-            written[name] = lake.write(df, name)
-
-        write(transform_table(lake.spark, transform, version), "gold.normalizer")
+        write(transform_table(tracks.sparkSession, transform, version), GOLD_NORMALIZER)
 
         # Computed once and read by DBSCAN's passes, gold.features and the genre match.
         vectors = apply_transform(tracks, transform).persist()
@@ -235,28 +241,26 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
             .repartition(partitions, "track_id")
             .sortWithinPartitions("track_id")
         )
-        write(gold_features, "gold.features")
+        write(gold_features, GOLD_FEATURES)
         result.flags.unpersist()
-        write(outlier_params(result, geometry.outputs, version), "gold.outlier_params")
+        write(outlier_params(result, geometry.outputs, version), GOLD_OUTLIER_PARAMS)
 
-        write(genre_baselines(train, FEATURES), "gold.genre_baselines")
+        write(genre_baselines(train, FEATURES), GOLD_GENRE_BASELINES)
         with_gaps = vectors.withColumn("features", sub_vector(transform, geometry, impute=False))
         parameters = genre_parameters(with_gaps.where(F.col("split") == "train"))
-        write(genre_matches(with_gaps, parameters, len(geometry.outputs)), "gold.genre_matches")
+        write(genre_matches(with_gaps, parameters, len(geometry.outputs)), GOLD_GENRE_MATCHES)
         playlists = genre_playlists(
-            lake.read("gold.genre_matches", written["gold.genre_matches"]),
+            io.read(GOLD_GENRE_MATCHES),
             tracks,
             settings.prepare.playlist_size,
         )
-        write(playlists, "gold.genre_playlists")
-        write(trends_by_year(tracks, FEATURES), "gold.trends_by_year")
+        write(playlists, GOLD_GENRE_PLAYLISTS)
+        write(trends_by_year(tracks, FEATURES), GOLD_TRENDS_BY_YEAR)
         imputed = _imputed(tracks, transform)
-        manifest.mark_complete(lake, written)
     finally:
         tracks.unpersist()
         if vectors is not None:
             vectors.unpersist()
-    rows = {info.name: info.rows for info in lake.tables() if info.name in TABLES}
     return PrepareSummary(
         silver_version=version,
         tracks=counts["tracks"],
@@ -273,5 +277,5 @@ def run(lake: Lake, settings: Settings) -> PrepareSummary:
         eps=float(result.eps),
         min_samples=int(result.min_samples),
         n_outliers=int(result.n_outliers),
-        rows={name: rows[name] for name in TABLES},
+        rows={},
     )

@@ -22,6 +22,16 @@ from genre_spark.config import Settings
 from genre_spark.errors import GenreError
 from genre_spark.evaluate import CNN_PREFIX, cnn_model_name, cnn_predictions
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import (
+    GOLD_CONFUSION,
+    GOLD_DRIFT,
+    GOLD_EVALUATION,
+    GOLD_FEATURES,
+    GOLD_GENRE_BASELINES,
+    GOLD_MODELS,
+    GOLD_SCORED,
+    GOLD_TRENDS_BY_YEAR,
+)
 from genre_spark.metrics import MACRO, confusion, metrics
 
 #: Outliers are rare; at most this share of the projection's points is spent on them.
@@ -75,9 +85,9 @@ def _require(lake: Lake, table: str, stage: str) -> None:
 
 def model_info(lake: Lake, version: str) -> ModelInfo:
     """The gold.models row of ``version`` (resolve a reference first: ``registry.resolve_model``)."""
-    if not lake.exists("gold.models"):
+    if not lake.exists(GOLD_MODELS):
         raise ModelNotRegisteredError("gold.models not found: run `genre train` first")
-    models = lake.read("gold.models")
+    models = lake.read(GOLD_MODELS)
     rows = models.where(F.col("version") == version).limit(1).collect()
     if not rows:
         raise ModelNotRegisteredError(f"gold.models has no version {version!r}")
@@ -126,9 +136,9 @@ def model_features(settings: Settings, model: ModelInfo) -> pd.DataFrame:
 
 def evaluation(lake: Lake, model: ModelInfo) -> pd.DataFrame:
     """gold.evaluation rows of this CNN version and of every reference model (a few hundred rows)."""
-    _require(lake, "gold.evaluation", "evaluate")
+    _require(lake, GOLD_EVALUATION, "evaluate")
     model_col = F.col("model")
-    rows = lake.read("gold.evaluation").where(
+    rows = lake.read(GOLD_EVALUATION).where(
         (model_col == model.name) | ~model_col.startswith(CNN_PREFIX)
     )
     frame = rows.toPandas()
@@ -142,9 +152,9 @@ def evaluation(lake: Lake, model: ModelInfo) -> pd.DataFrame:
 
 def confusion_matrix(lake: Lake, model: ModelInfo, split: str) -> pd.DataFrame:
     """Counts of (true genre, predicted genre) for one model and split, as a square table."""
-    _require(lake, "gold.confusion", "evaluate")
+    _require(lake, GOLD_CONFUSION, "evaluate")
     counts = (
-        lake.read("gold.confusion")
+        lake.read(GOLD_CONFUSION)
         .where((F.col("model") == model.name) & (F.col("split") == split))
         .select("genre", "predicted", "count")
         .toPandas()
@@ -160,8 +170,8 @@ def confusion_matrix(lake: Lake, model: ModelInfo, split: str) -> pd.DataFrame:
 
 def baselines(lake: Lake, features: Sequence[str]) -> pd.DataFrame:
     """gold.genre_baselines (one row per genre and feature), features in the model's order."""
-    _require(lake, "gold.genre_baselines", "prepare")
-    frame = lake.read("gold.genre_baselines").toPandas()
+    _require(lake, GOLD_GENRE_BASELINES, "prepare")
+    frame = lake.read(GOLD_GENRE_BASELINES).toPandas()
     position = {f: i for i, f in enumerate(features)}
     order = frame["feature"].map(position).fillna(len(position))
     return (
@@ -173,8 +183,8 @@ def baselines(lake: Lake, features: Sequence[str]) -> pd.DataFrame:
 
 def trends(lake: Lake) -> pd.DataFrame:
     """gold.trends_by_year: one row per (year, genre)."""
-    _require(lake, "gold.trends_by_year", "prepare")
-    frame = lake.read("gold.trends_by_year").select("year", "genre", "tracks", "share").toPandas()
+    _require(lake, GOLD_TRENDS_BY_YEAR, "prepare")
+    frame = lake.read(GOLD_TRENDS_BY_YEAR).select("year", "genre", "tracks", "share").toPandas()
     if frame.empty:
         raise MissingInputError("gold.trends_by_year is empty: no track has a release year.")
     return frame
@@ -187,8 +197,8 @@ def projection(lake: Lake, sample_size: int, seed: int = 7) -> Projection:
     it; only those at most ``sample_size`` rows reach the driver, where the
     principal axes of the sample are computed.
     """
-    _require(lake, "gold.features", "prepare")
-    features = lake.read("gold.features").select("features", "is_outlier", "genre")
+    _require(lake, GOLD_FEATURES, "prepare")
+    features = lake.read(GOLD_FEATURES).select("features", "is_outlier", "genre")
     counts = {r["is_outlier"]: r["count"] for r in features.groupBy("is_outlier").count().collect()}
     n_out, n_in = counts.get(True, 0), counts.get(False, 0)
     out_budget = min(n_out, int(sample_size * OUTLIER_SHARE))
@@ -260,9 +270,9 @@ def head_to_head(lake: Lake, versions: Sequence[str], split: str) -> pd.DataFram
     per version (``model``, ``tracks``, ``accuracy``, ``macro F1``) plus
     ``agreement``, the share of those tracks given the same genre by all.
     """
-    _require(lake, "gold.scored", "score")
-    _require(lake, "gold.features", "prepare")
-    scored = lake.read("gold.scored").where(F.col("model_version").isin(list(versions)))
+    _require(lake, GOLD_SCORED, "score")
+    _require(lake, GOLD_FEATURES, "prepare")
+    scored = lake.read(GOLD_SCORED).where(F.col("model_version").isin(list(versions)))
     common = (
         scored.groupBy("track_id")
         .agg(
@@ -271,7 +281,7 @@ def head_to_head(lake: Lake, versions: Sequence[str], split: str) -> pd.DataFram
         )
         .where(F.col("n") == len(versions))
     )
-    truth = lake.read("gold.features").where(F.col("split") == split)
+    truth = lake.read(GOLD_FEATURES).where(F.col("split") == split)
     predictions = cnn_predictions(scored.join(common.select("track_id"), "track_id"), truth)
     frame = metrics(confusion(predictions)).where(F.col("genre") == MACRO).toPandas()
     if frame.empty:
@@ -295,8 +305,8 @@ def drift(lake: Lake, version: str) -> pd.DataFrame:
 
     At most one row per feature and per genre: a small table.
     """
-    _require(lake, "gold.drift", "drift")
-    rows = lake.read("gold.drift").where(F.col("model_version") == version)
+    _require(lake, GOLD_DRIFT, "drift")
+    rows = lake.read(GOLD_DRIFT).where(F.col("model_version") == version)
     newest = rows.groupBy("kind").agg(F.max("computed_at").alias("computed_at"))
     frame = rows.join(newest, ["kind", "computed_at"]).toPandas()
     if frame.empty:

@@ -12,7 +12,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from genre_spark.ingest.spotify.store import NOT_FETCHED, SOURCE_NAME, TRACK_NOT_FOUND
-from genre_spark.schema import FEATURES, INGESTED_AT, REJECT_REASON, SOURCE, raw_schema
+from genre_spark.lake.catalog import raw_row_schema
+from genre_spark.schema import FEATURES, INGESTED_AT, REJECT_REASON, SOURCE
 
 #: Feature fields read from either provider's object (Spotify units, as received):
 #: the model's features plus key and mode.
@@ -84,5 +85,5 @@ def responses_to_raw(responses: DataFrame, plan_id: str) -> DataFrame:
     for name in FEATURE_FIELDS:
         values.setdefault(name, F.col(f"f.{name}"))
     return joined.select(
-        *[values[f.name].cast(f.dataType).alias(f.name) for f in raw_schema().fields]
+        *[values[f.name].cast(f.dataType).alias(f.name) for f in raw_row_schema().fields]
     )

@@ -22,14 +22,14 @@ from typing import Any
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import BRONZE_SPOTIFY_RESPONSES as RESPONSES
+from genre_spark.lake.catalog import spec
 from genre_spark.schema import REJECT_REASON
 
 log = logging.getLogger(__name__)
 
-RESPONSES = "bronze.spotify_responses"
 SOURCE_NAME = "spotify"
 
 #: Reasons a requested track lands in quarantine instead of silver.
@@ -40,29 +40,11 @@ NOT_FETCHED = "not_fetched"
 ARTIST_NOT_FOUND = "artist_not_found"
 
 
-def responses_schema() -> T.StructType:
-    """bronze.spotify_responses: one row per fetched object (or tombstone), keyed by request."""
-    return T.StructType(
-        [
-            T.StructField("request_key", T.StringType(), nullable=False),
-            T.StructField("kind", T.StringType(), nullable=False),
-            T.StructField("object_id", T.StringType()),
-            T.StructField("genre", T.StringType()),
-            T.StructField("position", T.LongType()),
-            T.StructField("provider", T.StringType()),
-            T.StructField("status", T.IntegerType()),
-            T.StructField("body", T.StringType()),
-            T.StructField(REJECT_REASON, T.StringType()),
-            T.StructField("fetched_at", T.TimestampType()),
-        ]
-    )
-
-
 def _arrow_schema() -> pa.Schema:
     """The same schema in Arrow, for appends from the driver."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(responses_schema(), timezone="UTC")
+    return to_arrow_schema(spec(RESPONSES).schema, timezone="UTC")
 
 
 def response(
