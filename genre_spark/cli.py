@@ -669,7 +669,7 @@ def score(
 
 
 def _known_table(table: str) -> None:
-    from genre_spark.lake import UnknownTableError, spec
+    from genre_spark.lake.catalog import UnknownTableError, spec
 
     try:
         spec(table)
@@ -1020,4 +1020,4 @@ def submit(command_name: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

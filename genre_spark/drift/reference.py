@@ -73,7 +73,9 @@ class Reference:
 
 def training_rows(lake: Lake, train: TrainSettings) -> tuple[DataFrame, dict[str, Any]]:
     """Raw silver rows of the tracks training learns from, and the versions they came from."""
-    silver_version = int(lake.read("gold.outlier_params").select("version").first()["version"])
+    params = lake.read("gold.outlier_params").select("version").first()
+    assert params is not None, "gold.outlier_params has no row"
+    silver_version = int(params["version"])
     features_version = lake.version("gold.features")
     chosen = lake.read("gold.features", features_version).where(F.col("split") == "train")
     if train.exclude_outliers:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 
@@ -416,7 +416,8 @@ def run_ranks(
                     raise
                 raise failure from exc
         monitor.require_finished()
-        return result
+        # TorchDistributor.run returns rank 0's train_fn(cfg) but is typed Optional[Any].
+        return cast(T, result)
     finally:
         sc.removeJobTag(tag)
         monitor.close()

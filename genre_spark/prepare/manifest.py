@@ -13,6 +13,8 @@ of every table it wrote, after its last. Stages that read prepare's tables call
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -41,7 +43,7 @@ class IncompletePrepareError(RuntimeError):
     """Prepare's tables are not all from one finished run."""
 
 
-def _manifest(spark: SparkSession, versions: dict[str, int | None], state: str) -> DataFrame:
+def _manifest(spark: SparkSession, versions: Mapping[str, int | None], state: str) -> DataFrame:
     rows = [(name, versions.get(name), state) for name in TABLES]
     return spark.createDataFrame(rows, _SCHEMA).withColumn("prepared_at", F.current_timestamp())
 
