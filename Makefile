@@ -69,9 +69,11 @@ test-s3: setup s3-jars
 	$(BIN)/python -m pip install -q -e '.[dev,s3]'
 	TEST_S3_LAKE=1 $(BIN)/python -m pytest -q tests/test_s3_lake.py $(PYTEST_ARGS)
 
+# mypy --strict over genre_spark/ ([tool.mypy] in pyproject.toml says which libraries lack types).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format .

@@ -1009,4 +1009,4 @@ def submit(command_name: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

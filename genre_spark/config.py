@@ -165,7 +165,8 @@ class PrepareSettings(_Section):
     playlist_size: int = Field(50, ge=1)
 
 
-REFERENCE_MODELS = ("logistic_regression", "random_forest", "xgboost")
+ReferenceModel = Literal["logistic_regression", "random_forest", "xgboost"]
+REFERENCE_MODELS: tuple[ReferenceModel, ...] = ("logistic_regression", "random_forest", "xgboost")
 
 
 class ReferenceSettings(_Section):
@@ -179,7 +180,7 @@ class ReferenceSettings(_Section):
     section 1. No capacity sweep is recorded.
     """
 
-    models: list[Literal["logistic_regression", "random_forest", "xgboost"]] = Field(
+    models: list[ReferenceModel] = Field(
         default_factory=lambda: list(REFERENCE_MODELS), min_length=1
     )
     lr_max_iter: int = Field(200, ge=1)
@@ -311,8 +312,9 @@ class Settings(_Section):
 
     @field_validator("features")
     @classmethod
-    def _known_features(cls, value: str | list[str]) -> str | list[str]:
-        return value if value == "auto" else list(validate_features(value))
+    def _known_features(cls, value: Literal["auto"] | list[str]) -> Literal["auto"] | list[str]:
+        # After pydantic's own check, the only str is "auto".
+        return value if isinstance(value, str) else list(validate_features(value))
 
     @property
     def feature_list(self) -> list[str] | None:

@@ -154,6 +154,7 @@ def input_counts(df: DataFrame, transform: FeatureTransform) -> InputCounts:
         F.sum(F.col("track_id").isNull().cast("long")).alias("no_id"),
         F.sum(gaps.cast("long")).alias("gaps"),
     ).first()
+    assert row is not None  # a global aggregate has exactly one row
     return InputCounts(row["rows"], row["ids"], row["no_id"] or 0, row["gaps"] or 0)
 
 

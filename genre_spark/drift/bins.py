@@ -99,7 +99,7 @@ def quantile_edges(
     position = {p: i for i, p in enumerate(probabilities)}
     values = df.select(*[_value(f).alias(f) for f in features])
     found = values.approxQuantile(list(features), probabilities, 1.0 / (4 * ks_grid))
-    edges = {}
+    edges: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
     for feature, quantiles in zip(features, found, strict=True):
         if not quantiles:  # no value at all: one placeholder edge (Bucketizer needs one)
             edges[feature] = ((0.0,), grid_edges([0.0]))

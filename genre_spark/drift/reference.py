@@ -75,7 +75,9 @@ class Reference:
 
 def training_rows(lake: Lake, train: TrainSettings) -> tuple[DataFrame, dict[str, Any]]:
     """Raw silver rows of the tracks training learns from, and the versions they came from."""
-    silver_version = int(lake.read(GOLD_OUTLIER_PARAMS).select("version").first()["version"])
+    params = lake.read(GOLD_OUTLIER_PARAMS).select("version").first()
+    assert params is not None, "gold.outlier_params has no row"
+    silver_version = int(params["version"])
     features_version = lake.version(GOLD_FEATURES)
     chosen = lake.read(GOLD_FEATURES, features_version).where(F.col("split") == "train")
     if train.exclude_outliers:

@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 
 def shares(counts: Sequence[float], floor: float = 0.0) -> np.ndarray:
     """Counts as shares of their total, each at least ``floor`` (0 for none)."""
     values = np.asarray(counts, dtype=float)
-    total = values.sum()
+    total = float(values.sum())
     if total <= 0:
         raise ValueError("no rows to compare: every count is zero")
     return np.maximum(values / total, floor)
@@ -49,7 +50,7 @@ def psi(expected: Sequence[float], actual: Sequence[float], floor: float) -> flo
     return float(psi_terms(expected, actual, floor).sum())
 
 
-def point_cells(edges: Sequence[float]) -> np.ndarray:
+def point_cells(edges: Sequence[float]) -> npt.NDArray[np.bool_]:
     """Which cells of ``(-inf, e_0), [e_0, e_1), ..., [e_k, inf)`` hold exactly one value.
 
     ``[u, nextafter(u))`` contains no double but ``u`` itself.
@@ -62,7 +63,9 @@ def point_cells(edges: Sequence[float]) -> np.ndarray:
 
 
 def ks_bounds(
-    expected: Sequence[float], actual: Sequence[float], points: Sequence[bool] | None = None
+    expected: Sequence[float],
+    actual: Sequence[float],
+    points: Sequence[bool] | npt.NDArray[np.bool_] | None = None,
 ) -> tuple[float, float]:
     """``(ks, ks_upper)``: bounds of the exact two-sample KS statistic from counts per cell.
 

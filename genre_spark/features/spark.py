@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -106,10 +107,10 @@ def _statistics(feature: ModelFeature, scaler: str, quantiles: int) -> list[Colu
 
 
 def _fitted(
-    feature: ModelFeature, stats: list[object], present: float, indicator: bool, scaler: str
+    feature: ModelFeature, stats: Sequence[Any], present: float, indicator: bool, scaler: str
 ) -> FittedFeature:
-    """Build one FittedFeature from its collected statistics."""
-    common = {
+    """Build one FittedFeature from its collected statistics (a Row's values: untyped)."""
+    common: dict[str, Any] = {
         "name": feature.name,
         "kind": feature.kind.value,
         "present": present,
@@ -122,13 +123,13 @@ def _fitted(
     if feature.kind == Kind.BINARY:
         return FittedFeature(**common, method=BINARY_METHOD, fill=float(stats[0]))
     if scaler == "quantile":
-        median, *values = stats[0]  # type: ignore[misc]
+        median, *values = stats[0]
         xs, zs = quantile_knots(values, quantile_probabilities(len(values)))
         return FittedFeature(**common, method=scaler, fill=float(median), knots_x=xs, knots_z=zs)
     if scaler == "standard":
-        center, scale = float(stats[0]), float(stats[1])  # type: ignore[arg-type]
+        center, scale = float(stats[0]), float(stats[1])
     else:
-        q25, center, q75 = (float(q) for q in stats[0])  # type: ignore[attr-defined]
+        q25, center, q75 = (float(q) for q in stats[0])
         scale = q75 - q25
     scale = 1.0 if scale < ZERO_SCALE else scale
     return FittedFeature(**common, method=scaler, fill=center, center=center, scale=scale)

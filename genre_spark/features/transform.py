@@ -53,6 +53,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from genre_spark.errors import GenreError
 from genre_spark.schema import Kind
@@ -147,7 +148,7 @@ class FittedFeature:
         xs, zs = self.knots_x, self.knots_z
         return [(zs[i + 1] - zs[i]) / (xs[i + 1] - xs[i]) for i in range(len(xs) - 1)]
 
-    def missing(self, x: np.ndarray) -> np.ndarray:
+    def missing(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         """Where ``x`` (float, NaN for null) counts as missing."""
         if self.kind == Kind.CYCLIC:
             assert self.period is not None

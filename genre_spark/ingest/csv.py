@@ -208,7 +208,7 @@ def check_input(path: str, mapping: Mapping | None) -> None:
 def _java_chain(exc: BaseException) -> list[tuple[str, str]]:
     """(class name, message) of the Java exception behind a PySpark error and of each cause."""
     throwable = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
-    chain = []
+    chain: list[tuple[str, str]] = []
     while throwable is not None and len(chain) < 20:
         chain.append((throwable.getClass().getName(), str(throwable.getMessage() or "")))
         throwable = throwable.getCause()
@@ -359,13 +359,14 @@ def _line_counts(spark: SparkSession, path: str, options: CsvOptions) -> tuple[i
         )
         .first()
     )
+    assert counts is not None  # a global aggregate has exactly one row
     return int(counts["blank"] or 0), int(counts["comment"] or 0)
 
 
 # --- value conversion (column expressions) -------------------------------------
 
 
-def _lookup(table: dict[str, str | int]) -> Column:
+def _lookup(table: dict[str, str] | dict[str, int]) -> Column:
     return F.create_map(*[F.lit(x) for key, value in table.items() for x in (key, str(value))])
 
 

@@ -147,6 +147,7 @@ def content_hash(df: DataFrame) -> str:
     types = {f.name: f.dataType for f in df.schema.fields}
     row_hash = F.xxhash64(*[_hashable(c, types[c]) for c in columns]).cast("decimal(38,0)")
     result = df.agg(F.count(F.lit(1)).alias("n"), F.sum(row_hash).alias("h")).first()
+    assert result is not None  # a global aggregate has exactly one row
     return f"{result['n']}:{result['h'] or 0}:{','.join(columns)}"
 
 

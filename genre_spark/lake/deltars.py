@@ -189,13 +189,13 @@ class _DeltaRsWriter(DataSourceArrowWriter):
             reports = files.close()
         return _FilesWritten(reports)
 
-    def commit(self, messages: list[_FilesWritten | None]) -> None:
-        files = [f for m in messages if m is not None for f in m.files]
+    def commit(self, messages: list[WriterCommitMessage | None]) -> None:
+        files = [f for m in messages if isinstance(m, _FilesWritten) for f in m.files]
         deltars_log.commit_files(self.path, self.arrow_schema, files, self.commit_spec)
 
-    def abort(self, messages: list[_FilesWritten | None]) -> None:
+    def abort(self, messages: list[WriterCommitMessage | None]) -> None:
         for message in messages:
-            for f in message.files if message is not None else []:
+            for f in message.files if isinstance(message, _FilesWritten) else []:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(self.path, f["path"]))
 
@@ -213,8 +213,10 @@ class _DeltaRsReader(DataSourceReader):
     def partitions(self) -> list[_FilePartition]:
         return [_FilePartition(f) for f in self.files]
 
-    def read(self, partition: _FilePartition) -> Iterator[pa.RecordBatch]:
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
+
+        assert isinstance(partition, _FilePartition)  # Spark hands back what partitions() made
 
         values = partition.file.values
         for batch in pq.ParquetFile(partition.file.path).iter_batches():

@@ -216,7 +216,10 @@ def arrow_file(uri: str) -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
     scheme, rest = uri.split("://", 1)
-    return pafs.FileSystem.from_uri(f"s3://{rest}" if scheme in ("s3a", "s3n") else uri)
+    found: tuple[Any, str] = pafs.FileSystem.from_uri(
+        f"s3://{rest}" if scheme in ("s3a", "s3n") else uri
+    )
+    return found
 
 
 def is_local(root: str) -> bool:

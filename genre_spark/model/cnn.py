@@ -97,7 +97,8 @@ class ConvBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop(self.act(self.norm(self.conv(x))))
+        residual: torch.Tensor = self.drop(self.act(self.norm(self.conv(x))))
+        return x + residual
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ class Member(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.embed_norm(self.embed(x))))
+        logits: torch.Tensor = self.head(self.blocks(self.embed_norm(self.embed(x))))
+        return logits
 
 
 class GenreCNN(nn.Module):

@@ -52,6 +52,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from pyspark.sql import types as T
 
 from genre_spark.features.transform import FeatureTransform
@@ -114,15 +115,15 @@ class GenreClassifier:
         return pd.DataFrame({PREDICTED: predicted, **columns}, index=getattr(tracks, "index", None))
 
 
-class GenrePyfunc(mlflow.pyfunc.PythonModel):
+class GenrePyfunc(PythonModel):
     """The MLflow face of :class:`GenreClassifier`: built from the model's artifacts on load."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         self.classifier = read_classifier(context.artifacts)
 
     def predict(
         self,
-        context: mlflow.pyfunc.PythonModelContext,
+        context: PythonModelContext,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
@@ -155,13 +156,13 @@ def _input_type(feature: str) -> Any:
 def signature(transform: FeatureTransform, genres: Sequence[str]) -> Any:
     """Raw feature columns in; ``predicted_genre`` and per-genre probabilities out."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
-    inputs = Schema([ColSpec(_input_type(name), name) for name in transform.names])
-    outputs = Schema(
-        [ColSpec(DataType.string, PREDICTED)]
-        + [ColSpec(DataType.double, probability_column(g)) for g in genres]
-    )
+    columns: list[ColSpec | TensorSpec] = [ColSpec(_input_type(n), n) for n in transform.names]
+    inputs = Schema(columns)
+    returned: list[ColSpec | TensorSpec] = [ColSpec(DataType.string, PREDICTED)]
+    returned += [ColSpec(DataType.double, probability_column(g)) for g in genres]
+    outputs = Schema(returned)
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

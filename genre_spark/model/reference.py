@@ -27,9 +27,10 @@ MLflow run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from pyspark.ml import Estimator
+from pyspark.ml import Estimator, Transformer
 from pyspark.ml.classification import LogisticRegression, RandomForestClassifier
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
@@ -56,13 +57,13 @@ class ReferenceOutcome:
     run_ids: dict[str, str]
 
 
-def estimators(cfg: ReferenceSettings) -> dict[str, Estimator]:
+def estimators(cfg: ReferenceSettings) -> dict[str, Estimator[Any]]:
     """The configured reference estimators, reading ``vector``, ``label`` (and ``weight``)."""
     from xgboost.spark import SparkXGBClassifier
 
     weight = {"weightCol": WEIGHT} if cfg.class_weights else {}
-    common = {"featuresCol": "vector", "labelCol": "label", **weight}
-    every: dict[str, Estimator] = {
+    common: dict[str, Any] = {"featuresCol": "vector", "labelCol": "label", **weight}
+    every: dict[str, Estimator[Any]] = {
         "logistic_regression": LogisticRegression(
             family="multinomial", maxIter=cfg.lr_max_iter, regParam=cfg.lr_reg_param, **common
         ),
@@ -106,7 +107,7 @@ def with_label(features: DataFrame, genres: list[str], weights: list[float]) -> 
     weight = F.array(*[F.lit(float(w)) for w in weights])
     return features.select(
         "*",
-        array_to_vector("features").alias("vector"),
+        array_to_vector(F.col("features")).alias("vector"),
         label.cast("double").alias("label"),
         F.when(label >= 0, F.get(weight, label.cast("int"))).otherwise(0.0).alias(WEIGHT),
         (F.col("split") == "validation").alias(IS_VALIDATION),
@@ -114,11 +115,11 @@ def with_label(features: DataFrame, genres: list[str], weights: list[float]) -> 
 
 
 def predictions(
-    model_name: str, fitted: object, labelled: DataFrame, genres: list[str]
+    model_name: str, fitted: Transformer, labelled: DataFrame, genres: list[str]
 ) -> DataFrame:
     """One model's predictions in gold.reference_predictions' shape."""
     names = F.array(*[F.lit(g) for g in genres])
-    scored = fitted.transform(labelled)  # type: ignore[attr-defined]
+    scored = fitted.transform(labelled)
     return scored.select(
         "track_id",
         F.lit(model_name).alias("model"),
@@ -200,7 +201,7 @@ def run(lake: Lake, settings: Settings) -> ReferenceOutcome:
         labelled.unpersist()
     metrics = validation_scores(lake.read(PREDICTIONS_TABLE), genres)
     use_tracking(settings)
-    run_ids = {}
+    run_ids: dict[str, str] = {}
     for name in settings.train.references.models:
         with mlflow.start_run(
             run_name=f"reference-{name}", nested=mlflow.active_run() is not None

@@ -218,7 +218,8 @@ def log_model_run(
         transform=transform,
         metadata={"params": params, "genres": list(genres), "features": transform.names},
     )
-    return info.model_uri
+    uri: str = info.model_uri  # mlflow.pyfunc.log_model is unannotated; it returns a ModelInfo
+    return uri
 
 
 def register_model(
@@ -317,7 +318,7 @@ def _mirror(
     genres: list[str],
     features: list[str],
 ) -> None:
-    row = (
+    row: tuple[Any, ...] = (
         version,
         datetime.now(UTC).replace(tzinfo=None),
         json.dumps(params, sort_keys=True),

@@ -226,7 +226,8 @@ def ensemble_loss(
     were trained alone; reporting divides by the member count.
     """
     members = logits.shape[0]
-    return members * loss_fn(logits.flatten(0, 1), target.repeat(members))
+    loss: torch.Tensor = loss_fn(logits.flatten(0, 1), target.repeat(members))
+    return members * loss
 
 
 def network_shape(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -449,7 +450,7 @@ def task_slots(spark: SparkSession) -> int:
     """
     sc = spark.sparkContext
     try:
-        jsc = sc._jsc.sc()  # type: ignore[union-attr]
+        jsc = sc._jsc.sc()
         profile = jsc.resourceProfileManager().defaultResourceProfile()
         return int(jsc.maxNumConcurrentTasks(profile))
     except Exception:
@@ -512,7 +513,7 @@ def fit(
     cluster the ranks run elsewhere and only their logs show progress).
     """
     check_slots(spark, train)
-    if spark.sparkContext.master.startswith("local"):
+    if (spark.sparkContext.master or "").startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     with tempfile.TemporaryDirectory(prefix="genre-train-") as tmp:
         progress = Path(tmp) / "progress.jsonl"

@@ -13,6 +13,8 @@ of every table it wrote, after its last. Stages that read prepare's tables call
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -51,7 +53,7 @@ class IncompletePrepareError(GenreError):
     """Prepare's tables are not all from one finished run."""
 
 
-def _manifest(spark: SparkSession, versions: dict[str, int | None], state: str) -> DataFrame:
+def _manifest(spark: SparkSession, versions: Mapping[str, int | None], state: str) -> DataFrame:
     rows = [(name, versions.get(name), state) for name in TABLES]
     schema = spec(MANIFEST).stamped_schema()
     return spark.createDataFrame(rows, schema).withColumn("prepared_at", F.current_timestamp())

@@ -201,6 +201,7 @@ def flag_outliers(
         totals = flags.agg(
             F.count(F.lit(1)).alias("n"), F.count_if(F.col("is_outlier")).alias("outliers")
         ).first()
+        assert totals is not None  # a global aggregate has exactly one row
     finally:
         for frame in cached:
             frame.unpersist()
@@ -271,6 +272,7 @@ def _check_vectors(vectors: DataFrame) -> tuple[int, int]:
         F.min(F.size(v)).alias("shortest"),
         F.max(F.size(v)).alias("longest"),
     ).first()
+    assert row is not None  # a global aggregate has exactly one row
     if row["nulls"] or row["bad"]:
         raise InvalidVectorError(
             f"{row['nulls']} null vector(s) and {row['bad']} vector(s) with a null, NaN or "
@@ -351,7 +353,8 @@ def _capped_counts(fit: np.ndarray, queries: np.ndarray, eps: float, cap: int) -
     for start in range(0, len(queries), step):
         block = queries[start : start + step]
         dist, idx = tree.query(block, k=k, distance_upper_bound=eps * (1 + _SHELL))
-        dist, idx = dist.reshape(len(block), k), idx.reshape(len(block), k)
+        # 2-D queries give 2-D arrays; scipy-stubs also allow the scalar of a single query
+        dist, idx = np.asarray(dist).reshape(len(block), k), np.asarray(idx).reshape(len(block), k)
         found = np.isfinite(dist)
         rows, cols = np.nonzero(found)
         inside = np.zeros_like(found)
@@ -671,7 +674,7 @@ def _kth_neighbour_distances(coords: DataFrame, n: int, queries: np.ndarray, k: 
         best = np.full((len(queries), k), np.inf)
         for block in _blocks(batches):
             found, _ = cKDTree(block).query(queries, k=min(k, len(block)))
-            found = found.reshape(len(queries), -1)
+            found = np.asarray(found).reshape(len(queries), -1)  # 2-D queries: an array
             best = np.sort(np.concatenate([best, found], axis=1), axis=1)[:, :k]
         if np.isfinite(best[:, 0]).any():
             yield pd.DataFrame({"q": np.arange(len(queries)), "d": list(best)})

@@ -214,7 +214,7 @@ def projection(lake: Lake, sample_size: int, seed: int = 7) -> Projection:
         raise MissingInputError("gold.features is empty: nothing to project.")
     frame = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
     sample = frame.toPandas()
-    x = np.vstack(sample["features"].to_numpy()).astype(float)
+    x = np.vstack(sample["features"].tolist()).astype(float)
     centered = x - x.mean(axis=0)
     _, singular, axes = np.linalg.svd(centered, full_matrices=False)
     variance = singular**2
@@ -290,11 +290,13 @@ def head_to_head(lake: Lake, versions: Sequence[str], split: str) -> pd.DataFram
             f"{', '.join(versions)}: score the same catalog with each "
             "(`genre score --model-version V`) to compare them"
         )
-    agreement = (
+    row = (
         common.join(truth.select("track_id"), "track_id")
         .agg(F.avg((F.col("labels") == 1).cast("double")).alias("a"))
-        .first()["a"]
+        .first()
     )
+    assert row is not None  # a global aggregate has exactly one row
+    agreement = row["a"]
     return frame.assign(agreement=agreement).rename(
         columns={"support": "tracks", "f1": "macro F1"}
     )[["model", "tracks", "accuracy", "macro F1", "agreement"]]

@@ -31,7 +31,7 @@ def _figure(folder: Path, name: str, build: Callable[[], Figure]) -> str:
 
 
 def _registry_table(lake: Lake, found: dict[str, str]) -> pd.DataFrame:
-    rows = []
+    rows: list[dict[str, object]] = []
     for alias in (CHAMPION, CHALLENGER):
         version = found.get(alias)
         if version is None:

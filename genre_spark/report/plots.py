@@ -148,9 +148,12 @@ def outlier_projection(projection: Projection, title: str) -> Figure:
     inliers = ~projection.is_outlier
     for genre in sorted(set(projection.genres[inliers])):
         chosen = inliers & (projection.genres == genre)
-        ax.scatter(*projection.points[chosen].T, s=6, alpha=0.5, label=genre)
+        x, y = projection.points[chosen].T
+        ax.scatter(x, y, s=6, alpha=0.5, label=genre)
+    x, y = projection.points[projection.is_outlier].T
     ax.scatter(
-        *projection.points[projection.is_outlier].T,
+        x,
+        y,
         s=28,
         marker="x",
         color="red",

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ClientCredentials(SpotifyClientCredentials):
+class ClientCredentials(SpotifyClientCredentials):  # type: ignore[misc]  # spotipy has no types
     """spotipy's client-credentials flow against the configured token endpoint.
 
     ``OAUTH_TOKEN_URL`` is spotipy's public constant for that endpoint; this
@@ -124,14 +124,16 @@ class SpotifyClient:
             lambda: self.sp.search(q=query, limit=limit, type="track", market=market),
             _is_search,
         )
-        return result["tracks"]
+        tracks: dict[str, Any] = result["tracks"]  # _is_search checked it is a paging object
+        return tracks
 
     def next_page(self, url: str, what: str) -> dict[str, Any]:
         """Follow a paging object's absolute ``next`` URL (search pages nest it under 'tracks')."""
         result = self._api(
             what, lambda: self.sp.next({"next": url}), lambda r: _is_paging(_paging_of(r))
         )
-        return _paging_of(result)
+        page: dict[str, Any] = _paging_of(result)  # the validator checked it is a paging object
+        return page
 
     def playlist_items(self, playlist_id: str, limit: int) -> dict[str, Any]:
         return self._api(

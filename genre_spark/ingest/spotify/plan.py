@@ -14,6 +14,7 @@ pages stored by an earlier run are not fetched again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -52,7 +53,7 @@ def playlist_ids(page: dict[str, Any]) -> list[str | None]:
     """Playlist items are ``{added_at, added_by, is_local, item}``; local files have no id."""
     ids: list[str | None] = []
     for entry in page["items"]:
-        item = entry.get("item") if isinstance(entry, dict) else None
+        item: Any = entry.get("item") if isinstance(entry, dict) else None  # untyped JSON
         usable = (
             isinstance(item, dict)
             and not entry.get("is_local")
@@ -148,7 +149,7 @@ class Planner:
                     "playlist_items",
                     genre,
                     f"playlist|{playlist}",
-                    lambda p=playlist: self.client.playlist_items(p, PLAYLIST_PAGE),
+                    functools.partial(self.client.playlist_items, playlist, PLAYLIST_PAGE),
                     playlist_ids,
                 ),
             )

@@ -138,11 +138,11 @@ class AutoProvider(AudioFeatureProvider):
         self.current: AudioFeatureProvider = self.spotify
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:  # type: ignore[override]  # the base's attribute, live here
         return self.current.name
 
     @property
-    def batch_size(self) -> int:  # type: ignore[override]
+    def batch_size(self) -> int:  # type: ignore[override]  # follows the current provider
         return self.current.batch_size
 
     def fetch(self, track_ids: Sequence[str]) -> dict[str, Features | None]:
