@@ -664,7 +664,7 @@ def score(
 
 def _known_table(table: str) -> None:
     """An unknown table name (UnknownTableError, bad usage) is told before Spark starts."""
-    from genre_spark.lake import spec
+    from genre_spark.lake.catalog import spec
 
     spec(table)
 

@@ -64,7 +64,10 @@ def matrix_from_counts(counts: Iterable[tuple[str, str, int]], labels: Sequence[
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator, and 0 where the denominator is 0 (``zero_division=0``)."""
-    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+    quotient: np.ndarray = np.divide(
+        numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0
+    )
+    return quotient
 
 
 def per_label(matrix: np.ndarray) -> dict[str, np.ndarray]:

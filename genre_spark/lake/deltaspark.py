@@ -92,17 +92,17 @@ def _committing(path: str, commit: Callable[[], T]) -> T:
 def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
     """Set session settings for one block and put the previous values back."""
     with _SESSION_CONF_LOCK:
-        previous = {key: spark.conf.get(key, None) for key in settings}
+        previous: dict[str, str | None] = {key: spark.conf.get(key, None) for key in settings}
         for key, value in settings.items():
             spark.conf.set(key, value)
         try:
             yield
         finally:
-            for key, value in previous.items():
-                if value is None:
+            for key, old in previous.items():
+                if old is None:
                     spark.conf.unset(key)
                 else:
-                    spark.conf.set(key, value)
+                    spark.conf.set(key, old)
 
 
 def _checkpoint(spark: SparkSession, path: str) -> None:
