@@ -67,6 +67,19 @@ def test_an_empty_append_is_a_commit_of_its_own(spark: SparkSession, engine_lake
     assertDataFrameEqual(engine_lake.read(SILVER_TRACKS), rows(spark, [("a", "rock", 0.5)]))
 
 
+def test_an_empty_table_reads_as_no_rows_through_the_delta_rs_source(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """What a SQL table over delta-rs reads (no Delta catalog): a table of no files is no rows."""
+    from genre_spark.lake.deltars import FORMAT
+
+    lake = Lake(spark, str(tmp_path / "lake"), "delta-rs")  # registers the genre_delta source
+    lake.write(spark.createDataFrame([], SCHEMA), SILVER_TRACKS)
+    read = spark.read.format(FORMAT).option("table_path", lake.path(SILVER_TRACKS)).load()
+    assert read.count() == 0
+    assert read.columns == SCHEMA.names
+
+
 def test_overwrite_and_append_are_single_commits_with_history(
     spark: SparkSession, engine_lake: Lake
 ) -> None:

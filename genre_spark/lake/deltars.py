@@ -216,7 +216,8 @@ class _DeltaRsReader(DataSourceReader):
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        assert isinstance(partition, _FilePartition)  # Spark hands back what partitions() made
+        if not isinstance(partition, _FilePartition):
+            return  # a table of no files: Spark still reads one (empty) partition
 
         values = partition.file.values
         for batch in pq.ParquetFile(partition.file.path).iter_batches():
