@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-from mlflow import MlflowClient
 from pyspark.sql import SparkSession
 
 from genre_spark.config import load_settings
@@ -23,6 +22,7 @@ from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import (
     ModelNotFoundError,
     aliases,
+    client,
     mark_challenger,
     register_model,
     resolve_model,
@@ -56,6 +56,22 @@ def registry(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> d
         overrides={"lake": str(tmp_path_factory.mktemp("promote") / "lake")}, environ={}
     )
     return {"settings": settings, "lake": Lake(spark, settings.lake)}
+
+
+@pytest.fixture(scope="module")
+def with_champion(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A lake of its own whose registry has a champion, no challenger and no training snapshot.
+
+    Built here rather than left behind by the lifecycle test, so the tests
+    that need it pass in any order.
+    """
+    settings = load_settings(
+        overrides={"lake": str(tmp_path_factory.mktemp("champion") / "lake")}, environ={}
+    )
+    lake = Lake(spark, settings.lake)
+    _register(lake, settings, 1, 0.70)
+    assert gate.promote(lake, settings).outcome == gate.PROMOTED
+    return {"settings": settings, "lake": lake}
 
 
 @pytest.mark.parametrize(
@@ -115,7 +131,7 @@ def test_lifecycle_on_the_registry(registry: dict[str, Any]) -> None:
     forced = gate.promote(lake, settings, worse, force=True)
     assert forced.outcome == gate.FORCED and forced.previous_champion == better
     assert _gold_aliases(lake) == {first: [], worse: ["champion"], better: []}
-    tags = MlflowClient().get_model_version(settings.mlflow.model_name, worse).tags
+    tags = client(settings).get_model_version(settings.mlflow.model_name, worse).tags
     assert tags[gate.OUTCOME_TAG] == gate.FORCED and "below" in tags[gate.REASON_TAG]
     assert gate.promote(lake, settings, worse).outcome == gate.UNCHANGED
 
@@ -134,21 +150,21 @@ def test_lifecycle_on_the_registry(registry: dict[str, Any]) -> None:
     )
 
 
-def test_unknown_references_are_clear_errors(registry: dict[str, Any]) -> None:
-    settings = registry["settings"]
+def test_unknown_references_are_clear_errors(with_champion: dict[str, Any]) -> None:
+    settings = with_champion["settings"]
     with pytest.raises(ModelNotFoundError, match="unknown model reference 'best'"):
         resolve_model(settings, "best")
     with pytest.raises(ModelNotFoundError, match="has no version '99'"):
         resolve_model(settings, "99")
 
 
-def test_cli_says_what_is_missing(registry: dict[str, Any]) -> None:
-    """Run after the lifecycle: a champion, no challenger, no training snapshot in any run."""
+def test_cli_says_what_is_missing(with_champion: dict[str, Any]) -> None:
+    """A champion, no challenger, no training snapshot in any run: each command says what is missing."""
     from typer.testing import CliRunner
 
     from genre_spark.cli import app
 
-    settings = registry["settings"]
+    settings = with_champion["settings"]
     runner = CliRunner()
     promoted = runner.invoke(app, ["promote", "--lake", settings.lake])
     assert promoted.exit_code == 1 and "no @challenger" in promoted.output, promoted.output
