@@ -330,6 +330,12 @@ def _print_csv_report(report: Any, settings: Settings, lake_: Any) -> None:
         f"{read.source} (bronze.tracks_raw v{report.bronze_version})",
         soft_wrap=True,
     )
+    if read.absent:
+        out.print(
+            f"note: this file has no column for optional field(s) {', '.join(read.absent)} of "
+            f"{read.mapping.name}: null in every row",
+            soft_wrap=True,
+        )
     counts = Table(show_header=False, title="read")
     for label, value in (
         ("rows read", read.rows_read),
