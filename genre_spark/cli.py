@@ -460,6 +460,7 @@ def _epoch_bar(total: int, label: str) -> Iterator[Any]:
         def on_epoch(row: dict[str, Any]) -> None:
             progress.update(
                 task,
+                total=row["epochs"],  # a small training set gets more (train.epoch_scale)
                 completed=row["epoch"],
                 description=f"{label}  loss {row['loss']:.3f}  val macro-F1 {row['val_macro_f1']:.3f}",
             )

@@ -45,6 +45,7 @@ SMALL = {
     "train.channels": 8,
     "train.depth": 1,
     "train.batch_size": 64,
+    "train.min_epoch_steps": 1,  # the epochs given (the rule is tests/test_train's)
     "score.batch_size": 64,
     "validation.min_per_genre": 0,
 }
