@@ -327,6 +327,12 @@ def _print_csv_report(report: Any, settings: Settings, lake_: Any) -> None:
         f"{read.source} (bronze.tracks_raw v{report.bronze_version})",
         soft_wrap=True,
     )
+    if read.absent:
+        out.print(
+            f"note: this file has no column for optional field(s) {', '.join(read.absent)} of "
+            f"{read.mapping.name}: null in every row",
+            soft_wrap=True,
+        )
     counts = Table(show_header=False, title="read")
     for label, value in (
         ("rows read", read.rows_read),
@@ -448,6 +454,7 @@ def _epoch_bar(total: int, label: str) -> Iterator[Any]:
         def on_epoch(row: dict[str, Any]) -> None:
             progress.update(
                 task,
+                total=row["epochs"],  # a small training set gets more (train.epoch_scale)
                 completed=row["epoch"],
                 description=f"{label}  loss {row['loss']:.3f}  val macro-F1 {row['val_macro_f1']:.3f}",
             )

@@ -222,6 +222,12 @@ class TrainSettings(_Section):
     hidden: int = Field(128, ge=2, description="units of the classifier head")
     members: int = Field(3, ge=1, le=16, description="networks averaged (a seed ensemble)")
     patience: int = Field(10, ge=1, description="epochs without a better validation macro-F1")
+    min_epoch_steps: int = Field(
+        32,
+        ge=1,
+        description="a training set too small for this many optimizer steps per epoch has its "
+        "epochs and patience multiplied until it gets them (see train.epoch_scale)",
+    )
     num_processes: int = Field(2, ge=1)
     local_mode: bool = True
     collective_timeout_s: float = Field(

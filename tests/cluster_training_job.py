@@ -32,6 +32,7 @@ def main(out: Path, runs: int, workdir: Path) -> None:
             "train": {
                 "epochs": 3,
                 "patience": 3,
+                "min_epoch_steps": 1,  # exactly 3 epochs, whatever the row count
                 "batch_size": 64,
                 "channels": 4,
                 "depth": 1,

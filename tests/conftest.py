@@ -116,6 +116,7 @@ SMALL_PIPELINE = {
     "ingest.synthetic.partitions": 2,
     "train.epochs": 4,
     "train.patience": 2,
+    "train.min_epoch_steps": 1,  # 4 epochs, not scaled up for the small catalogue (tests/test_train)
     "train.members": 2,
     "train.references.rf_trees": 10,
     "train.references.xgb_rounds": 30,

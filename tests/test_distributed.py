@@ -54,6 +54,7 @@ def _settings(root: Path, **train_overrides: Any) -> Settings:
             "train": {
                 "epochs": EPOCHS,
                 "patience": EPOCHS,
+                "min_epoch_steps": 1,  # the epochs given, however few rows a rank has
                 "batch_size": 64,
                 "channels": 4,
                 "depth": 1,

@@ -39,12 +39,14 @@ TIDY_COLUMNS = {  # TidyTuesday's header (detected without a mapping) -> canonic
 AUDIO_ONLY_MAPPING = "name: audio_only\nfields:\n  track_id: id\n  genre: label\n" + "".join(
     f"  {f}: {f}\n" for f in FEATURES
 )
+TOP2000_PERCENT = {"energy", "danceability", "liveness", "valence", "acousticness", "speechiness"}
 SMALL = {
     "train.epochs": 2,
     "train.members": 2,
     "train.channels": 8,
     "train.depth": 1,
     "train.batch_size": 64,
+    "train.min_epoch_steps": 1,  # the epochs given (the rule is tests/test_train's)
     "score.batch_size": 64,
     "validation.min_per_genre": 0,
 }
@@ -67,6 +69,34 @@ def _tidy_csv(path: Path, tracks: pd.DataFrame) -> Path:
     frame["track_album_release_date"] = tracks["year"].astype(str) + "-06-01"
     frame["track_popularity"] = tracks["popularity"].map(lambda v: "" if pd.isna(v) else int(v))
     frame.to_csv(path, index=False)
+    return path
+
+
+def _top2000_csv(path: Path, tracks: pd.DataFrame, with_metadata: bool) -> Path:
+    """The Top 2000 export's shape: BOM, CRLF, 0-100 integers, seconds; Year/Popularity optional."""
+    percent = {f: (tracks[f] * 100).round().astype(int) for f in TOP2000_PERCENT}
+    frame = pd.DataFrame(
+        {
+            "Index": range(1, len(tracks) + 1),
+            "Title": tracks["title"],
+            "Artist": tracks["artist"] + " " + tracks["genre"],  # one id per (artist, title)
+            "Top Genre": tracks["genre"],
+            "Year": tracks["year"],
+            "Beats Per Minute (BPM)": tracks["tempo"].round().astype(int),
+            "Energy": percent["energy"],
+            "Danceability": percent["danceability"],
+            "Loudness (dB)": tracks["loudness"].round().astype(int),
+            "Liveness": percent["liveness"],
+            "Valence": percent["valence"],
+            "Length (Duration)": (tracks["duration_ms"] / 1000).round().astype(int),
+            "Acousticness": percent["acousticness"],
+            "Speechiness": percent["speechiness"],
+            "Popularity": tracks["popularity"].fillna(50).astype(int),
+        }
+    )
+    if not with_metadata:
+        frame = frame.drop(columns=["Year", "Popularity"])
+    frame.to_csv(path, index=False, encoding="utf-8-sig", lineterminator="\r\n")
     return path
 
 
@@ -155,3 +185,31 @@ def test_a_csv_without_metadata_columns_trains_on_what_it_has(
     )
     assert any(line.startswith("left out: popularity (0% present)") for line in summary.lines())
     assert train.run(lake, settings).features == list(FEATURES)
+
+
+@pytest.mark.parametrize("with_metadata", [True, False], ids=["with-year-popularity", "without"])
+def test_a_top2000_export_is_detected_and_trains_on_the_columns_it_has(
+    spark: SparkSession, tmp_path: Path, with_metadata: bool
+) -> None:
+    """Header detection needs the required columns only: Year and Popularity may be missing."""
+    settings = _settings(tmp_path, **{"train.epochs": 1, "train.members": 1})
+    path = _top2000_csv(tmp_path / "Spotify-2000.csv", _tracks(), with_metadata)
+    ingest = CliRunner().invoke(app, ["ingest", "csv", str(path), "--lake", settings.lake])
+    assert ingest.exit_code == 0, ingest.output
+    assert "format spotify_top2000" in ingest.output
+    notes = [line for line in ingest.output.splitlines() if line.startswith("note:")]
+    assert notes == ([] if with_metadata else [
+        "note: this file has no column for optional field(s) popularity, year of "
+        "spotify_top2000: null in every row"
+    ])  # fmt: skip
+
+    lake = Lake(spark, settings.lake, settings.engine)
+    silver = lake.read("silver.tracks")
+    assert silver.count() == len(_tracks())
+    assert silver.filter(F.col("year").isNotNull()).count() == (
+        len(_tracks()) if with_metadata else 0
+    )
+    summary = prepare.run(lake, settings)
+    audio = [f for f in FEATURES if f != "instrumentalness"]  # the export has none
+    assert summary.features == ([*audio, "popularity", "year"] if with_metadata else audio)
+    assert train.run(lake, settings).features == summary.features

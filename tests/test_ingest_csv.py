@@ -24,7 +24,15 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.config import Settings
 from genre_spark.ingest.csv import MALFORMED_ROW, read_csv, run_csv
-from genre_spark.ingest.mapping import MappingError, load_mapping, parse_mapping
+from genre_spark.ingest.mapping import (
+    MappingError,
+    absent_fields,
+    detect_mapping,
+    load_mapping,
+    parse_mapping,
+    resolve_columns,
+    shipped_mappings,
+)
 from genre_spark.lake import Lake
 from genre_spark.lake.catalog import (
     BRONZE_QUARANTINE,
@@ -373,6 +381,36 @@ def test_a_mapping_that_does_not_fit_the_file_fails_before_anything_is_written(
     )
     assert result.exit_code == 2 and "not valid YAML" in " ".join(result.output.split())
     assert lake.tables() == []
+
+
+@pytest.mark.parametrize(
+    ("dropped", "absent"),
+    [((), ()), (("Year", "Popularity"), ("popularity", "year")), (("Title",), ())],
+)
+def test_a_known_export_without_optional_columns_is_still_recognised(
+    dropped: tuple[str, ...], absent: tuple[str, ...]
+) -> None:
+    """Only required fields' columns (and ``detect``) identify an export; optional ones may be gone.
+
+    Without a track_id, title and artist make the id, so they are needed too.
+    """
+    header = [c for c in TOP2000_HEADER.split(",") if c not in dropped]
+    if "Title" in dropped:
+        with pytest.raises(MappingError, match=r"matches no known export"):
+            detect_mapping(lambda _: header, "x.csv")
+        return
+    mapping, found = detect_mapping(lambda _: header, "x.csv")
+    assert mapping.name == "spotify_top2000" and found == header
+    columns = resolve_columns(mapping, header, "x.csv")
+    assert columns == {k: v for k, v in mapping.columns.items() if v in header}
+    assert absent_fields(mapping, columns) == absent
+
+
+def test_a_missing_required_column_is_one_error_naming_it() -> None:
+    mapping = next(m for m in shipped_mappings() if m.name == "spotify_top2000")
+    header = [c for c in TOP2000_HEADER.split(",") if c not in ("Energy", "Popularity")]
+    with pytest.raises(MappingError, match=r"column\(s\) \['Energy'\] are not in its header"):
+        resolve_columns(mapping, header, "x.csv")
 
 
 def test_every_canonical_field_can_be_mapped() -> None:

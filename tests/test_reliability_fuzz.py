@@ -11,7 +11,8 @@ module parses it line by line (the mapping reads one record per line), and
 that parse must first agree with what the generator meant to write. Then:
 
 - the file is refused exactly when the parse says it must be (no header,
-  a mapped column missing, no data rows), with exit code 2 and one
+  a required field's column missing, no data rows; an optional field's
+  column may be missing, and that field is then null), with exit code 2 and one
   ``error:`` line saying why; no other exit code is accepted;
 - otherwise bronze holds one row per non-empty record, numbered by its
   place in the file; the records whose field count is wrong are the
@@ -76,8 +77,13 @@ FIELDS = {
     "instrumentalness": "instrumentalness", "key": "key", "mode": "mode",
     "popularity": "track_popularity",
 }  # fmt: skip
-#: The columns header detection looks for besides the mapped ones (the mapping's ``detect``).
-DETECT = {"track_id", "playlist_genre", "playlist_subgenre", "track_album_release_date"}
+#: The fields a file cannot do without (silver's required ones); every other mapped column may
+#: be absent, and its field is then null (README, "Fields you leave out are null").
+REQUIRED = {"track_id", "genre", "tempo", "energy", "danceability", "loudness", "liveness",
+            "valence", "duration_ms", "acousticness", "speechiness"}  # fmt: skip
+REQUIRED_COLUMNS = {FIELDS[name] for name in REQUIRED}
+#: The columns header detection looks for besides the required ones (the mapping's ``detect``).
+DETECT = {"track_id", "playlist_genre", "playlist_subgenre"}
 INTEGERS = {"year", "key", "mode", "popularity"}
 TEXT = {"track_id", "title", "artist", "genre"}
 GOOD = [
@@ -163,6 +169,9 @@ def csv_files(draw: st.DrawFn) -> Generated:
     origin: list[str | None] = list(HEADER)
     if draw(st.integers(0, 5)) == 0:
         origin.pop(draw(st.integers(0, len(origin) - 1)))
+    if draw(st.integers(0, 3)) == 0:  # an export without some optional column: still ingested
+        optional = [c for c in origin if c in FIELDS.values() and c not in REQUIRED_COLUMNS]
+        origin.remove(draw(st.sampled_from(optional)))
     if draw(st.booleans()):
         origin.insert(draw(st.integers(0, len(origin))), None)  # an extra column
     if draw(st.integers(0, 3)) == 0:
@@ -229,10 +238,10 @@ def refusal(case: Generated, header: list[str], rows: list[list[str]]) -> str | 
     if not as_read(case.data).strip():
         return r"empty file, no header line"
     present = {key(c) for c in header}
-    mapped = {key(c) for c in FIELDS.values()}
-    if case.use_mapping and not mapped <= present:
+    needed = {key(c) for c in REQUIRED_COLUMNS}
+    if case.use_mapping and not needed <= present:
         return r"mapping 'tidytuesday_spotify_songs' does not fit .*column\(s\)"
-    if not case.use_mapping and not (mapped | DETECT) <= present:
+    if not case.use_mapping and not (needed | DETECT) <= present:
         return r"header .* matches no known export"
     if all(is_empty(r, header) for r in rows):
         return r"no data rows after the header"
@@ -270,8 +279,12 @@ def typed(name: str, value: str) -> Any:
 
 
 def expected_silver_row(row: list[str], header: list[str]) -> dict[str, Any]:
+    """The record's values by field; a field whose column the header lacks is null."""
     by_key = {key(c): i for i, c in reversed(list(enumerate(header)))}
-    return {name: typed(name, row[by_key[key(column)]]) for name, column in FIELDS.items()}
+    return {
+        name: typed(name, row[by_key[key(column)]]) if key(column) in by_key else None
+        for name, column in FIELDS.items()
+    }
 
 
 # --- the test ------------------------------------------------------------------------

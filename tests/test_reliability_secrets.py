@@ -55,7 +55,11 @@ def test_secret_in_env_reaches_no_mlflow_store_report_table_or_error(
     env = {"SPOTIPY_CLIENT_ID": CLIENT_ID, "SPOTIPY_CLIENT_SECRET": SECRET}
     common = ["--lake", str(root), "-v", "--set", "mlflow.experiment=secrets"]
     runner = CliRunner()
-    trained = runner.invoke(app, ["train", *common, "--set", "train.epochs=1"], env=env)
+    trained = runner.invoke(
+        app,
+        ["train", *common, "--set", "train.epochs=1", "--set", "train.min_epoch_steps=1"],
+        env=env,
+    )
     assert trained.exit_code == 0, trained.output
     reported = runner.invoke(
         app,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,34 @@ def test_test_split_is_never_read(trained: dict[str, Any], module_settings: Sett
     assert sum(r["train"] + r["validation"] for r in rows.values()) < 900
 
 
+def test_a_small_training_set_gets_its_epochs_scaled_to_enough_steps(
+    trained: dict[str, Any], module_settings: Settings
+) -> None:
+    """3 epochs at batch 32 of ~300 rows a rank are ~10 steps each: scaled to >= 32 steps."""
+    result = trained["outcome"].result
+    steps = max(
+        math.ceil(r["train"] / module_settings.train.batch_size) for r in result.rows.values()
+    )
+    scale = math.ceil(module_settings.train.min_epoch_steps / steps)
+    assert scale > 1 and result.metrics["epoch_scale"] == scale
+    assert len(result.history) == 3 * scale  # patience 10 scales too: no early stop
+    assert {row["epochs"] for row in result.history} == {3 * scale}
+
+
+@pytest.mark.parametrize(
+    ("steps", "min_steps", "scale"),
+    [(73, 32, 1), (32, 32, 1), (31, 32, 2), (6, 32, 6), (3, 32, 11), (1, 1, 1), (0, 32, 32)],
+)
+def test_epoch_scale_gives_at_least_min_steps_per_epoch(
+    steps: int, min_steps: int, scale: int
+) -> None:
+    assert train.epoch_scale(steps, min_steps) == scale
+    assert steps * scale >= min_steps or steps == 0
+
+
 def test_loss_falls_and_progress_is_reported(trained: dict[str, Any]) -> None:
     history = trained["outcome"].result.history
-    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
     assert history[-1]["loss"] < history[0]["loss"]
     assert trained["epochs"] == history
 
@@ -192,7 +218,8 @@ def test_mlflow_run_has_params_curves_and_artifacts(
         trained["lake"].version(GOLD_NORMALIZER)
     )
     curve = client.get_metric_history(run_id, "epoch_val_macro_f1")
-    assert [m.step for m in curve] == [1, 2, 3]
+    assert [m.step for m in curve] == [row["epoch"] for row in trained["outcome"].result.history]
+    assert client.get_metric_history(run_id, "epoch_epochs") == []  # the planned total: no curve
     assert [m.value for m in curve] == [
         row["val_macro_f1"] for row in trained["outcome"].result.history
     ]

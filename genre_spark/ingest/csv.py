@@ -42,6 +42,7 @@ from genre_spark.ingest.mapping import (
     CsvOptions,
     FieldSpec,
     Mapping,
+    absent_fields,
     detect_mapping,
     load_mapping,
     resolve_columns,
@@ -90,12 +91,15 @@ class CsvRead:
     ``records`` counts the records Spark parsed (header, blank and comment
     lines excluded); ``raw`` holds all of them but the empty ones, so
     ``rows_in == records - empty_records`` rows go to bronze, the malformed
-    ones among them already marked for quarantine.
+    ones among them already marked for quarantine. ``absent`` names the
+    optional fields the mapping reads from a column this file does not have
+    (null in every row).
     """
 
     raw: DataFrame
     mapping: Mapping
     source: str
+    absent: tuple[str, ...]
     records: int
     blank_lines: int
     comment_lines: int
@@ -492,11 +496,15 @@ def derived_track_id(artist: Column, title: Column) -> Column:
 
 
 def raw_columns(mapping: Mapping, columns: dict[str, str], source: str) -> list[Column]:
-    """The canonical fields of ``catalog.raw_row_schema()`` from a record's source columns."""
+    """The canonical fields of ``catalog.raw_row_schema()`` from a record's source columns.
+
+    A field the mapping leaves out, or whose column this file lacks (an
+    optional one, see ``resolve_columns``), is null.
+    """
     fields: dict[str, Column] = {}
     for name in TRACK_COLUMNS:
         spec = mapping.fields.get(name)
-        if spec is None:
+        if spec is None or (spec.column is not None and name not in columns):
             fields[name] = F.lit(None).cast("string")
         elif spec.value is not None:
             fields[name] = F.lit(spec.value)
@@ -524,8 +532,9 @@ def read_csv(spark: SparkSession, path: str, mapping: Mapping | None = None) -> 
     ``ingested_at`` is left null for ``land`` to stamp: a timestamp literal
     here would change the generated code, and so recompile it, on every action.
 
-    Without ``mapping`` the header picks a shipped one. A mapped column the
-    header lacks is a MappingError here, before any row is read.
+    Without ``mapping`` the header picks a shipped one. A needed field's column
+    that the header lacks is a MappingError here, before any row is read; an
+    optional field's is recorded in ``CsvRead.absent``.
     """
     path = str(path)
     check_input(path, mapping)
@@ -552,6 +561,7 @@ def read_csv(spark: SparkSession, path: str, mapping: Mapping | None = None) -> 
         raw=raw,
         mapping=mapping,
         source=source,
+        absent=absent_fields(mapping, columns),
         records=counts["records"],
         blank_lines=blank,
         comment_lines=comment,

@@ -222,10 +222,7 @@ class Mapping(_Strict):
     @model_validator(mode="after")
     def _complete(self) -> Mapping:
         """Every field silver requires must come from somewhere, or every row would be rejected."""
-        needed = [f.name for f in TRACK_FIELDS if f.required and f.name != "track_id"]
-        if "track_id" not in self.fields:
-            needed += ["title", "artist"]
-        missing = [name for name in needed if name not in self.fields]
+        missing = [name for name in self.needed if name not in self.fields]
         if missing:
             hint = (
                 " (without a track_id column, title and artist are needed to derive one)"
@@ -243,6 +240,18 @@ class Mapping(_Strict):
     @property
     def derives_track_id(self) -> bool:
         return "track_id" not in self.fields
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        """The fields a row cannot do without: silver's required ones, and what the id comes from.
+
+        Without a ``track_id`` field the id is derived from title and artist, so
+        those two are needed then. Every other mapped field is optional: its
+        column may be absent from a file (an export without popularity or year)
+        and the field is then null, not the file refused.
+        """
+        required = tuple(f.name for f in TRACK_FIELDS if f.required and f.name != "track_id")
+        return (*required, "title", "artist") if self.derives_track_id else ("track_id", *required)
 
 
 def _unknown_field(name: str) -> str:
@@ -305,25 +314,52 @@ def _key(column: str) -> str:
     return column.lstrip("\ufeff").strip().casefold()
 
 
-def resolve_columns(mapping: Mapping, header: list[str], where: str) -> dict[str, str]:
-    """canonical field -> the header's own spelling of its column; MappingError if any is absent."""
+def _keys(header: list[str]) -> dict[str, str]:
+    """Matching key -> the header's own spelling; the first of two columns that match wins."""
     by_key: dict[str, str] = {}
     for column in header:
         by_key.setdefault(_key(column), column)
-    resolved = {name: by_key.get(_key(column)) for name, column in mapping.columns.items()}
-    absent = sorted({mapping.columns[name] for name, found in resolved.items() if found is None})
+    return by_key
+
+
+def _needed_columns(mapping: Mapping) -> dict[str, str]:
+    """needed field -> its source column, for the needed fields read from the CSV."""
+    return {name: column for name, column in mapping.columns.items() if name in mapping.needed}
+
+
+def resolve_columns(mapping: Mapping, header: list[str], where: str) -> dict[str, str]:
+    """canonical field -> the header's own spelling of its column, for the columns the header has.
+
+    A needed field's column (``Mapping.needed``) that the header lacks is a
+    MappingError naming it; an optional field's column may be absent, and the
+    field is then left out here (null in every row; ``absent_fields`` names it).
+    """
+    by_key = _keys(header)
+    absent = sorted(
+        {column for column in _needed_columns(mapping).values() if _key(column) not in by_key}
+    )
     if absent:
         raise MappingError(
             f"mapping {mapping.name!r} does not fit {where}: column(s) {absent} are not in its "
             f"header; the header has {header}"
         )
+    resolved = {name: by_key.get(_key(column)) for name, column in mapping.columns.items()}
     return {name: found for name, found in resolved.items() if found is not None}
+
+
+def absent_fields(mapping: Mapping, columns: dict[str, str]) -> tuple[str, ...]:
+    """The optional fields the mapping reads from a column that ``resolve_columns`` did not find."""
+    return tuple(sorted(name for name in mapping.columns if name not in columns))
 
 
 def detect_mapping(
     header_of: Callable[[CsvOptions], list[str]], where: str, known: list[Mapping] | None = None
 ) -> tuple[Mapping, list[str]]:
-    """The shipped mapping whose ``detect`` columns (and mapped columns) the header has, and that header.
+    """The shipped mapping whose ``detect`` and needed columns the header has, and that header.
+
+    An optional field's column does not take part: an export without its
+    popularity or year column is still the export it is (``resolve_columns``
+    then leaves those fields null).
 
     ``header_of`` reads the header with a mapping's CSV options, once per
     distinct set of options. When several mappings fit, the one with the most
@@ -336,8 +372,8 @@ def detect_mapping(
         if mapping.csv not in headers:
             headers[mapping.csv] = header_of(mapping.csv)
         header = headers[mapping.csv]
-        wanted = {_key(c) for c in (*mapping.detect, *mapping.columns.values())}
-        if mapping.detect and wanted <= {_key(c) for c in header}:
+        wanted = {_key(c) for c in (*mapping.detect, *_needed_columns(mapping).values())}
+        if mapping.detect and wanted <= _keys(header).keys():
             candidates.append((mapping, header))
     if not candidates:
         seen = headers.get(CsvOptions()) or next(iter(headers.values()), [])

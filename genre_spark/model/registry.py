@@ -155,14 +155,16 @@ def log_history(history: list[dict[str, Any]]) -> None:
     """Per-epoch metrics into the active run as ``epoch_<name>`` curves, epoch as the step.
 
     The ``epoch_`` prefix keeps the curves apart from the final values
-    (``val_macro_f1`` of the kept epoch) that a run reports once.
+    (``val_macro_f1`` of the kept epoch) that a run reports once. ``epochs``
+    (the planned total) is a param of the run, not a curve.
     """
     import mlflow
 
     for row in history:
         step = int(row["epoch"])
         mlflow.log_metrics(
-            {f"epoch_{k}": float(v) for k, v in row.items() if k != "epoch"}, step=step
+            {f"epoch_{k}": float(v) for k, v in row.items() if k not in ("epoch", "epochs")},
+            step=step,
         )
 
 

@@ -68,6 +68,7 @@ HYPERPARAMETERS = (
     "label_smoothing",
     *NETWORK,
     "patience",
+    "min_epoch_steps",
     "exclude_outliers",
     "seed",
 )
@@ -196,6 +197,25 @@ def learning_rate(schedule: str, peak: float, step: int, total: int) -> float:
     if schedule == "cosine":
         return cosine(peak, 0.0, step / last)
     raise ValueError(f"unknown schedule {schedule!r}; allowed: onecycle, cosine (or plateau)")
+
+
+def epoch_scale(steps: int, min_steps: int) -> int:
+    """How many times over a small training set's epochs and patience count.
+
+    Defaults sized for tens of thousands of rows give a training set of a
+    thousand rows only a few optimizer steps per epoch (6 at batch 128 on 2
+    ranks), so 40 epochs and a patience of 10 stop it long before it has
+    learned, and before the one-cycle rate has come down. When an epoch has
+    fewer than ``min_steps`` steps, epochs and patience are multiplied by
+    ``ceil(min_steps / steps)``: the run gets at least the optimizer steps
+    (and the early-stopping leeway, in steps) an epoch of ``min_steps`` would
+    give. A set with ``min_steps`` steps per epoch or more is trained as
+    configured.
+
+    >>> epoch_scale(73, 32), epoch_scale(6, 32), epoch_scale(32, 32)
+    (1, 6, 1)
+    """
+    return max(1, math.ceil(min_steps / max(steps, 1)))
 
 
 def set_rate(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], step: int, total: int) -> None:
@@ -355,15 +375,17 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"]
         )
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=0.5, patience=max(1, cfg["patience"] // 2)
-        )
         loss_fn = torch.nn.CrossEntropyLoss(
             weight=torch.as_tensor(weights, dtype=torch.float32, device=device),
             label_smoothing=cfg["label_smoothing"],
         )
         # The same step count on every rank, so every rank sets the same rate at each step.
         steps = int(_all_max(math.ceil(len(y_train) / cfg["batch_size"]), device))
+        scale = epoch_scale(steps, cfg["min_epoch_steps"])
+        cfg = {**cfg, "epochs": cfg["epochs"] * scale, "patience": cfg["patience"] * scale}
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.5, patience=max(1, cfg["patience"] // 2)
+        )
         rng = np.random.default_rng([cfg["seed"], rank])
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"f1": -1.0}
@@ -392,6 +414,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
             metrics = scores(matrix)
             row = {
                 "epoch": epoch,
+                "epochs": cfg["epochs"],  # the planned total, after epoch_scale
                 "loss": float(total_loss / max(total_seen, 1.0)),
                 "val_loss": val_loss,
                 "val_accuracy": metrics["accuracy"],
@@ -429,6 +452,7 @@ def train_rank(cfg: dict[str, Any]) -> TrainResult:
                 "val_loss": kept["val_loss"],
                 "best_epoch": float(kept["epoch"]),
                 "epochs_run": float(len(history)),
+                "epoch_scale": float(scale),
             },
             shards=dict(enumerate(shards)),
             rows=dict(enumerate(all_rows)),
