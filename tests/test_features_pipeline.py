@@ -204,7 +204,7 @@ def test_a_top2000_export_is_detected_and_trains_on_the_columns_it_has(
     ])  # fmt: skip
 
     lake = Lake(spark, settings.lake, settings.engine)
-    silver = lake.read("silver.tracks")
+    silver = lake.read(SILVER_TRACKS)
     assert silver.count() == len(_tracks())
     assert silver.filter(F.col("year").isNotNull()).count() == (
         len(_tracks()) if with_metadata else 0

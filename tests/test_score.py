@@ -126,7 +126,7 @@ def test_workers_load_the_artifact_they_are_given_without_the_tracking_store(env
     away = store.with_name("away.db")
     store.rename(away)
     try:
-        scored = score.score(lake.read("silver.tracks"), spec, settings)
+        scored = score.score(lake.read(SILVER_TRACKS), spec, settings)
         _assert_scores(scored, _expected(lake, model, transform))
         assert not store.exists()
     finally:
