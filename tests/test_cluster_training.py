@@ -13,6 +13,7 @@ Each run's wall time is printed in the test output.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,10 @@ from standalone import Cluster, spark_submit
 
 ROOT = Path(__file__).resolve().parent
 RUNS = 5
+
+
+#: Far below the torchrun agent's 300 s exit-barrier timeout, far above a prompt return.
+BARRIER_STALL_S = 60
 
 
 @pytest.mark.slow
@@ -45,7 +50,13 @@ def test_barrier_training_five_times_in_a_row_without_a_stall(
 
     *barrier, reference = runs
     assert [r["local_mode"] for r in barrier] == [False] * RUNS and reference["local_mode"]
-    assert "exit barrier" not in log
+    # The stall was a torchrun agent waiting out its 300 s exit barrier for a rank that had
+    # died. An agent whose peer's store has already closed says so and goes on at once
+    # ("Error waiting on exit barrier. Elapsed: 0.03 seconds", seen once on a busy machine):
+    # no stall. Any barrier wait the log reports must be of that second kind.
+    waits = [float(s) for s in re.findall(r"exit barrier\. Elapsed: ([0-9.]+) seconds", log)]
+    assert all(wait < BARRIER_STALL_S for wait in waits), waits
+    assert log.count("exit barrier") == len(waits), "an exit-barrier message of another kind"
     for run in barrier:
         assert len(run["history"]) == len(reference["history"]) == 3
         for got, want in zip(run["history"], reference["history"], strict=True):
