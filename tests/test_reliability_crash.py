@@ -229,7 +229,7 @@ def test_score_killed_inside_its_merge_commit_leaves_gold_scored_as_it_was(
         tmp_path / "job" / "markers" / "paused.json", job, tmp_path / "job" / "job.log"
     )
 
-    written = set(paused["files"])  # the merge's whole new copy of the table, never committed
+    written = set(paused["files"])  # the merge's new files (its partition), never committed
     assert written and written <= parquet_files(lake.path(GOLD_SCORED))
     assert not written & snapshot_files(lake, GOLD_SCORED)
     assert lake.version(GOLD_SCORED) == version
