@@ -9,7 +9,7 @@ schemas from these fields.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from pyspark.sql import types as T
 
@@ -78,7 +78,7 @@ FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in TRACK_FIELDS}
 TRACK_COLUMNS: tuple[str, ...] = tuple(f.name for f in TRACK_FIELDS)
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How a model feature's values are turned into inputs (see ``genre_spark.features``).
 
     ``continuous``: a number on a scale (scaled by the configured scaler);

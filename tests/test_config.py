@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
 import pytest
-import tomllib
 
 from genre_spark.config import ConfigError, Settings, load_settings
 

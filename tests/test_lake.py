@@ -40,7 +40,7 @@ SCHEMA = T.StructType(
         T.StructField("ingested_at", T.TimestampType()),
     ]
 )
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def rows(spark: SparkSession, data: list[tuple[str, str, float]]) -> DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -140,14 +140,14 @@ def test_429_beyond_the_cap_stops_cleanly_without_waiting(
     with pytest.raises(RateLimitStop) as stop:
         make_client(fake, sleeps).track(catalog.search["rock"][1])
     assert stop.value.retry_after_s == 86400
-    assert stop.value.retry_at > datetime.now(timezone.utc) + timedelta(hours=23)
+    assert stop.value.retry_at > datetime.now(UTC) + timedelta(hours=23)
     message = str(stop.value)
     assert "max_retry_after_s=5" in message and "run the same command again after" in message
     assert sleeps == []
 
 
 def test_retry_after_as_http_date() -> None:
-    when = datetime.now(timezone.utc) + timedelta(seconds=120)
+    when = datetime.now(UTC) + timedelta(seconds=120)
     assert 100 < retry_after_s({"Retry-After": format_datetime(when, usegmt=True)}) <= 120
     assert retry_after_s({"Retry-After": "7"}) == 7.0
     assert retry_after_s({}) is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from genre_spark.errors import GenreError, UsageError
 
@@ -20,7 +20,7 @@ class RateLimitStop(IngestStop):
 
     def __init__(self, what: str, retry_after_s: float, cap_s: float) -> None:
         self.retry_after_s = retry_after_s
-        self.retry_at = datetime.now(timezone.utc) + timedelta(seconds=retry_after_s)
+        self.retry_at = datetime.now(UTC) + timedelta(seconds=retry_after_s)
         super().__init__(
             f"rate limited on {what}: Spotify asks to wait {retry_after_s:.0f} s, beyond the cap "
             f"ingest.spotify.max_retry_after_s={cap_s:g}; progress is saved in "

@@ -26,7 +26,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
@@ -114,7 +114,7 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         when = email.utils.parsedate_to_datetime(value)
-        return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 class RetryPolicy:

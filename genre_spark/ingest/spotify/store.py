@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -70,7 +70,7 @@ def response(
         "status": status,
         "body": json.dumps(body, sort_keys=True) if body is not None else None,
         REJECT_REASON: reject_reason,
-        "fetched_at": datetime.now(timezone.utc),
+        "fetched_at": datetime.now(UTC),
     }
 
 
