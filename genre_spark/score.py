@@ -61,14 +61,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOP_K = 3
-SCORED_COLUMNS = (
-    "track_id",
-    "model_version",
-    "predicted_genre",
-    "probabilities",
-    "top3",
-    "scored_at",
-)
 
 
 class ScoreInputError(GenreError):

@@ -4,7 +4,8 @@ A stage's core is a set of pure DataFrame functions (``prepare.split``,
 ``evaluate.metrics``, ``score.score``, ...). Its wiring goes through a
 :class:`StageRun`: ``read`` (and ``version``, ``files``, ``exists``) open
 only the tables the stage declares as inputs; ``write`` and ``merge`` accept
-only its declared outputs, check each against the catalogue's schema (a
+only its declared outputs (``replace`` too: a partition of one), check
+each against the catalogue's schema (a
 missing, unexpected or mistyped column fails before anything is committed,
 naming the table and the column) and commit it atomically. A stage that
 works on a table the user names (``genre score --table``, ``genre drift
@@ -83,6 +84,8 @@ class Stage:
         return bool(set(self.inputs) & set(PREPARE.outputs))
 
 
+#: A source's rows into bronze.tracks_raw, replacing that source's partition (``ingest.land.land``).
+LAND = Stage("land", (BRONZE_TRACKS_RAW,), (BRONZE_TRACKS_RAW,))
 #: bronze.tracks_raw -> validation -> bronze.quarantine, silver.tracks (``ingest.land.refresh_silver``).
 INGEST = Stage("ingest", (BRONZE_TRACKS_RAW,), (BRONZE_QUARANTINE, SILVER_TRACKS))
 #: prepare's set of tables, in the order it writes them (gold.prepare_manifest's rows).
@@ -135,6 +138,7 @@ REPORT = Stage(
 )
 #: Every declared stage.
 ALL: tuple[Stage, ...] = (
+    LAND,
     INGEST,
     PREPARE,
     TRAIN,
@@ -241,6 +245,11 @@ class StageRun:
     def write(self, df: DataFrame, name: str) -> int:
         """Check ``df`` against ``name``'s catalogue schema, overwrite the table; its version."""
         self.written[name] = self.lake.write(df, self._output(df, name))
+        return self.written[name]
+
+    def replace(self, df: DataFrame, name: str, where: list[Partition]) -> int:
+        """Check ``df`` against the schema, replace the partitions ``where`` names; the version."""
+        self.written[name] = self.lake.replace(df, self._output(df, name), where)
         return self.written[name]
 
     def merge(self, df: DataFrame, name: str, partitions: list[Partition] | None = None) -> int:

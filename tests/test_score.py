@@ -85,7 +85,7 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     assert (first.scored, first.skipped_null_track_id) == (N_TRACKS - 1, 1)
     assert first.missing_feature == int(_gaps(lake).sum()) > 0
     scored = lake.read(GOLD_SCORED)
-    assert scored.columns == list(score.SCORED_COLUMNS)
+    assert scored.columns == spec(GOLD_SCORED).schema.fieldNames()
     _assert_scores(
         scored.where(F.col("model_version") == version), _expected(lake, model, transform)
     )

@@ -98,12 +98,13 @@ def land(lake: Lake, raw: DataFrame, source: str) -> int:
     """
     key = source_key(source)
     rows = conform_raw(raw, source).withColumn(SOURCE_KEY, F.lit(key))
-    if lake.exists(BRONZE_TRACKS_RAW) and SOURCE_KEY not in lake.read(BRONZE_TRACKS_RAW).columns:
-        # bronze from before the partitioning: rewritten whole, once, keyed.
-        others = lake.read(BRONZE_TRACKS_RAW).filter(~F.col(SOURCE).eqNullSafe(F.lit(source)))
-        keyed = others.withColumn(SOURCE_KEY, source_key_column())
-        return lake.write(keyed.unionByName(rows), BRONZE_TRACKS_RAW, mode="overwrite")
-    return lake.replace(rows, BRONZE_TRACKS_RAW, [{SOURCE_KEY: key}])
+    with stages.run(lake, stages.LAND) as io:
+        if io.exists(BRONZE_TRACKS_RAW) and SOURCE_KEY not in io.read(BRONZE_TRACKS_RAW).columns:
+            # bronze from before the partitioning: rewritten whole, once, keyed.
+            others = io.read(BRONZE_TRACKS_RAW).filter(~F.col(SOURCE).eqNullSafe(F.lit(source)))
+            keyed = others.withColumn(SOURCE_KEY, source_key_column())
+            return io.write(keyed.unionByName(rows), BRONZE_TRACKS_RAW)
+        return io.replace(rows, BRONZE_TRACKS_RAW, [{SOURCE_KEY: key}])
 
 
 def _counts(df: DataFrame, column: str) -> dict[str, int]:

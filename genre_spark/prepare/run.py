@@ -54,17 +54,6 @@ from genre_spark.prepare.split import SPLITS, assign_split
 from genre_spark.prepare.trends import trends_by_year
 from genre_spark.schema import FEATURES
 
-_FEATURE_COLUMNS = (
-    "track_id",
-    "genre",
-    "split",
-    "features",
-    "is_outlier",
-    "is_core",
-    "year",
-    "popularity",
-)
-
 
 class EmptyCatalogError(GenreError):
     """silver.tracks has no tracks (or none in the train split) to prepare."""
@@ -237,7 +226,7 @@ def _prepare(
         partitions = max(4, settings.spark.shuffle_partitions)
         gold_features = (
             vectors.join(result.flags.select("track_id", "is_outlier", "is_core"), "track_id")
-            .select(*_FEATURE_COLUMNS)
+            .select(*spec(GOLD_FEATURES).schema.fieldNames())
             .repartition(partitions, "track_id")
             .sortWithinPartitions("track_id")
         )
