@@ -46,7 +46,7 @@ from genre_spark import score
 from genre_spark.config import Settings, load_settings
 from genre_spark.features.spark import fit_transform, transform_table
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import GOLD_NORMALIZER, SILVER_TRACKS
+from genre_spark.lake.catalog import GOLD_NORMALIZER, GOLD_SCORED, SILVER_TRACKS, spec
 from genre_spark.model.cnn import GenreCNN
 from genre_spark.model.registry import register_model
 from genre_spark.model.train import NETWORK
@@ -90,10 +90,10 @@ def build_lake(spark: SparkSession, settings: Settings, n: int) -> tuple[Lake, G
 def add_versions(lake: Lake, version: str, labels: list[str]) -> None:
     """Other versions in gold.scored: the benchmark version's rows under each label, one
     merge each, as ``genre score`` adds a version (not timed)."""
-    rows = lake.read(score.SCORED_TABLE).where(F.col("model_version") == version)
+    rows = lake.read(GOLD_SCORED).where(F.col("model_version") == version)
     for label in labels:
         relabelled = rows.withColumn("model_version", F.lit(label))
-        lake.merge(relabelled, score.SCORED_TABLE, keys=score.KEYS)
+        lake.merge(relabelled, GOLD_SCORED, keys=list(spec(GOLD_SCORED).keys))
 
 
 def best_run(lake: Lake, settings: Settings, version: str, repeat: int) -> float:
@@ -137,11 +137,11 @@ def main() -> None:
     spark = get_spark(settings)
     try:
         lake, model, version = build_lake(spark, settings, args.tracks)
-        spec = score.model_spec(settings, version)
+        scoring = score.model_spec(settings, version)
         source = lake.read(SILVER_TRACKS)
 
         def noop(df: DataFrame) -> None:
-            score.score(df, spec, settings).write.format("noop").mode("overwrite").save()
+            score.score(df, scoring, settings).write.format("noop").mode("overwrite").save()
 
         noop(source.limit(1000))  # warm-up: workers start, import torch and MLflow
         score.run(lake, settings, version, SILVER_TRACKS)  # warm-up of the run path
@@ -161,7 +161,7 @@ def main() -> None:
         with_five = best_run(lake, settings, version, args.repeat)
         torch_rate = max(
             torch_rows_per_second(
-                model, args.tracks, len(spec.transform.outputs), settings.score.batch_size
+                model, args.tracks, len(scoring.transform.outputs), settings.score.batch_size
             )
             for _ in range(args.repeat)
         )

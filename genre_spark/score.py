@@ -47,30 +47,20 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
 from genre_spark.features.spark import apply_transform, is_missing
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import GOLD_SCORED, SILVER_TRACKS, spec
+from genre_spark.lake.catalog import GOLD_SCORED
 
 if TYPE_CHECKING:
     from genre_spark.model.registry import ModelArtifact
 
 log = logging.getLogger(__name__)
 
-SCORED_TABLE = GOLD_SCORED
-DEFAULT_SOURCE = SILVER_TRACKS
-KEYS = list(spec(SCORED_TABLE).keys)
 TOP_K = 3
-SCORED_COLUMNS = (
-    "track_id",
-    "model_version",
-    "predicted_genre",
-    "probabilities",
-    "top3",
-    "scored_at",
-)
 
 
 class ScoreInputError(GenreError):
@@ -120,7 +110,7 @@ class ScoreResult:
         rule = "imputed" if self.missing_rule == "impute" else "skipped"
         return (
             f"scored {self.scored} tracks of {self.source} with model version "
-            f"{self.model_version} into {SCORED_TABLE} (version {self.table_version}); "
+            f"{self.model_version} into {GOLD_SCORED} (version {self.table_version}); "
             f"rows with a missing feature value: {self.missing_feature} ({rule}); "
             f"rows without track_id skipped: {self.skipped_null_track_id}"
         )
@@ -249,34 +239,37 @@ def run(
     lake: Lake,
     settings: Settings,
     model_version: str | None = None,
-    table: str = DEFAULT_SOURCE,
+    table: str | None = None,
 ) -> ScoreResult:
     """Score ``table`` with a registered model and merge the rows into gold.scored.
 
     ``table`` is any lake table with track_id and the model's raw feature
-    columns (silver.tracks by default; a catalogue the model never saw works
-    the same way). Fails before writing if a track_id occurs twice.
+    columns (the score stage's source: silver.tracks by default; a catalogue
+    the model never saw works the same way). Fails before writing if a
+    track_id occurs twice.
     """
     model = model_spec(settings, model_version)
-    source = lake.read(table)
-    require_columns(source, model, table)
-    counts = input_counts(source, model.transform)
-    if counts.distinct_track_ids != counts.rows - counts.null_track_id:
-        raise ScoreInputError(
-            f"{table} has {counts.rows - counts.null_track_id - counts.distinct_track_ids} "
-            "repeated track_id row(s); gold.scored keeps one row per (track_id, model_version), "
-            "so deduplicate the table first"
+    with stages.run(lake, stages.SCORE, source=table) as io:
+        source = io.read(io.source)
+        require_columns(source, model, io.source)
+        counts = input_counts(source, model.transform)
+        if counts.distinct_track_ids != counts.rows - counts.null_track_id:
+            raise ScoreInputError(
+                f"{io.source} has {counts.rows - counts.null_track_id - counts.distinct_track_ids} "
+                "repeated track_id row(s); gold.scored keeps one row per (track_id, "
+                "model_version), so deduplicate the table first"
+            )
+        # gold.scored is partitioned by model_version: the merge reads and rewrites
+        # this version's files only, every other version's stay as they are.
+        version = io.merge(
+            score(source, model, settings),
+            GOLD_SCORED,
+            partitions=[{"model_version": model.version}],
         )
-    scored = score(source, model, settings)
-    # gold.scored is partitioned by model_version: the merge reads and rewrites
-    # this version's files only, every other version's stay as they are.
-    version = lake.merge(
-        scored, SCORED_TABLE, keys=KEYS, partitions=[{"model_version": model.version}]
-    )
     skipped = counts.missing_feature if settings.score.missing == "skip" else 0
     result = ScoreResult(
         model_version=model.version,
-        source=table,
+        source=io.source,
         scored=counts.rows - counts.null_track_id - skipped,
         skipped_null_track_id=counts.null_track_id,
         missing_feature=counts.missing_feature,

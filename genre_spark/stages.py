@@ -1,12 +1,18 @@
 """The stages, declared: each one's input and output tables, and the one runner that does their I/O.
 
 A stage's core is a set of pure DataFrame functions (``prepare.split``,
-``evaluate.metrics``, ...). Its wiring goes through a :class:`StageRun`:
-``read`` opens only the tables the stage declares as inputs, ``write``
-accepts only its declared outputs, checks each against the catalogue's schema
-(a missing, unexpected or mistyped column fails before anything is
-committed, naming the table and the column) and writes it as one atomic
-commit. The runner also owns the checks that span tables: a stage that reads
+``evaluate.metrics``, ``score.score``, ...). Its wiring goes through a
+:class:`StageRun`: ``read`` (and ``version``, ``files``, ``exists``) open
+only the tables the stage declares as inputs; ``write`` and ``merge`` accept
+only its declared outputs (``replace`` too: a partition of one), check
+each against the catalogue's schema (a
+missing, unexpected or mistyped column fails before anything is committed,
+naming the table and the column) and commit it atomically. A stage that
+works on a table the user names (``genre score --table``, ``genre drift
+--table``) declares a ``source``: its default, replaced by the ``source``
+passed to :func:`run`, and the one input beyond the declared ones.
+
+The runner also owns the checks that span tables: a stage that reads one of
 prepare's tables gets ``manifest.require_complete`` before its first read,
 and prepare's own writes are bracketed by the manifest (``running`` before
 the first, ``complete`` with every table's version after the last).
@@ -31,14 +37,24 @@ from genre_spark.lake.catalog import (
     BRONZE_QUARANTINE,
     BRONZE_TRACKS_RAW,
     GOLD_CONFUSION,
+    GOLD_DRIFT,
     GOLD_EVALUATION,
     GOLD_FEATURES,
+    GOLD_GENRE_BASELINES,
+    GOLD_GENRE_MATCHES,
+    GOLD_GENRE_PLAYLISTS,
+    GOLD_MODELS,
+    GOLD_NORMALIZER,
+    GOLD_OUTLIER_PARAMS,
+    GOLD_PROMOTIONS,
     GOLD_REFERENCE_PREDICTIONS,
     GOLD_SCORED,
+    GOLD_TRENDS_BY_YEAR,
     SILVER_TRACKS,
     TableSpec,
     spec,
 )
+from genre_spark.lake.partitions import Partition
 from genre_spark.prepare import manifest
 
 
@@ -57,20 +73,83 @@ class Stage:
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    #: Reads tables of prepare's set: refused unless they come from one finished prepare run.
-    reads_prepare: bool = False
     #: Writes prepare's set of tables, bracketed by gold.prepare_manifest.
     writes_prepare: bool = False
+    #: The default of the one table the user chooses to run the stage on (None: no such input).
+    source: str | None = None
+
+    @property
+    def reads_prepare(self) -> bool:
+        """Reads one of prepare's tables: refused unless they come from one finished prepare run."""
+        return bool(set(self.inputs) & set(PREPARE.outputs))
 
 
+#: A source's rows into bronze.tracks_raw, replacing that source's partition (``ingest.land.land``).
+LAND = Stage("land", (BRONZE_TRACKS_RAW,), (BRONZE_TRACKS_RAW,))
 #: bronze.tracks_raw -> validation -> bronze.quarantine, silver.tracks (``ingest.land.refresh_silver``).
 INGEST = Stage("ingest", (BRONZE_TRACKS_RAW,), (BRONZE_QUARANTINE, SILVER_TRACKS))
-PREPARE = Stage("prepare", (SILVER_TRACKS,), manifest.TABLES, writes_prepare=True)
+#: prepare's set of tables, in the order it writes them (gold.prepare_manifest's rows).
+PREPARE = Stage(
+    "prepare",
+    (SILVER_TRACKS,),
+    (
+        GOLD_NORMALIZER,
+        GOLD_FEATURES,
+        GOLD_OUTLIER_PARAMS,
+        GOLD_GENRE_BASELINES,
+        GOLD_GENRE_MATCHES,
+        GOLD_GENRE_PLAYLISTS,
+        GOLD_TRENDS_BY_YEAR,
+    ),
+    writes_prepare=True,
+)
+#: Learns from gold.features' files; the drift snapshot joins the train split with silver.tracks.
+#: It writes no table itself: the new version reaches gold.models through ``REGISTRY``.
+TRAIN = Stage("train", (GOLD_FEATURES, GOLD_NORMALIZER, GOLD_OUTLIER_PARAMS, SILVER_TRACKS), ())
+#: Trials read what training reads; the winner is retrained (and registered) by ``TRAIN``.
+TUNE = Stage("tune", (GOLD_FEATURES, GOLD_NORMALIZER), ())
+REFERENCES = Stage("references", (GOLD_FEATURES,), (GOLD_REFERENCE_PREDICTIONS,))
+#: gold.models, the lake's mirror of the MLflow registry: a row per registered version, aliases.
+REGISTRY = Stage("registry", (GOLD_MODELS,), (GOLD_MODELS,))
+#: Any table with track_id and the model's raw features (``--table``), merged into gold.scored.
+SCORE = Stage("score", (), (GOLD_SCORED,), source=SILVER_TRACKS)
 EVALUATE = Stage(
     "evaluate",
     (GOLD_SCORED, GOLD_FEATURES, GOLD_REFERENCE_PREDICTIONS),
     (GOLD_CONFUSION, GOLD_EVALUATION),
-    reads_prepare=True,
+)
+#: A catalogue (``--table``) against a model's training snapshot, and two scoring runs.
+DRIFT = Stage("drift", (GOLD_SCORED,), (GOLD_DRIFT,), source=SILVER_TRACKS)
+#: gold.promotions keeps one row per decision: the new one is added to those already there.
+PROMOTE = Stage("promote", (GOLD_PROMOTIONS,), (GOLD_PROMOTIONS,))
+REPORT = Stage(
+    "report",
+    (
+        GOLD_MODELS,
+        GOLD_EVALUATION,
+        GOLD_CONFUSION,
+        GOLD_GENRE_BASELINES,
+        GOLD_TRENDS_BY_YEAR,
+        GOLD_FEATURES,
+        GOLD_SCORED,
+        GOLD_DRIFT,
+    ),
+    (),
+)
+#: Every declared stage.
+ALL: tuple[Stage, ...] = (
+    LAND,
+    INGEST,
+    PREPARE,
+    TRAIN,
+    TUNE,
+    REFERENCES,
+    REGISTRY,
+    SCORE,
+    EVALUATE,
+    DRIFT,
+    PROMOTE,
+    REPORT,
 )
 
 
@@ -108,50 +187,95 @@ class StageRun:
 
     lake: Lake
     stage: Stage
+    #: The table chosen for the stage's ``source`` input (None: the stage has none).
+    chosen: str | None = None
     #: The version each output was written at, in writing order.
     written: dict[str, int] = field(default_factory=dict)
     _checked: bool = False
+
+    @property
+    def source(self) -> str:
+        """The table this run works on, for a stage that declares a source."""
+        if self.chosen is None:
+            raise StageWiringError(f"stage {self.stage.name} declares no source table")
+        return self.chosen
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The stage's declared inputs and, for this run, its source."""
+        return (*self.stage.inputs, *((self.chosen,) if self.chosen else ()))
 
     def _require_prepare(self) -> None:
         if self.stage.reads_prepare and not self._checked:
             manifest.require_complete(self.lake)
             self._checked = True
 
-    def read(self, name: str, version: int | None = None) -> DataFrame:
-        """A declared input (or an output this run wrote: at the version it wrote)."""
-        if name in self.written:
-            return self.lake.read(name, self.written[name] if version is None else version)
-        if name not in self.stage.inputs:
+    def _input(self, name: str) -> str:
+        if name not in self.inputs:
             raise StageWiringError(f"stage {self.stage.name} reads {name}, not among its inputs")
         self._require_prepare()
-        return self.lake.read(name, version)
+        return name
 
-    def exists(self, name: str) -> bool:
-        """Whether an optional declared input has been written yet."""
-        if name not in self.stage.inputs:
-            raise StageWiringError(f"stage {self.stage.name} reads {name}, not among its inputs")
-        return self.lake.exists(name)
-
-    def write(self, df: DataFrame, name: str) -> int:
-        """Check ``df`` against ``name``'s catalogue schema, overwrite the table; its version."""
+    def _output(self, df: DataFrame, name: str) -> str:
         if name not in self.stage.outputs:
             raise StageWiringError(f"stage {self.stage.name} writes {name}, not among its outputs")
         check_schema(df, spec(name))
         if self.stage.writes_prepare and not self.written:
-            manifest.mark_running(self.lake)
-        self.written[name] = self.lake.write(df, name)
+            manifest.mark_running(self.lake, self.stage.outputs)
+        return name
+
+    def read(self, name: str, version: int | None = None) -> DataFrame:
+        """A declared input (or an output this run wrote: at the version it wrote)."""
+        if name in self.written:
+            return self.lake.read(name, self.written[name] if version is None else version)
+        return self.lake.read(self._input(name), version)
+
+    def exists(self, name: str) -> bool:
+        """Whether an optional declared input has been written yet."""
+        return self.lake.exists(self._input(name))
+
+    def version(self, name: str) -> int:
+        """A declared input's current version (to read it, and record, at that version)."""
+        return self.lake.version(self._input(name))
+
+    def files(self, name: str) -> list[str]:
+        """A declared input's data files (training ranks read their share of them)."""
+        return self.lake.files(self._input(name))
+
+    def write(self, df: DataFrame, name: str) -> int:
+        """Check ``df`` against ``name``'s catalogue schema, overwrite the table; its version."""
+        self.written[name] = self.lake.write(df, self._output(df, name))
+        return self.written[name]
+
+    def replace(self, df: DataFrame, name: str, where: list[Partition]) -> int:
+        """Check ``df`` against the schema, replace the partitions ``where`` names; the version."""
+        self.written[name] = self.lake.replace(df, self._output(df, name), where)
+        return self.written[name]
+
+    def merge(self, df: DataFrame, name: str, partitions: list[Partition] | None = None) -> int:
+        """Check ``df`` against the schema, upsert it on the catalogue's keys; the version.
+
+        ``partitions`` (of the table's partition columns) scopes the merge to
+        the partitions ``df`` falls in when the stage knows them (``Lake.merge``).
+        """
+        keys = list(spec(name).keys)
+        self.written[name] = self.lake.merge(df, self._output(df, name), keys, partitions)
         return self.written[name]
 
 
 @contextmanager
-def run(lake: Lake, stage: Stage) -> Iterator[StageRun]:
-    """One run of ``stage``; on success, prepare's manifest is marked complete with every version.
+def run(lake: Lake, stage: Stage, source: str | None = None) -> Iterator[StageRun]:
+    """One run of ``stage`` (on ``source``, for a stage that has one: its default if None).
 
-    A run that fails leaves a written prepare set marked ``running``, so the
+    On success, prepare's manifest is marked complete with every version. A
+    run that fails leaves a written prepare set marked ``running``, so the
     stages after it refuse the mix until prepare runs again.
     """
-    io = StageRun(lake, stage)
+    if source is not None and stage.source is None:
+        raise StageWiringError(f"stage {stage.name} takes no source table (got {source})")
+    chosen = source or stage.source
+    io = StageRun(lake, stage, spec(chosen).name if chosen else None)
     io._require_prepare()
     yield io
     if stage.writes_prepare:
-        manifest.mark_complete(lake, io.written)
+        manifest.mark_complete(lake, stage.outputs, io.written)

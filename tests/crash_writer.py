@@ -1,7 +1,7 @@
 """A write job for the crash tests, run as its own process so a test can SIGKILL it.
 
 ``python tests/crash_writer.py LAKE MODE`` starts its own small local Spark
-session and overwrites ``TABLE`` in LAKE through ``Lake.write`` with
+session and overwrites silver.tracks in LAKE through ``Lake.write`` with
 ``job_frame``'s rows. MODE:
 
 - ``slow``: rows trickle into the writers one small batch at a time; the
@@ -14,7 +14,7 @@ session and overwrites ``TABLE`` in LAKE through ``Lake.write`` with
 The fault injection lives here, not in production code: ``before_commit``
 registers a subclass of the lake's data source whose writer wraps
 ``commit_files`` in the commit worker; classes defined in ``__main__`` travel
-to that worker by value. Tests import ``job_frame``/``TABLE`` to compute the
+to that worker by value. Tests import ``job_frame`` to compute the
 reference content in-process.
 """
 
@@ -34,7 +34,6 @@ from pyspark.sql import functions as F
 
 from genre_spark.lake.catalog import SILVER_TRACKS
 
-TABLE = SILVER_TRACKS
 ROWS = 2000
 PARTITIONS = 4
 #: Rows per Arrow batch in the subprocess: small, so a stalled partition has
@@ -120,7 +119,7 @@ def main(lake_root: str, mode: str) -> None:
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     print("writing", flush=True)
-    lake.write(df, TABLE)
+    lake.write(df, SILVER_TRACKS)
     print("committed", flush=True)  # never reached: the test fails if it is
 
 

@@ -255,7 +255,7 @@ def test_fault_matrix_every_requested_track_in_silver_or_quarantine_once(
             clients.append(client_for(settings, fake))
             with pytest.raises(RateLimitStop, match="run the same command again after"):
                 run(lake, settings, client=clients[-1])
-            assert lake.exists(store.RESPONSES) and not lake.exists(SILVER_TRACKS)
+            assert lake.exists(BRONZE_SPOTIFY_RESPONSES) and not lake.exists(SILVER_TRACKS)
         clients.append(client_for(settings, fake))
         summary = run(lake, settings, client=clients[-1])
         assert_all_accounted_for(lake, catalog, fake)
@@ -309,7 +309,7 @@ class KillAfter:
 
 
 def stored_tracks(lake: Lake) -> int:
-    return lake.read(store.RESPONSES).where(F.col("kind") == "track").count()
+    return lake.read(BRONZE_SPOTIFY_RESPONSES).where(F.col("kind") == "track").count()
 
 
 def test_killed_run_resumes_to_the_same_silver_fetching_only_the_rest_then_nothing(
@@ -375,10 +375,10 @@ def test_store_appends_each_batch_as_one_arrow_commit_with_no_spark_job(
     lake: Lake, spark: SparkSession
 ) -> None:
     """Also onto a table an older run created with a Spark write (an existing lake)."""
-    schema = spec(store.RESPONSES).schema
+    schema = spec(BRONZE_SPOTIFY_RESPONSES).schema
     rows = [store.response("track", f"track|t{i}", f"t{i}", {"id": f"t{i}"}) for i in range(8)]
     first = spark.createDataFrame([tuple(rows[0].values())], schema)
-    lake.write(first, store.RESPONSES, mode="append")
+    lake.write(first, BRONZE_SPOTIFY_RESPONSES, mode="append")
     responses = store.ResponseStore(lake, checkpoint_batch=3)
     context = spark.sparkContext
     context.setJobGroup("spotify-store", "appends from the driver")
@@ -387,20 +387,26 @@ def test_store_appends_each_batch_as_one_arrow_commit_with_no_spark_job(
             responses.add(row)
         responses.flush()
         no_jobs = context.statusTracker().getJobIdsForGroup("spotify-store")
-        assert lake.read(store.RESPONSES).count() == len(rows)  # the tracker does see a job
+        assert lake.read(BRONZE_SPOTIFY_RESPONSES).count() == len(
+            rows
+        )  # the tracker does see a job
         assert context.statusTracker().getJobIdsForGroup("spotify-store")
     finally:
         context.setLocalProperty("spark.jobGroup.id", None)
     if lake.engine.name == "delta-rs":
         assert no_jobs == []
     assert (responses.commits, responses.rows) == (3, 7)  # 3 + 3 + the flushed 1
-    assert lake.version(store.RESPONSES) == 3
-    assert [h["operation"] for h in lake.history(store.RESPONSES)] == ["APPEND"] * 4
+    assert lake.version(BRONZE_SPOTIFY_RESPONSES) == 3
+    assert [h["operation"] for h in lake.history(BRONZE_SPOTIFY_RESPONSES)] == ["APPEND"] * 4
     expected = spark.createDataFrame([tuple(r.values()) for r in rows], schema)
-    assertDataFrameEqual(lake.read(store.RESPONSES), expected)
+    assertDataFrameEqual(lake.read(BRONZE_SPOTIFY_RESPONSES), expected)
     extra = store.response("artist", "artist|a", "a", {"id": "a"})
     table = pa.Table.from_pylist([extra], schema=first.toArrow().schema)
-    assert lake.append_arrow(store.RESPONSES, table) == lake.version(store.RESPONSES) == 4
+    assert (
+        lake.append_arrow(BRONZE_SPOTIFY_RESPONSES, table)
+        == lake.version(BRONZE_SPOTIFY_RESPONSES)
+        == 4
+    )
 
 
 # --- flatten (pure) --------------------------------------------------------------------
@@ -450,8 +456,8 @@ def test_responses_to_raw_joins_plan_tracks_and_features(spark: SparkSession) ->
         row("audio_features", "audio_features|c", "c", reason="no_audio_features"),
     ]
     responses = spark.createDataFrame(
-        [tuple(r[f.name] for f in spec(store.RESPONSES).schema.fields) for r in rows],
-        spec(store.RESPONSES).schema,
+        [tuple(r[f.name] for f in spec(BRONZE_SPOTIFY_RESPONSES).schema.fields) for r in rows],
+        spec(BRONZE_SPOTIFY_RESPONSES).schema,
     )
     raw = responses_to_raw(responses, "p1")
     assert [(f.name, f.dataType) for f in raw.schema] == [

@@ -29,7 +29,6 @@ from genre_spark.lake.catalog import GOLD_SCORED
 from genre_spark.lake.engine import CHECKPOINT_INTERVAL_KEY
 from genre_spark.lake.partitions import folder
 
-TABLE = GOLD_SCORED
 KEYS = ["track_id", "model_version"]
 SCHEMA = "track_id string, model_version string, p double"
 
@@ -52,23 +51,23 @@ def test_replace_swaps_one_partition_and_keeps_every_other_file(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
     base = scored(spark, {"1": range(6), "2": range(4), "3": range(3)})
-    assert engine_lake.write(base, TABLE) == 0
-    before = files_by_partition(engine_lake.path(TABLE))
+    assert engine_lake.write(base, GOLD_SCORED) == 0
+    before = files_by_partition(engine_lake.path(GOLD_SCORED))
     assert sorted(before) == ["1", "2", "3"]
 
     new = scored(spark, {"2": range(10, 13)}, p=0.9)
-    assert engine_lake.replace(new, TABLE, [{"model_version": "2"}]) == 1
+    assert engine_lake.replace(new, GOLD_SCORED, [{"model_version": "2"}]) == 1
 
-    after = files_by_partition(engine_lake.path(TABLE))
+    after = files_by_partition(engine_lake.path(GOLD_SCORED))
     assert after["1"] == before["1"] and after["3"] == before["3"]
     assert not after["2"] & before["2"]
     expected = scored(spark, {"1": range(6), "3": range(3)}).union(new)
-    assertDataFrameEqual(engine_lake.read(TABLE), expected)
-    assertDataFrameEqual(engine_lake.read(TABLE, version=0), base)  # time travel
-    assert engine_lake.history(TABLE)[0]["operation"] == "REPLACE"
-    assert engine_lake.partition_columns(TABLE) == ["model_version"]
+    assertDataFrameEqual(engine_lake.read(GOLD_SCORED), expected)
+    assertDataFrameEqual(engine_lake.read(GOLD_SCORED, version=0), base)  # time travel
+    assert engine_lake.history(GOLD_SCORED)[0]["operation"] == "REPLACE"
+    assert engine_lake.partition_columns(GOLD_SCORED) == ["model_version"]
 
-    path = engine_lake.path(TABLE)
+    path = engine_lake.path(GOLD_SCORED)
     want = [("1", 6), ("2", 3), ("3", 3)]
     duckdb_extensions.import_extension("delta")
     con = duckdb.connect()
@@ -78,71 +77,77 @@ def test_replace_swaps_one_partition_and_keeps_every_other_file(
     polars = pl.read_delta(path).group_by("model_version").len().sort("model_version").rows()
     assert polars == want
     engine_lake.register_sql()
-    spark_sql = spark.sql(f"SELECT model_version, count(*) AS n FROM {TABLE} GROUP BY 1 ORDER BY 1")
+    spark_sql = spark.sql(
+        f"SELECT model_version, count(*) AS n FROM {GOLD_SCORED} GROUP BY 1 ORDER BY 1"
+    )
     assert [tuple(r) for r in spark_sql.collect()] == want
 
 
 def test_a_scoped_merge_rewrites_only_the_partitions_of_its_source(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
-    engine_lake.write(scored(spark, {"1": range(5), "2": range(5)}), TABLE)
-    before = files_by_partition(engine_lake.path(TABLE))
+    engine_lake.write(scored(spark, {"1": range(5), "2": range(5)}), GOLD_SCORED)
+    before = files_by_partition(engine_lake.path(GOLD_SCORED))
 
     update = scored(spark, {"3": range(3, 8)}, p=0.7)  # a new version, as genre score adds
-    engine_lake.merge(update, TABLE, KEYS, partitions=[{"model_version": "3"}])
+    engine_lake.merge(update, GOLD_SCORED, KEYS, partitions=[{"model_version": "3"}])
     again = scored(spark, {"2": range(3, 8)}, p=0.8)  # partitions found from the rows
-    engine_lake.merge(again, TABLE, KEYS)
+    engine_lake.merge(again, GOLD_SCORED, KEYS)
 
-    after = files_by_partition(engine_lake.path(TABLE))
+    after = files_by_partition(engine_lake.path(GOLD_SCORED))
     assert after["1"] == before["1"]
     assert not after["2"] & before["2"]
     # The same rows computed from scratch, in one plain write:
     recompute = scored(spark, {"1": range(5), "2": range(3)}).union(again).union(update)
-    assert content_hash(engine_lake.read(TABLE)) == content_hash(recompute)
-    versions = engine_lake.version(TABLE)
-    engine_lake.merge(again, TABLE, KEYS)  # re-run: identical content
-    assert engine_lake.version(TABLE) == versions + 1
-    assert content_hash(engine_lake.read(TABLE)) == content_hash(recompute)
+    assert content_hash(engine_lake.read(GOLD_SCORED)) == content_hash(recompute)
+    versions = engine_lake.version(GOLD_SCORED)
+    engine_lake.merge(again, GOLD_SCORED, KEYS)  # re-run: identical content
+    assert engine_lake.version(GOLD_SCORED) == versions + 1
+    assert content_hash(engine_lake.read(GOLD_SCORED)) == content_hash(recompute)
 
 
 def test_rows_outside_the_named_partitions_fail_the_write_before_it_commits(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
-    engine_lake.write(scored(spark, {"1": range(3)}), TABLE)
+    engine_lake.write(scored(spark, {"1": range(3)}), GOLD_SCORED)
     stray = scored(spark, {"2": range(2), "9": range(1)})
     with pytest.raises(Exception, match=r"lies outside the partitions written \(model_version=2\)"):
-        engine_lake.replace(stray, TABLE, [{"model_version": "2"}])
+        engine_lake.replace(stray, GOLD_SCORED, [{"model_version": "2"}])
     with pytest.raises(Exception, match="lies outside the partitions written"):
-        engine_lake.merge(stray, TABLE, KEYS, partitions=[{"model_version": "2"}])
+        engine_lake.merge(stray, GOLD_SCORED, KEYS, partitions=[{"model_version": "2"}])
     with pytest.raises(PartitionError, match=r"partitioned by \['model_version'\]"):
-        engine_lake.replace(stray, TABLE, [{"genre": "x"}])
-    assert engine_lake.version(TABLE) == 0
-    assertDataFrameEqual(engine_lake.read(TABLE), scored(spark, {"1": range(3)}))
+        engine_lake.replace(stray, GOLD_SCORED, [{"genre": "x"}])
+    assert engine_lake.version(GOLD_SCORED) == 0
+    assertDataFrameEqual(engine_lake.read(GOLD_SCORED), scored(spark, {"1": range(3)}))
 
 
 def test_a_table_from_before_the_partitioning_is_laid_out_by_its_next_write(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
     rows = scored(spark, {"1": range(4), "2": range(2)})
-    engine_lake.engine.write(rows, engine_lake.path(TABLE), True, "OVERWRITE")  # unpartitioned
-    assert engine_lake.partition_columns(TABLE) == []
+    engine_lake.engine.write(
+        rows, engine_lake.path(GOLD_SCORED), True, "OVERWRITE"
+    )  # unpartitioned
+    assert engine_lake.partition_columns(GOLD_SCORED) == []
     new = scored(spark, {"2": range(5, 7)})
-    engine_lake.merge(new, TABLE, KEYS, partitions=[{"model_version": "2"}])
-    assert engine_lake.partition_columns(TABLE) == []  # merged whole, as before
-    engine_lake.replace(new, TABLE, [{"model_version": "2"}])
-    assert engine_lake.partition_columns(TABLE) == ["model_version"]
+    engine_lake.merge(new, GOLD_SCORED, KEYS, partitions=[{"model_version": "2"}])
+    assert engine_lake.partition_columns(GOLD_SCORED) == []  # merged whole, as before
+    engine_lake.replace(new, GOLD_SCORED, [{"model_version": "2"}])
+    assert engine_lake.partition_columns(GOLD_SCORED) == ["model_version"]
     expected = scored(spark, {"1": range(4)}).union(new)
-    assert content_hash(engine_lake.read(TABLE)) == content_hash(expected)
+    assert content_hash(engine_lake.read(GOLD_SCORED)) == content_hash(expected)
 
 
 def test_genre_optimize_lays_out_an_unpartitioned_table_then_replaces_keep_other_files(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
     rows = scored(spark, {"1": range(4), "2": range(2)})
-    engine_lake.engine.write(rows, engine_lake.path(TABLE), True, "OVERWRITE")  # unpartitioned
+    engine_lake.engine.write(
+        rows, engine_lake.path(GOLD_SCORED), True, "OVERWRITE"
+    )  # unpartitioned
     args = [
         "optimize",
-        TABLE,
+        GOLD_SCORED,
         "--lake",
         engine_lake.root,
         "--set",
@@ -151,34 +156,34 @@ def test_genre_optimize_lays_out_an_unpartitioned_table_then_replaces_keep_other
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "log checkpointed at version" in result.output
-    assert engine_lake.partition_columns(TABLE) == ["model_version"]
-    assert content_hash(engine_lake.read(TABLE)) == content_hash(rows)
-    before = files_by_partition(engine_lake.path(TABLE))
-    engine_lake.replace(scored(spark, {"2": range(9, 10)}), TABLE, [{"model_version": "2"}])
-    assert files_by_partition(engine_lake.path(TABLE))["1"] == before["1"]
+    assert engine_lake.partition_columns(GOLD_SCORED) == ["model_version"]
+    assert content_hash(engine_lake.read(GOLD_SCORED)) == content_hash(rows)
+    before = files_by_partition(engine_lake.path(GOLD_SCORED))
+    engine_lake.replace(scored(spark, {"2": range(9, 10)}), GOLD_SCORED, [{"model_version": "2"}])
+    assert files_by_partition(engine_lake.path(GOLD_SCORED))["1"] == before["1"]
 
 
 def test_optimize_compacts_small_files_and_checkpoints_the_log(
     spark: SparkSession, engine_lake: Lake
 ) -> None:
-    engine_lake.write(scored(spark, {"1": range(4), "2": range(4)}), TABLE)
+    engine_lake.write(scored(spark, {"1": range(4), "2": range(4)}), GOLD_SCORED)
     for start in (10, 20, 30):
-        engine_lake.write(scored(spark, {"1": range(start, start + 2)}), TABLE, mode="append")
-    path = engine_lake.path(TABLE)
+        engine_lake.write(scored(spark, {"1": range(start, start + 2)}), GOLD_SCORED, mode="append")
+    path = engine_lake.path(GOLD_SCORED)
     before = files_by_partition(path)
-    content = engine_lake.content_hash(TABLE)
+    content = engine_lake.content_hash(GOLD_SCORED)
     assert DeltaTable(path).metadata().configuration[CHECKPOINT_INTERVAL_KEY] == "10"
 
-    result = engine_lake.optimize(TABLE)
+    result = engine_lake.optimize(GOLD_SCORED)
 
     after = files_by_partition(path)
     assert len(after["1"]) == 1 < len(before["1"])  # every small file of the partition, one file
     assert result.files_removed == sum(len(f) for f in before.values() if len(f) > 1)
-    assert engine_lake.content_hash(TABLE) == content
-    assert result.checkpoint_version == engine_lake.version(TABLE)
+    assert engine_lake.content_hash(GOLD_SCORED) == content
+    assert result.checkpoint_version == engine_lake.version(GOLD_SCORED)
     checkpoint = f"{result.checkpoint_version:020d}.checkpoint.parquet"
     assert checkpoint in os.listdir(os.path.join(path, "_delta_log"))
-    assert engine_lake.history(TABLE)[0]["operation"] == "OPTIMIZE"
+    assert engine_lake.history(GOLD_SCORED)[0]["operation"] == "OPTIMIZE"
 
 
 def test_the_source_key_is_the_same_in_python_and_in_spark(spark: SparkSession) -> None:

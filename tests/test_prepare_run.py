@@ -12,6 +12,7 @@ from prepare_helpers import silver_frame, silver_pandas
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
+from genre_spark import stages
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.features.spark import FeatureNotFittedError, read_transform
@@ -23,12 +24,13 @@ from genre_spark.lake.catalog import (
     GOLD_GENRE_PLAYLISTS,
     GOLD_NORMALIZER,
     GOLD_OUTLIER_PARAMS,
+    GOLD_PREPARE_MANIFEST,
     GOLD_TRENDS_BY_YEAR,
     SILVER_TRACKS,
 )
 from genre_spark.prepare import run as prepare_run
-from genre_spark.prepare.manifest import MANIFEST, IncompletePrepareError, require_complete
-from genre_spark.prepare.run import TABLES, PrepareSummary, run
+from genre_spark.prepare.manifest import IncompletePrepareError, require_complete
+from genre_spark.prepare.run import PrepareSummary, run
 from genre_spark.prepare.split import assign_split
 from genre_spark.schema import FEATURES, MODEL_FEATURE_NAMES
 
@@ -178,8 +180,8 @@ def test_matches_playlists_baselines_and_trends_cover_the_catalog(prepared: Prep
 
 def test_a_rerun_through_the_cli_writes_identical_tables(prepared: Prepared) -> None:
     lake = prepared.lake
-    before = {name: lake.content_hash(name) for name in TABLES}
-    versions = {name: lake.version(name) for name in TABLES}
+    before = {name: lake.content_hash(name) for name in stages.PREPARE.outputs}
+    versions = {name: lake.version(name) for name in stages.PREPARE.outputs}
     result = CliRunner().invoke(
         app,
         ["prepare", "--lake", prepared.settings.lake]
@@ -187,14 +189,16 @@ def test_a_rerun_through_the_cli_writes_identical_tables(prepared: Prepared) -> 
     )
     assert result.exit_code == 0, result.output
     assert "outlier(s)" in result.output and "gold.genre_playlists: 40 rows" in result.output
-    assert {name: lake.version(name) for name in TABLES} == {n: v + 1 for n, v in versions.items()}
-    assert {name: lake.content_hash(name) for name in TABLES} == before
+    assert {name: lake.version(name) for name in stages.PREPARE.outputs} == {
+        n: v + 1 for n, v in versions.items()
+    }
+    assert {name: lake.content_hash(name) for name in stages.PREPARE.outputs} == before
 
 
 def test_manifest_names_the_version_of_every_table_written(prepared: Prepared) -> None:
     lake = prepared.lake
-    rows = {r.table: (r.version, r.state) for r in lake.read(MANIFEST).collect()}
-    assert rows == {name: (lake.version(name), "complete") for name in TABLES}
+    rows = {r.table: (r.version, r.state) for r in lake.read(GOLD_PREPARE_MANIFEST).collect()}
+    assert rows == {name: (lake.version(name), "complete") for name in stages.PREPARE.outputs}
     require_complete(lake)  # nothing to object to
 
 
@@ -203,7 +207,7 @@ def test_a_prepare_that_stops_part_way_is_refused_downstream_until_rerun(
 ) -> None:
     lake.write(silver_frame(spark, silver_pandas(n_per_genre=40, seed=5)), SILVER_TRACKS)
     run(lake, settings)
-    complete = {name: lake.version(name) for name in TABLES}
+    complete = {name: lake.version(name) for name in stages.PREPARE.outputs}
 
     def stop(*args: object) -> None:
         raise MemoryError("simulated: the run dies after gold.outlier_params")
@@ -212,7 +216,7 @@ def test_a_prepare_that_stops_part_way_is_refused_downstream_until_rerun(
         patch.setattr(prepare_run, "genre_baselines", stop)
         with pytest.raises(MemoryError):
             run(lake, settings)
-    moved = {name for name in TABLES if lake.version(name) != complete[name]}
+    moved = {name for name in stages.PREPARE.outputs if lake.version(name) != complete[name]}
     assert moved == {GOLD_NORMALIZER, GOLD_FEATURES, GOLD_OUTLIER_PARAMS}
 
     with pytest.raises(IncompletePrepareError, match="did not finish"):

@@ -35,8 +35,6 @@ from genre_spark.lake import ConcurrentWriteError, Lake, deltars, deltars_log
 from genre_spark.lake.catalog import BRONZE_QUARANTINE, BRONZE_TRACKS_RAW, SILVER_TRACKS
 from genre_spark.lake.deltars_log import Commit
 
-TABLE = SILVER_TRACKS
-
 
 def frame(spark: SparkSession, start: int, rows: int, tag: str) -> DataFrame:
     return spark.range(start, start + rows, numPartitions=2).select(
@@ -68,16 +66,23 @@ def run_both(fns: list[Callable[[], Any]]) -> tuple[list[Any], list[BaseExceptio
 def test_two_threads_append_at_once_both_rows_present_exactly_once(
     spark: SparkSession, lake: Lake
 ) -> None:
-    lake.write(frame(spark, 0, 100, "v0"), TABLE)
+    lake.write(frame(spark, 0, 100, "v0"), SILVER_TRACKS)
     a, b = frame(spark, 1000, 300, "a"), frame(spark, 2000, 300, "b")
     results, errors = run_both(
-        [lambda: lake.write(a, TABLE, "append"), lambda: lake.write(b, TABLE, "append")]
+        [
+            lambda: lake.write(a, SILVER_TRACKS, "append"),
+            lambda: lake.write(b, SILVER_TRACKS, "append"),
+        ]
     )
     assert errors == [], [str(e)[:3000] for e in errors]
     # Each write returns its own commit's version, whichever committed last.
     assert sorted(results) == [1, 2]
-    assertDataFrameEqual(lake.read(TABLE), frame(spark, 0, 100, "v0").union(a).union(b))
-    assert sorted(h["operation"] for h in lake.history(TABLE)) == ["APPEND", "APPEND", "OVERWRITE"]
+    assertDataFrameEqual(lake.read(SILVER_TRACKS), frame(spark, 0, 100, "v0").union(a).union(b))
+    assert sorted(h["operation"] for h in lake.history(SILVER_TRACKS)) == [
+        "APPEND",
+        "APPEND",
+        "OVERWRITE",
+    ]
 
 
 def hold_for_both(
@@ -99,31 +104,33 @@ def test_each_write_returns_its_own_version_when_both_commit_before_either_asks(
     spark: SparkSession, lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both appends commit, then meet before looking up their version: the latest is 2 for both."""
-    lake.write(frame(spark, 0, 100, "v0"), TABLE)
+    lake.write(frame(spark, 0, 100, "v0"), SILVER_TRACKS)
     hold_for_both(monkeypatch, deltars, "committed_version", timeout=120)
     tags = {"a": frame(spark, 1000, 300, "a"), "b": frame(spark, 2000, 300, "b")}
     results, errors = run_both(
-        [lambda t=t: (t, lake.write(tags[t], TABLE, "append")) for t in tags]
+        [lambda t=t: (t, lake.write(tags[t], SILVER_TRACKS, "append")) for t in tags]
     )
-    assert errors == [] and lake.version(TABLE) == 2
+    assert errors == [] and lake.version(SILVER_TRACKS) == 2
     for tag, version in results:  # the version a write returned holds its rows, not the other's
-        added = lake.read(TABLE, version).exceptAll(lake.read(TABLE, version - 1))
+        added = lake.read(SILVER_TRACKS, version).exceptAll(lake.read(SILVER_TRACKS, version - 1))
         assertDataFrameEqual(added, tags[tag])
 
 
 def test_two_threads_overwrite_at_once_final_table_is_exactly_one_input(
     spark: SparkSession, lake: Lake
 ) -> None:
-    lake.write(frame(spark, 0, 100, "v0"), TABLE)
+    lake.write(frame(spark, 0, 100, "v0"), SILVER_TRACKS)
     a, b = frame(spark, 1000, 300, "a"), frame(spark, 2000, 200, "b")
-    results, errors = run_both([lambda: lake.write(a, TABLE), lambda: lake.write(b, TABLE)])
+    results, errors = run_both(
+        [lambda: lake.write(a, SILVER_TRACKS), lambda: lake.write(b, SILVER_TRACKS)]
+    )
     assert all(isinstance(e, ConcurrentWriteError) for e in errors), errors
     assert len(results) + len(errors) == 2 and results
-    final = lake.read(TABLE)
+    final = lake.read(SILVER_TRACKS)
     tags = {r.note for r in final.select("note").distinct().collect()}
     assert len(tags) == 1
     assertDataFrameEqual(final, a if tags == {"a"} else b)
-    assert len(lake.history(TABLE)) == 1 + len(results)
+    assert len(lake.history(SILVER_TRACKS)) == 1 + len(results)
     assert sorted(results) == list(range(1, 1 + len(results)))
 
 
@@ -131,12 +138,12 @@ def test_threads_registering_one_table_for_sql_at_once_all_succeed(
     spark: SparkSession, lake: Lake
 ) -> None:
     """Threads registering the lake's SQL tables at once (each drops and re-creates) must not collide."""
-    lake.write(frame(spark, 0, 100, "v0"), TABLE)
+    lake.write(frame(spark, 0, 100, "v0"), SILVER_TRACKS)
     for _ in range(3):
         results, errors = run_both([lake.register_sql] * 6)
         assert errors == [], [str(e)[:500] for e in errors]
         assert len(results) == 6
-    assert spark.sql(f"SELECT count(*) AS n FROM {TABLE}").first()["n"] == 100
+    assert spark.sql(f"SELECT count(*) AS n FROM {SILVER_TRACKS}").first()["n"] == 100
 
 
 # --- the forced race at the commit ---------------------------------------------------
@@ -167,7 +174,7 @@ SCHEMA = pa.schema([("track_id", pa.string()), ("note", pa.string())])
 
 def race(lake: Lake, overwrite: bool) -> tuple[list[str], list[BaseException]]:
     """Version 0 (ids 0-9), then two commits of different files from the same snapshot."""
-    path = lake.path(TABLE)
+    path = lake.path(SILVER_TRACKS)
     os.makedirs(path, exist_ok=True)
     first = Commit("OVERWRITE", overwrite=True)
     deltars_log.commit_files(path, SCHEMA, [part_file(path, range(10), "v0")], first)
@@ -182,7 +189,7 @@ def race(lake: Lake, overwrite: bool) -> tuple[list[str], list[BaseException]]:
 
 
 def notes(lake: Lake) -> dict[str, int]:
-    rows = lake.read(TABLE).groupBy("note").count().collect()
+    rows = lake.read(SILVER_TRACKS).groupBy("note").count().collect()
     return {r["note"]: r["count"] for r in rows}
 
 
@@ -192,8 +199,8 @@ def test_forced_append_race_both_appends_land_once(
     committed, errors = race(lake, overwrite=False)
     assert errors == [] and sorted(committed) == ["a", "b"]
     assert notes(lake) == {"v0": 10, "a": 50, "b": 30}
-    assert lake.read(TABLE).select("track_id").distinct().count() == 90
-    assert lake.version(TABLE) == 2
+    assert lake.read(SILVER_TRACKS).select("track_id").distinct().count() == 90
+    assert lake.version(SILVER_TRACKS) == 2
 
 
 def test_forced_overwrite_race_one_wins_the_other_gets_a_clear_error(
@@ -204,12 +211,12 @@ def test_forced_overwrite_race_one_wins_the_other_gets_a_clear_error(
     if errors:  # the loser is told, by name, and nothing of its files is visible
         assert len(committed) == 1 and len(errors) == 1
         assert isinstance(errors[0], ConcurrentWriteError)
-        assert "concurrent writer" in str(errors[0]) and lake.path(TABLE) in str(errors[0])
+        assert "concurrent writer" in str(errors[0]) and lake.path(SILVER_TRACKS) in str(errors[0])
         assert notes(lake) == {committed[0]: sizes[committed[0]]}
-        assert lake.version(TABLE) == 1
+        assert lake.version(SILVER_TRACKS) == 1
     else:  # serialised: the later overwrite replaced the earlier one entirely
         assert len(committed) == 2
-        assert len(notes(lake)) == 1 and lake.version(TABLE) == 2
+        assert len(notes(lake)) == 1 and lake.version(SILVER_TRACKS) == 2
         (tag,) = notes(lake)
         assert notes(lake) == {tag: sizes[tag]}
 

@@ -41,7 +41,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from conftest import require_delta_spark
-from crash_writer import MARKER, ROWS, TABLE, job_frame
+from crash_writer import MARKER, ROWS, job_frame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -49,6 +49,7 @@ from subprocesses import START_TIMEOUT_S, kill_at, kill_session, start, start_ha
 from test_reliability_concurrency import tidy_csv
 from typer.testing import CliRunner
 
+from genre_spark import stages
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.ingest.csv import run_csv
@@ -63,7 +64,6 @@ from genre_spark.lake.catalog import (
     SILVER_TRACKS,
 )
 from genre_spark.pipeline import PipelineResult
-from genre_spark.prepare.manifest import TABLES as PREPARE_TABLES
 from genre_spark.prepare.manifest import IncompletePrepareError, require_complete
 from genre_spark.prepare.run import run as prepare_run
 from genre_spark.score import run as score_run
@@ -94,32 +94,32 @@ def snapshot_files(lake: Lake, name: str) -> set[str]:
 def before(spark: SparkSession, tmp_path: Path) -> tuple[Lake, str, set[str]]:
     """Version 0 of the table (1,000 rows tagged v0): what a crash must leave untouched."""
     lake = Lake(spark, str(tmp_path / "lake"), "delta-rs")
-    assert lake.write(job_frame(spark, 1000, "v0"), TABLE) == 0
-    return lake, lake.content_hash(TABLE), parquet_files(lake.path(TABLE))
+    assert lake.write(job_frame(spark, 1000, "v0"), SILVER_TRACKS) == 0
+    return lake, lake.content_hash(SILVER_TRACKS), parquet_files(lake.path(SILVER_TRACKS))
 
 
 def assert_untouched_then_rerun_and_vacuum(
     spark: SparkSession, lake: Lake, h0: str, files0: set[str], orphans: set[str]
 ) -> None:
     """Previous version intact; re-run = uninterrupted content; orphans unread, then vacuumed."""
-    path = lake.path(TABLE)
+    path = lake.path(SILVER_TRACKS)
     assert orphans and not orphans & files0
-    assert lake.version(TABLE) == 0
-    assert lake.content_hash(TABLE) == h0
-    assertDataFrameEqual(lake.read(TABLE), job_frame(spark, 1000, "v0"))
+    assert lake.version(SILVER_TRACKS) == 0
+    assert lake.content_hash(SILVER_TRACKS) == h0
+    assertDataFrameEqual(lake.read(SILVER_TRACKS), job_frame(spark, 1000, "v0"))
 
-    assert lake.write(job_frame(spark), TABLE) == 1  # the re-run
+    assert lake.write(job_frame(spark), SILVER_TRACKS) == 1  # the re-run
     assert orphans <= parquet_files(path)  # still on disk ...
-    assert not orphans & {os.path.basename(f) for f in lake.files(TABLE)}  # ... never read
-    assertDataFrameEqual(lake.read(TABLE), job_frame(spark))
-    rerun = lake.content_hash(TABLE)
+    assert not orphans & {os.path.basename(f) for f in lake.files(SILVER_TRACKS)}  # ... never read
+    assertDataFrameEqual(lake.read(SILVER_TRACKS), job_frame(spark))
+    rerun = lake.content_hash(SILVER_TRACKS)
     assert rerun == content_hash(job_frame(spark))
 
-    result = CliRunner().invoke(app, ["vacuum", TABLE, "--lake", lake.root])
+    result = CliRunner().invoke(app, ["vacuum", SILVER_TRACKS, "--lake", lake.root])
     assert result.exit_code == 0, result.output
-    live = {os.path.basename(f) for f in lake.files(TABLE)}
+    live = {os.path.basename(f) for f in lake.files(SILVER_TRACKS)}
     assert parquet_files(path) == live  # orphans and version 0's files are gone
-    assert lake.content_hash(TABLE) == rerun
+    assert lake.content_hash(SILVER_TRACKS) == rerun
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_killed_while_part_files_are_being_written(
     proc = start_writer(Path(lake.root), "slow", tmp_path / "writer.log")
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not parquet_files(lake.path(TABLE)) - files0:
+        while not parquet_files(lake.path(SILVER_TRACKS)) - files0:
             assert proc.poll() is None, (tmp_path / "writer.log").read_text()
             assert time.monotonic() < deadline, "no part file appeared"
             time.sleep(0.1)
@@ -139,7 +139,7 @@ def test_killed_while_part_files_are_being_written(
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert "committed" not in (tmp_path / "writer.log").read_text()
-    orphans = parquet_files(lake.path(TABLE)) - files0
+    orphans = parquet_files(lake.path(SILVER_TRACKS)) - files0
     assert_untouched_then_rerun_and_vacuum(spark, lake, h0, files0, orphans)
 
 
@@ -158,7 +158,7 @@ def test_killed_just_before_the_commit(
     assert "committed" not in log
     marker = json.loads((Path(lake.root) / MARKER).read_text())
     written = set(marker["files"])
-    path = lake.path(TABLE)
+    path = lake.path(SILVER_TRACKS)
     # Every part file was complete: the kill came after the writes, before the log entry.
     assert sum(pq.ParquetFile(os.path.join(path, f)).metadata.num_rows for f in written) == ROWS
     assert parquet_files(path) - files0 == written
@@ -205,7 +205,7 @@ def lakes(
     reference, uninterrupted = copy_lake(spark, start, root / "uninterrupted")
     prepare_run(reference, uninterrupted)
     score_run(reference, uninterrupted, model_version="1")
-    prepared = {name: reference.content_hash(name) for name in PREPARE_TABLES}
+    prepared = {name: reference.content_hash(name) for name in stages.PREPARE.outputs}
     return Lakes(start, prepared, reference.content_hash(GOLD_SCORED))
 
 
@@ -244,13 +244,15 @@ def test_prepare_killed_between_two_tables_is_refused_downstream_until_rerun(
     spark: SparkSession, lakes: Lakes, tmp_path: Path
 ) -> None:
     lake, settings = copy_lake(spark, lakes.start, tmp_path / "lake")
-    before = {name: (lake.version(name), lake.content_hash(name)) for name in PREPARE_TABLES}
+    before = {
+        name: (lake.version(name), lake.content_hash(name)) for name in stages.PREPARE.outputs
+    }
     hook = {"kind": "pause_before_write", "table": GOLD_OUTLIER_PARAMS}
     job = harness_job(tmp_path / "job", ["prepare", "--lake", lake.root], hook)
     kill_at(tmp_path / "job" / "markers" / "paused.json", job, tmp_path / "job" / "job.log")
 
     # Killed after gold.normalizer and gold.features, before gold.outlier_params: a real mix.
-    moved = {name for name in PREPARE_TABLES if lake.version(name) != before[name][0]}
+    moved = {name for name in stages.PREPARE.outputs if lake.version(name) != before[name][0]}
     assert moved == {GOLD_NORMALIZER, GOLD_FEATURES}
     assert lake.content_hash(GOLD_FEATURES) != before[GOLD_FEATURES][1]
     for name, (version, content) in before.items():  # every previous version still reads whole
@@ -264,12 +266,11 @@ def test_prepare_killed_between_two_tables_is_refused_downstream_until_rerun(
         assert "IncompletePrepareError" in said and "did not finish" in said, (stage, said)
 
     prepare_run(lake, settings)  # the re-run
-    assert {name: lake.content_hash(name) for name in PREPARE_TABLES} == lakes.prepared
+    assert {name: lake.content_hash(name) for name in stages.PREPARE.outputs} == lakes.prepared
     require_complete(lake)
 
 
-RAW = BRONZE_TRACKS_RAW
-INGESTED = (RAW, SILVER_TRACKS, BRONZE_QUARANTINE)
+INGESTED = (BRONZE_TRACKS_RAW, SILVER_TRACKS, BRONZE_QUARANTINE)
 
 
 @pytest.mark.slow
@@ -292,18 +293,22 @@ def test_landing_a_source_killed_inside_its_partition_replace_leaves_bronze_as_i
     )
     lake = Lake(spark, settings.lake, engine)  # type: ignore[arg-type]
     run_csv(lake, settings, first)
-    version, before, files = lake.version(RAW), lake.content_hash(RAW), snapshot_files(lake, RAW)
+    version, before, files = (
+        lake.version(BRONZE_TRACKS_RAW),
+        lake.content_hash(BRONZE_TRACKS_RAW),
+        snapshot_files(lake, BRONZE_TRACKS_RAW),
+    )
 
     args = ["ingest", "csv", str(second), "--lake", lake.root, "--set", f"engine={engine}"]
-    job = harness_job(tmp_path / "job", args, {"kind": hook, "table": RAW})
+    job = harness_job(tmp_path / "job", args, {"kind": hook, "table": BRONZE_TRACKS_RAW})
     kill_at(tmp_path / "job" / "markers" / "paused.json", job, tmp_path / "job" / "job.log")
 
-    assert lake.version(RAW) == version
-    assert lake.content_hash(RAW) == before
-    assert snapshot_files(lake, RAW) == files
+    assert lake.version(BRONZE_TRACKS_RAW) == version
+    assert lake.content_hash(BRONZE_TRACKS_RAW) == before
+    assert snapshot_files(lake, BRONZE_TRACKS_RAW) == files
 
     run_csv(lake, settings, second)  # the re-run
-    assert files <= snapshot_files(lake, RAW)  # the first source's files, untouched
+    assert files <= snapshot_files(lake, BRONZE_TRACKS_RAW)  # the first source's files, untouched
     scratch = Lake(spark, str(tmp_path / "scratch"), engine)  # type: ignore[arg-type]
     for path in (second, first):
         run_csv(scratch, settings.model_copy(update={"lake": scratch.root}), path)

@@ -27,7 +27,6 @@ from genre_spark.cli import app
 from genre_spark.lake import Lake
 from genre_spark.lake.catalog import BRONZE_QUARANTINE, BRONZE_SPOTIFY_RESPONSES, SILVER_TRACKS
 
-RESPONSES = BRONZE_SPOTIFY_RESPONSES
 CLIENT_ID = "crash-test-client"
 SECRET = "crash-test-secret-5e4d3c"
 #: Tables a re-run must leave exactly as an uninterrupted run does.
@@ -70,7 +69,7 @@ def test_killed_inside_a_checkpoint_commit_keeps_earlier_ones_and_resumes_to_the
         "commands": [
             {
                 "args": ingest_args(fake, killed_root),
-                "hooks": [{"kind": "pause_at_commit", "table": RESPONSES, "nth": 3}],
+                "hooks": [{"kind": "pause_at_commit", "table": BRONZE_SPOTIFY_RESPONSES, "nth": 3}],
             }
         ],
     }
@@ -81,15 +80,24 @@ def test_killed_inside_a_checkpoint_commit_keeps_earlier_ones_and_resumes_to_the
     paused = kill_at(job / "markers" / "paused.json", proc, job / "job.log")
 
     killed = Lake(spark, str(killed_root))
-    assert killed.version(RESPONSES) == 1  # two checkpoints committed, the third killed
+    assert (
+        killed.version(BRONZE_SPOTIFY_RESPONSES) == 1
+    )  # two checkpoints committed, the third killed
     unseen = set(paused["files"])
-    assert unseen and all((Path(killed.path(RESPONSES)) / f).exists() for f in unseen)
-    rows = [killed.read(RESPONSES, version).count() for version in (0, 1)]
+    assert unseen and all(
+        (Path(killed.path(BRONZE_SPOTIFY_RESPONSES)) / f).exists() for f in unseen
+    )
+    rows = [killed.read(BRONZE_SPOTIFY_RESPONSES, version).count() for version in (0, 1)]
     assert 0 < rows[0] < rows[1]  # each earlier checkpoint reads whole
-    assert not unseen & {os.path.basename(f) for f in killed.files(RESPONSES)}
+    assert not unseen & {os.path.basename(f) for f in killed.files(BRONZE_SPOTIFY_RESPONSES)}
     assert not killed.exists(SILVER_TRACKS)
 
     ingest_here(ingest_args(fake, killed_root), monkeypatch)  # the same command again
     for name in OUTCOME:
         assert killed.content_hash(name) == reference.content_hash(name), name
-    assert killed.read(RESPONSES, 1).subtract(killed.read(RESPONSES)).count() == 0
+    assert (
+        killed.read(BRONZE_SPOTIFY_RESPONSES, 1)
+        .subtract(killed.read(BRONZE_SPOTIFY_RESPONSES))
+        .count()
+        == 0
+    )

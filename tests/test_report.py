@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from sklearn.metrics import accuracy_score, f1_score
 from typer.testing import CliRunner
 
-from genre_spark import evaluate, report
+from genre_spark import evaluate, report, stages
 from genre_spark.cli import app
 from genre_spark.config import Settings, load_settings
 from genre_spark.drift import run as drift
@@ -241,7 +241,8 @@ def test_report_has_every_section_and_its_numbers(full: tuple[Settings, Lake, st
     assert "<dd>1 / 2</dd>" in html
     scored = lake.read(GOLD_SCORED).join(lake.read(GOLD_FEATURES), "track_id")
     frame = scored.where("split = 'test'").select("model_version", "genre", "predicted_genre")
-    compared = data.head_to_head(lake, ["1", "2"], "test").set_index("model")
+    with stages.run(lake, stages.REPORT) as io:
+        compared = data.head_to_head(io, ["1", "2"], "test").set_index("model")
     for model, rows in frame.toPandas().groupby("model_version"):
         truth, predicted = rows["genre"], rows["predicted_genre"]
         f1 = f1_score(truth, predicted, average="macro", zero_division=0)

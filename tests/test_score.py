@@ -21,7 +21,7 @@ from genre_spark.config import load_settings
 from genre_spark.features.spark import fit_transform, transform_table
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake, content_hash
-from genre_spark.lake.catalog import GOLD_NORMALIZER, GOLD_SCORED, SILVER_TRACKS
+from genre_spark.lake.catalog import GOLD_NORMALIZER, GOLD_SCORED, SILVER_TRACKS, spec
 from genre_spark.model.registry import load_model
 
 N_TRACKS = 240
@@ -85,7 +85,7 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     assert (first.scored, first.skipped_null_track_id) == (N_TRACKS - 1, 1)
     assert first.missing_feature == int(_gaps(lake).sum()) > 0
     scored = lake.read(GOLD_SCORED)
-    assert scored.columns == list(score.SCORED_COLUMNS)
+    assert scored.columns == spec(GOLD_SCORED).schema.fieldNames()
     _assert_scores(
         scored.where(F.col("model_version") == version), _expected(lake, model, transform)
     )
@@ -111,7 +111,7 @@ def test_scores_equal_in_process_torch_and_rescoring_is_idempotent(env: tuple) -
     )
     assert lake.version(GOLD_SCORED) > first.table_version
     rescored = lake.read(GOLD_SCORED)
-    assert rescored.groupBy(*score.KEYS).count().where("count > 1").count() == 0
+    assert rescored.groupBy(*spec(GOLD_SCORED).keys).count().where("count > 1").count() == 0
     assert content_hash(rescored) == before
 
 

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
-from genre_spark.lake import Lake
 from genre_spark.lake.catalog import GOLD_SCORED
 from genre_spark.model.registry import resolve_model
 
-SCORED = GOLD_SCORED
 _REF = re.compile(r"^(?P<model>.+)@(?P<table_version>\d+)$")
 
 
@@ -57,12 +56,15 @@ def parse(text: str) -> tuple[str, int | None]:
 
 
 def newest_run(
-    lake: Lake, model_version: str, table_version: int | None = None
+    io: stages.StageRun, model_version: str, table_version: int | None = None
 ) -> ScoringRun | None:
-    """The newest run of ``model_version`` in gold.scored (at ``table_version``; default current)."""
-    version = lake.version(SCORED) if table_version is None else table_version
+    """The newest run of ``model_version`` in gold.scored (at ``table_version``; default current).
+
+    ``io`` is a run of a stage that reads gold.scored (``stages.DRIFT``).
+    """
+    version = io.version(GOLD_SCORED) if table_version is None else table_version
     row = (
-        lake.read(SCORED, version)
+        io.read(GOLD_SCORED, version)
         .where(F.col("model_version") == model_version)
         .agg(
             F.max(F.unix_micros("scored_at")).alias("us"),
@@ -75,7 +77,7 @@ def newest_run(
     return ScoringRun(model_version, int(row["us"]), str(row["shown"]), version)
 
 
-def previous_run(lake: Lake, run: ScoringRun, history: int) -> ScoringRun | None:
+def previous_run(io: stages.StageRun, run: ScoringRun, history: int) -> ScoringRun | None:
     """The run of the same model version before ``run``: searched back ``history`` versions.
 
     None when the version had no earlier run, or when the older table
@@ -83,7 +85,7 @@ def previous_run(lake: Lake, run: ScoringRun, history: int) -> ScoringRun | None
     """
     for version in range(run.table_version - 1, max(-1, run.table_version - 1 - history), -1):
         try:
-            found = newest_run(lake, run.model_version, version)
+            found = newest_run(io, run.model_version, version)
         except Exception:  # that snapshot's files were vacuumed
             return None
         if found is None:
@@ -93,21 +95,21 @@ def previous_run(lake: Lake, run: ScoringRun, history: int) -> ScoringRun | None
     return None
 
 
-def find_run(lake: Lake, settings: Settings, text: str) -> ScoringRun:
+def find_run(io: stages.StageRun, settings: Settings, text: str) -> ScoringRun:
     """The scoring run a ``--baseline-scored`` / ``--current-scored`` reference names."""
     model, table_version = parse(text)
     version = resolve_model(settings, model).version
-    found = newest_run(lake, version, table_version)
+    found = newest_run(io, version, table_version)
     if found is None:
         at = f" in gold.scored v{table_version}" if table_version is not None else ""
         raise NoScoringRunError(f"model version {version} has no scored rows{at} ({text!r})")
     return found
 
 
-def genre_counts(lake: Lake, run: ScoringRun) -> dict[str, int]:
+def genre_counts(io: stages.StageRun, run: ScoringRun) -> dict[str, int]:
     """Tracks per predicted genre in one scoring run (one row per genre reaches the driver)."""
     rows = (
-        lake.read(SCORED, run.table_version)
+        io.read(GOLD_SCORED, run.table_version)
         .where(
             (F.col("model_version") == run.model_version)
             & (F.unix_micros("scored_at") == F.lit(run.scored_at_us))

@@ -29,10 +29,10 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from genre_spark import stages
 from genre_spark.config import DriftSettings, Settings, TrainSettings
 from genre_spark.drift.bins import FeatureBins, profile
 from genre_spark.errors import GenreError
-from genre_spark.lake import Lake
 from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_OUTLIER_PARAMS, SILVER_TRACKS
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,19 @@ class Reference:
         return f"train split ({s.get('rows', '?')} tracks, silver.tracks v{s.get('silver_version', '?')})"
 
 
-def training_rows(lake: Lake, train: TrainSettings) -> tuple[DataFrame, dict[str, Any]]:
-    """Raw silver rows of the tracks training learns from, and the versions they came from."""
-    params = lake.read(GOLD_OUTLIER_PARAMS).select("version").first()
+def training_rows(io: stages.StageRun, train: TrainSettings) -> tuple[DataFrame, dict[str, Any]]:
+    """Raw silver rows of the tracks training learns from, and the versions they came from.
+
+    ``io`` is the training stage's run: these are among its inputs.
+    """
+    params = io.read(GOLD_OUTLIER_PARAMS).select("version").first()
     assert params is not None, "gold.outlier_params has no row"
     silver_version = int(params["version"])
-    features_version = lake.version(GOLD_FEATURES)
-    chosen = lake.read(GOLD_FEATURES, features_version).where(F.col("split") == "train")
+    features_version = io.version(GOLD_FEATURES)
+    chosen = io.read(GOLD_FEATURES, features_version).where(F.col("split") == "train")
     if train.exclude_outliers:
         chosen = chosen.where(~F.coalesce(F.col("is_outlier"), F.lit(False)))
-    silver = lake.read(SILVER_TRACKS, silver_version)
+    silver = io.read(SILVER_TRACKS, silver_version)
     rows = silver.join(chosen.select("track_id"), on="track_id", how="left_semi")
     snapshot = {
         "silver_version": silver_version,
@@ -94,17 +97,17 @@ def training_rows(lake: Lake, train: TrainSettings) -> tuple[DataFrame, dict[str
 
 
 def build(
-    lake: Lake, train: TrainSettings, features: Sequence[str], cfg: DriftSettings
+    io: stages.StageRun, train: TrainSettings, features: Sequence[str], cfg: DriftSettings
 ) -> Reference:
     """Bin the training rows on their own quantiles (two small Spark jobs)."""
-    rows, snapshot = training_rows(lake, train)
+    rows, snapshot = training_rows(io, train)
     bins = profile(rows, features, cfg.psi_bins, cfg.ks_grid)
     snapshot["rows"] = next(iter(bins.values())).rows if bins else 0
     return Reference(bins, snapshot)
 
 
 def log_reference(
-    lake: Lake, settings: Settings, train: TrainSettings, features: Sequence[str]
+    io: stages.StageRun, settings: Settings, train: TrainSettings, features: Sequence[str]
 ) -> bool:
     """Store the training snapshot in the active MLflow run; returns whether it was stored.
 
@@ -116,7 +119,7 @@ def log_reference(
     import mlflow
 
     try:
-        reference = build(lake, train, features, settings.drift)
+        reference = build(io, train, features, settings.drift)
     except Exception as exc:  # reported, and training goes on
         reason = (
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"

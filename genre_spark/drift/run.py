@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from genre_spark import stages
 from genre_spark.config import DriftSettings, Settings
 from genre_spark.drift import predictions, stats
 from genre_spark.drift.bins import FeatureBins, count_bins
 from genre_spark.drift.reference import Reference, load_reference
 from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import GOLD_DRIFT as DRIFT_TABLE
-from genre_spark.lake.catalog import SILVER_TRACKS, spec
+from genre_spark.lake.catalog import GOLD_DRIFT, GOLD_SCORED, spec
 from genre_spark.model.registry import ResolvedModel, client, resolve_model
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,11 @@ def compare_feature(
 
 
 def compare_features(
-    lake: Lake, table: str, version: int, reference: Reference, cfg: DriftSettings
+    io: stages.StageRun, version: int, reference: Reference, cfg: DriftSettings
 ) -> list[FeatureDrift]:
-    """Count ``table`` (at ``version``) on the reference's edges and compare, feature by feature."""
-    df = lake.read(table, version)
+    """Count the run's source (at ``version``) on the reference's edges and compare, per feature."""
+    table = io.source
+    df = io.read(table, version)
     absent = [f for f in reference.features if f not in df.columns]
     if absent:
         raise DriftInputError(
@@ -156,21 +157,21 @@ def compare_features(
 
 
 def compare_runs(
-    lake: Lake,
+    io: stages.StageRun,
     baseline: predictions.ScoringRun,
     current: predictions.ScoringRun,
     cfg: DriftSettings,
 ) -> PredictionShift:
     """Genre shares of two scoring runs and their PSI over genres."""
-    b = predictions.genre_counts(lake, baseline)
-    c = predictions.genre_counts(lake, current)
+    b = predictions.genre_counts(io, baseline)
+    c = predictions.genre_counts(io, current)
     genres = sorted(set(b) | set(c))
     psi = stats.psi([b.get(g, 0) for g in genres], [c.get(g, 0) for g in genres], cfg.psi_floor)
     return PredictionShift(baseline, current, b, c, psi, psi > cfg.psi_threshold)
 
 
 def _scoring_runs(
-    lake: Lake,
+    io: stages.StageRun,
     settings: Settings,
     model: ResolvedModel,
     baseline_ref: str | None,
@@ -178,14 +179,14 @@ def _scoring_runs(
     notes: list[str],
 ) -> tuple[predictions.ScoringRun, predictions.ScoringRun] | None:
     """The two runs to compare, or None with a note saying why there are none."""
-    if not lake.exists(predictions.SCORED):
+    if not io.exists(GOLD_SCORED):
         notes.append("gold.scored not found: run `genre score` to compare predictions")
         return None
     try:
         if current_ref:
-            current = predictions.find_run(lake, settings, current_ref)
+            current = predictions.find_run(io, settings, current_ref)
         else:
-            found = predictions.newest_run(lake, model.version)
+            found = predictions.newest_run(io, model.version)
             if found is None:
                 notes.append(
                     f"model version {model.version} has not scored anything: run `genre score` "
@@ -194,9 +195,9 @@ def _scoring_runs(
                 return None
             current = found
         if baseline_ref:
-            baseline = predictions.find_run(lake, settings, baseline_ref)
+            baseline = predictions.find_run(io, settings, baseline_ref)
         else:
-            previous = predictions.previous_run(lake, current, settings.drift.history)
+            previous = predictions.previous_run(io, current, settings.drift.history)
             if previous is None:
                 notes.append(
                     f"no earlier scoring run of version {current.model_version} in gold.scored's "
@@ -215,7 +216,7 @@ def _scoring_runs(
 
 def _row(**values: object) -> tuple[object, ...]:
     """One gold.drift row in schema order (``computed_at`` is added in Spark); absent: null."""
-    columns = spec(DRIFT_TABLE).stamped_schema().fieldNames()
+    columns = spec(GOLD_DRIFT).stamped_schema().fieldNames()
     unknown = set(values) - set(columns)
     if unknown:
         raise KeyError(f"not gold.drift columns: {sorted(unknown)}")
@@ -292,7 +293,7 @@ def _prediction_rows(
     return [*rows, overall]
 
 
-def write(lake: Lake, result: DriftResult, cfg: DriftSettings) -> int:
+def write(io: stages.StageRun, result: DriftResult, cfg: DriftSettings) -> int:
     """Merge the comparison's rows into gold.drift (a few dozen rows, built on the driver)."""
     from pyspark.sql import functions as F
 
@@ -301,35 +302,39 @@ def write(lake: Lake, result: DriftResult, cfg: DriftSettings) -> int:
     rows = [_feature_row(model, result.reference, current, d, cfg) for d in result.features]
     if result.predictions is not None:
         rows += _prediction_rows(model, result.predictions, cfg)
-    schema = spec(DRIFT_TABLE).stamped_schema()
-    df = lake.spark.createDataFrame(rows, schema).withColumn("computed_at", F.current_timestamp())
-    return lake.merge(df, DRIFT_TABLE, keys=list(spec(DRIFT_TABLE).keys))
+    schema = spec(GOLD_DRIFT).stamped_schema()
+    df = io.lake.spark.createDataFrame(rows, schema).withColumn(
+        "computed_at", F.current_timestamp()
+    )
+    return io.merge(df, GOLD_DRIFT)
 
 
 def run(
     lake: Lake,
     settings: Settings,
     against: str | None = None,
-    table: str = SILVER_TRACKS,
+    table: str | None = None,
     baseline_scored: str | None = None,
     current_scored: str | None = None,
 ) -> DriftResult:
-    """``table`` against the training snapshot of model ``against`` (default: the champion).
+    """``table`` (default silver.tracks) against the training snapshot of model ``against``.
 
-    Writes gold.drift and returns what was found; the predicted-genre
-    comparison is left out, with a note, when there are not two scoring runs.
+    ``against`` defaults to the champion. Writes gold.drift and returns what
+    was found; the predicted-genre comparison is left out, with a note, when
+    there are not two scoring runs.
     """
     cfg = settings.drift
     model = resolve_model(settings, against)
     run_id = client(settings).get_model_version(settings.mlflow.model_name, model.version).run_id
     reference = load_reference(settings, run_id or "", model.version)
     notes = [f"compared with {model.describe()}"] if model.fallback else []
-    version = lake.version(table)
-    features = compare_features(lake, table, version, reference, cfg)
-    runs = _scoring_runs(lake, settings, model, baseline_scored, current_scored, notes)
-    shift = compare_runs(lake, *runs, cfg) if runs else None
-    result = DriftResult(model, reference, table, version, features, shift, notes)
-    result.drift_version = write(lake, result, cfg)
+    with stages.run(lake, stages.DRIFT, source=table) as io:
+        version = io.version(io.source)
+        features = compare_features(io, version, reference, cfg)
+        runs = _scoring_runs(io, settings, model, baseline_scored, current_scored, notes)
+        shift = compare_runs(io, *runs, cfg) if runs else None
+        result = DriftResult(model, reference, io.source, version, features, shift, notes)
+        result.drift_version = write(io, result, cfg)
     for note in notes:
         log.info(note)
     return result

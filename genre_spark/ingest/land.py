@@ -30,12 +30,9 @@ from genre_spark.lake.catalog import (
 )
 from genre_spark.schema import INGESTED_AT, SOURCE, SOURCE_KEY
 
-RAW_TABLE = BRONZE_TRACKS_RAW
 #: Hex digits of SHA-256 kept in a source key: 64 bits, so two sources of one
 #: lake share a partition with negligible odds (it would replace both).
 KEY_DIGITS = 16
-QUARANTINE_TABLE = BRONZE_QUARANTINE
-SILVER_TABLE = SILVER_TRACKS
 
 
 class RawSchemaError(GenreError):
@@ -101,12 +98,13 @@ def land(lake: Lake, raw: DataFrame, source: str) -> int:
     """
     key = source_key(source)
     rows = conform_raw(raw, source).withColumn(SOURCE_KEY, F.lit(key))
-    if lake.exists(RAW_TABLE) and SOURCE_KEY not in lake.read(RAW_TABLE).columns:
-        # bronze from before the partitioning: rewritten whole, once, keyed.
-        others = lake.read(RAW_TABLE).filter(~F.col(SOURCE).eqNullSafe(F.lit(source)))
-        keyed = others.withColumn(SOURCE_KEY, source_key_column())
-        return lake.write(keyed.unionByName(rows), RAW_TABLE, mode="overwrite")
-    return lake.replace(rows, RAW_TABLE, [{SOURCE_KEY: key}])
+    with stages.run(lake, stages.LAND) as io:
+        if io.exists(BRONZE_TRACKS_RAW) and SOURCE_KEY not in io.read(BRONZE_TRACKS_RAW).columns:
+            # bronze from before the partitioning: rewritten whole, once, keyed.
+            others = io.read(BRONZE_TRACKS_RAW).filter(~F.col(SOURCE).eqNullSafe(F.lit(source)))
+            keyed = others.withColumn(SOURCE_KEY, source_key_column())
+            return io.write(keyed.unionByName(rows), BRONZE_TRACKS_RAW)
+        return io.replace(rows, BRONZE_TRACKS_RAW, [{SOURCE_KEY: key}])
 
 
 def _counts(df: DataFrame, column: str) -> dict[str, int]:
@@ -124,7 +122,7 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
     """
     options = settings.validation
     with stages.run(lake, stages.INGEST) as io:
-        bronze = io.read(RAW_TABLE).drop(SOURCE_KEY)
+        bronze = io.read(BRONZE_TRACKS_RAW).drop(SOURCE_KEY)
         staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
         # Persisted once: the genre counts, the quarantine write and the silver
         # write all read the decided rows, which would otherwise re-read bronze
@@ -135,12 +133,12 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
             silver, excluded, report = select_genres(
                 result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
             )
-            io.write(result.quarantine.unionByName(excluded), QUARANTINE_TABLE)
-            io.write(silver, SILVER_TABLE)
+            io.write(result.quarantine.unionByName(excluded), BRONZE_QUARANTINE)
+            io.write(silver, SILVER_TRACKS)
         finally:
             decided.unpersist()
-        reasons = _counts(io.read(QUARANTINE_TABLE), "reason")
-        genres = _counts(io.read(SILVER_TABLE), "genre")
+        reasons = _counts(io.read(BRONZE_QUARANTINE), "reason")
+        genres = _counts(io.read(SILVER_TRACKS), "genre")
     summary = IngestSummary(
         rows_in=bronze.count(),
         silver_rows=sum(genres.values()),

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 
 from pyspark.sql import functions as F
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import GOLD_PROMOTIONS as PROMOTIONS_TABLE
-from genre_spark.lake.catalog import spec
+from genre_spark.lake.catalog import GOLD_PROMOTIONS, spec
 from genre_spark.model.registry import (
     CHALLENGER,
     CHAMPION,
@@ -139,16 +139,17 @@ def _record_in_lake(lake: Lake, decision: Decision) -> None:
         decision.outcome,
         decision.reason,
     )
-    schema = spec(PROMOTIONS_TABLE).stamped_schema()
+    schema = spec(GOLD_PROMOTIONS).stamped_schema()
     new = lake.spark.createDataFrame([row], schema).withColumn("decided_at", F.current_timestamp())
-    if lake.exists(PROMOTIONS_TABLE):
-        same = (
-            (F.col("version") == decision.version)
-            & F.col("previous_champion").eqNullSafe(F.lit(decision.previous_champion))
-            & (F.col("outcome") == decision.outcome)
-        )
-        new = lake.read(PROMOTIONS_TABLE).where(~same).unionByName(new)
-    lake.write(new, PROMOTIONS_TABLE)
+    with stages.run(lake, stages.PROMOTE) as io:
+        if io.exists(GOLD_PROMOTIONS):
+            same = (
+                (F.col("version") == decision.version)
+                & F.col("previous_champion").eqNullSafe(F.lit(decision.previous_champion))
+                & (F.col("outcome") == decision.outcome)
+            )
+            new = io.read(GOLD_PROMOTIONS).where(~same).unionByName(new)
+        io.write(new, GOLD_PROMOTIONS)
 
 
 def promote(

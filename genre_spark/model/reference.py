@@ -36,15 +36,13 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from genre_spark import stages
 from genre_spark.config import ReferenceSettings, Settings
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import GOLD_REFERENCE_PREDICTIONS
+from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_REFERENCE_PREDICTIONS
 from genre_spark.metrics import matrix_from_counts, scores
 from genre_spark.model.data import balanced_weights
-from genre_spark.model.train import FEATURES_TABLE
-from genre_spark.prepare.manifest import require_complete
 
-PREDICTIONS_TABLE = GOLD_REFERENCE_PREDICTIONS
 WEIGHT = "weight"
 IS_VALIDATION = "is_validation"
 
@@ -189,17 +187,17 @@ def run(lake: Lake, settings: Settings) -> ReferenceOutcome:
 
     from genre_spark.model.registry import use_tracking
 
-    require_complete(lake)
-    features = lake.read(FEATURES_TABLE)
-    genres = training_genres(features)
-    counts = class_counts(features, genres, settings.train.exclude_outliers)
-    labelled = with_label(features, genres, list(balanced_weights(counts))).persist()
-    try:
-        union, params = fit_references(labelled, genres, settings)
-        lake.write(union, PREDICTIONS_TABLE)
-    finally:
-        labelled.unpersist()
-    metrics = validation_scores(lake.read(PREDICTIONS_TABLE), genres)
+    with stages.run(lake, stages.REFERENCES) as io:
+        features = io.read(GOLD_FEATURES)
+        genres = training_genres(features)
+        counts = class_counts(features, genres, settings.train.exclude_outliers)
+        labelled = with_label(features, genres, list(balanced_weights(counts))).persist()
+        try:
+            union, params = fit_references(labelled, genres, settings)
+            io.write(union, GOLD_REFERENCE_PREDICTIONS)
+        finally:
+            labelled.unpersist()
+        metrics = validation_scores(io.read(GOLD_REFERENCE_PREDICTIONS), genres)
     use_tracking(settings)
     run_ids: dict[str, str] = {}
     for name in settings.train.references.models:

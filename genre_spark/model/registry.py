@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pyspark.sql import DataFrame
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import GOLD_MODELS as MODELS_TABLE
-from genre_spark.lake.catalog import spec
+from genre_spark.lake.catalog import GOLD_MODELS, spec
 
 if TYPE_CHECKING:
     from genre_spark.model.cnn import GenreCNN
@@ -332,13 +332,14 @@ def _mirror(
         KIND,
         [],
     )
-    df = lake.spark.createDataFrame([row], spec(MODELS_TABLE).schema)
-    lake.merge(df, MODELS_TABLE, keys=list(spec(MODELS_TABLE).keys))
+    with stages.run(lake, stages.REGISTRY) as io:
+        io.merge(lake.spark.createDataFrame([row], spec(GOLD_MODELS).schema), GOLD_MODELS)
 
 
 def list_versions(lake: Lake) -> DataFrame:
     """gold.models: one row per registered version."""
-    return lake.read(MODELS_TABLE)
+    with stages.run(lake, stages.REGISTRY) as io:
+        return io.read(GOLD_MODELS)
 
 
 def resolve_version(settings: Settings, version: str | None = None) -> str:
@@ -556,18 +557,21 @@ def sync_aliases(lake: Lake, settings: Settings) -> None:
     """Rewrite gold.models' ``aliases`` column from the registry (one commit; a few rows)."""
     from pyspark.sql import functions as F
 
-    if not lake.exists(MODELS_TABLE):
-        return
-    by_version: dict[str, list[str]] = {}
-    for alias, version in sorted(aliases(settings).items()):
-        by_version.setdefault(version, []).append(alias)
-    pairs = [F.lit(x) for v, names in by_version.items() for x in (v, F.array(*map(F.lit, names)))]
-    table = F.create_map(*pairs) if pairs else F.create_map().cast("map<string,array<string>>")
-    none = F.array().cast("array<string>")
-    models = lake.read(MODELS_TABLE).withColumn(
-        "aliases", F.coalesce(F.element_at(table, F.col("version")), none)
-    )
-    lake.write(models.select(*spec(MODELS_TABLE).schema.fieldNames()), MODELS_TABLE)
+    with stages.run(lake, stages.REGISTRY) as io:
+        if not io.exists(GOLD_MODELS):
+            return
+        by_version: dict[str, list[str]] = {}
+        for alias, version in sorted(aliases(settings).items()):
+            by_version.setdefault(version, []).append(alias)
+        pairs = [
+            F.lit(x) for v, names in by_version.items() for x in (v, F.array(*map(F.lit, names)))
+        ]
+        table = F.create_map(*pairs) if pairs else F.create_map().cast("map<string,array<string>>")
+        none = F.array().cast("array<string>")
+        models = io.read(GOLD_MODELS).withColumn(
+            "aliases", F.coalesce(F.element_at(table, F.col("version")), none)
+        )
+        io.write(models.select(*spec(GOLD_MODELS).schema.fieldNames()), GOLD_MODELS)
 
 
 def mark_challenger(lake: Lake, settings: Settings, version: str) -> bool:

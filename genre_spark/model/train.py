@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from pyspark.sql import SparkSession
 
+from genre_spark import stages
 from genre_spark.config import Settings, TrainSettings
 from genre_spark.errors import GenreError, NoTrainingDataError
 from genre_spark.features.spark import read_transform
@@ -42,10 +43,7 @@ from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_NORMALIZER
 from genre_spark.metrics import confusion_matrix, scores
 from genre_spark.model import distributed
 from genre_spark.model.cnn import GenreCNN, architecture
-from genre_spark.prepare.manifest import require_complete
 
-FEATURES_TABLE = GOLD_FEATURES
-NORMALIZER_TABLE = GOLD_NORMALIZER
 #: TrainSettings fields that are GenreCNN's constructor arguments.
 NETWORK = (
     "channels",
@@ -601,27 +599,27 @@ def run(
     )
 
     train = train or settings.train
-    require_complete(lake)
-    files = lake.files(FEATURES_TABLE)
-    transform_version, transform = prepared_transform(lake)
-    params = params_of(train, len(files))
-    use_tracking(settings)
-    with within_run(None, run_name=run_name) as active:
-        mlflow.set_tags({"stage": "train", "normalizer_table_version": str(transform_version)})
-        result = fit(lake.spark, files, train, transform.outputs, on_epoch)
-        mlflow.log_dict({str(r): f for r, f in result.shards.items()}, "shards.json")
-        log_reference(lake, settings, train, transform.names)
-        registration = register_model(
-            lake,
-            settings,
-            result.model(),
-            params=params,
-            metrics=result.metrics,
-            genres=result.genres,
-            transform=transform,
-            history=result.history,
-            run_id=active.info.run_id,
-        )
+    with stages.run(lake, stages.TRAIN) as io:
+        files = io.files(GOLD_FEATURES)
+        transform_version, transform = prepared_transform(io)
+        params = params_of(train, len(files))
+        use_tracking(settings)
+        with within_run(None, run_name=run_name) as active:
+            mlflow.set_tags({"stage": "train", "normalizer_table_version": str(transform_version)})
+            result = fit(lake.spark, files, train, transform.outputs, on_epoch)
+            mlflow.log_dict({str(r): f for r, f in result.shards.items()}, "shards.json")
+            log_reference(io, settings, train, transform.names)
+            registration = register_model(
+                lake,
+                settings,
+                result.model(),
+                params=params,
+                metrics=result.metrics,
+                genres=result.genres,
+                transform=transform,
+                history=result.history,
+                run_id=active.info.run_id,
+            )
     mark_challenger(lake, settings, registration.version)
     return TrainOutcome(
         version=registration.version,
@@ -632,11 +630,11 @@ def run(
     )
 
 
-def prepared_transform(lake: Lake) -> tuple[int, FeatureTransform]:
+def prepared_transform(io: stages.StageRun) -> tuple[int, FeatureTransform]:
     """gold.normalizer's version and the feature transform it holds: what gold.features was built with.
 
     The model is trained on these inputs and carries this transform (see
     ``register_model``), whatever ``settings.features`` says now.
     """
-    version = lake.version(NORMALIZER_TABLE)
-    return version, read_transform(lake.read(NORMALIZER_TABLE, version))
+    version = io.version(GOLD_NORMALIZER)
+    return version, read_transform(io.read(GOLD_NORMALIZER, version))

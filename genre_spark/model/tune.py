@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from genre_spark import stages
 from genre_spark.config import Settings, TrainSettings
 from genre_spark.lake import Lake
+from genre_spark.lake.catalog import GOLD_FEATURES
 from genre_spark.model import train as training
-from genre_spark.prepare.manifest import require_complete
 
 TrialCallback = Callable[[int, dict[str, Any], float], None]
 
@@ -77,9 +78,9 @@ def run(
     from genre_spark.model.registry import log_model_run, use_tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    require_complete(lake)
-    files = lake.files(training.FEATURES_TABLE)
-    _, transform = training.prepared_transform(lake)
+    with stages.run(lake, stages.TUNE) as io:
+        files = io.files(GOLD_FEATURES)
+        _, transform = training.prepared_transform(io)
     trials = settings.tune.trials
     sampler = optuna.samplers.TPESampler(
         seed=settings.tune.seed, n_startup_trials=min(10, max(2, trials // 3))

@@ -6,44 +6,23 @@ tables new and some old. Read together, they disagree: a model trained on the
 old gold.features would be registered with the new gold.normalizer and score
 every track on a scaling it never saw. The manifest makes that visible: prepare
 marks it ``running`` before its first write and ``complete``, with the version
-of every table it wrote, after its last. Stages that read prepare's tables call
-``require_complete`` first and refuse a mixed set with a clear message; running
-``genre prepare`` again repairs it.
+of every table it wrote, after its last. Which tables those are is prepare's
+stage declaration (``stages.PREPARE.outputs``); the stage runner marks the
+manifest around prepare's writes, and calls ``require_complete`` before any
+stage reads one of them, so a mixed set is refused with a clear message;
+running ``genre prepare`` again repairs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from genre_spark.errors import GenreError
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import (
-    GOLD_FEATURES,
-    GOLD_GENRE_BASELINES,
-    GOLD_GENRE_MATCHES,
-    GOLD_GENRE_PLAYLISTS,
-    GOLD_NORMALIZER,
-    GOLD_OUTLIER_PARAMS,
-    GOLD_PREPARE_MANIFEST,
-    GOLD_TRENDS_BY_YEAR,
-    spec,
-)
-
-MANIFEST = GOLD_PREPARE_MANIFEST
-
-#: The tables prepare writes, in the order it writes them.
-TABLES: tuple[str, ...] = (
-    GOLD_NORMALIZER,
-    GOLD_FEATURES,
-    GOLD_OUTLIER_PARAMS,
-    GOLD_GENRE_BASELINES,
-    GOLD_GENRE_MATCHES,
-    GOLD_GENRE_PLAYLISTS,
-    GOLD_TRENDS_BY_YEAR,
-)
+from genre_spark.lake.catalog import GOLD_PREPARE_MANIFEST, spec
 
 RUNNING = "running"
 COMPLETE = "complete"
@@ -53,23 +32,25 @@ class IncompletePrepareError(GenreError):
     """Prepare's tables are not all from one finished run."""
 
 
-def _manifest(spark: SparkSession, versions: Mapping[str, int | None], state: str) -> DataFrame:
-    rows = [(name, versions.get(name), state) for name in TABLES]
-    schema = spec(MANIFEST).stamped_schema()
+def _manifest(
+    spark: SparkSession, tables: Sequence[str], versions: Mapping[str, int], state: str
+) -> DataFrame:
+    rows = [(name, versions.get(name), state) for name in tables]
+    schema = spec(GOLD_PREPARE_MANIFEST).stamped_schema()
     return spark.createDataFrame(rows, schema).withColumn("prepared_at", F.current_timestamp())
 
 
-def mark_running(lake: Lake) -> None:
-    """Before prepare's first write: until ``mark_complete``, its tables may be a mix."""
-    lake.write(_manifest(lake.spark, {}, RUNNING), MANIFEST)
+def mark_running(lake: Lake, tables: Sequence[str]) -> None:
+    """Before prepare's first write of ``tables``: until ``mark_complete``, they may be a mix."""
+    lake.write(_manifest(lake.spark, tables, {}, RUNNING), GOLD_PREPARE_MANIFEST)
 
 
-def mark_complete(lake: Lake, versions: dict[str, int]) -> None:
-    """After prepare's last write: ``versions`` (each table's commit) belong together."""
-    missing = [name for name in TABLES if name not in versions]
+def mark_complete(lake: Lake, tables: Sequence[str], versions: Mapping[str, int]) -> None:
+    """After prepare's last write: ``versions`` (each of ``tables``' commits) belong together."""
+    missing = [name for name in tables if name not in versions]
     if missing:
         raise ValueError(f"a complete prepare writes every table; no version for {missing}")
-    lake.write(_manifest(lake.spark, versions, COMPLETE), MANIFEST)
+    lake.write(_manifest(lake.spark, tables, versions, COMPLETE), GOLD_PREPARE_MANIFEST)
 
 
 def require_complete(lake: Lake) -> None:
@@ -78,9 +59,9 @@ def require_complete(lake: Lake) -> None:
     A lake without a manifest has never had a prepare run start (its gold
     tables, if any, were written some other way): there is nothing to check.
     """
-    if not lake.exists(MANIFEST):
+    if not lake.exists(GOLD_PREPARE_MANIFEST):
         return
-    rows = lake.read(MANIFEST).collect()  # one row per prepare table: fixed size
+    rows = lake.read(GOLD_PREPARE_MANIFEST).collect()  # one row per prepare table: fixed size
     again = "run `genre prepare` again to rewrite them together"
     if any(r.state != COMPLETE for r in rows):
         started = f"{rows[0].prepared_at:%Y-%m-%d %H:%M:%S}"

@@ -49,22 +49,10 @@ from genre_spark.prepare.baselines import (
     genre_parameters,
     genre_playlists,
 )
-from genre_spark.prepare.manifest import TABLES
 from genre_spark.prepare.outliers import OutlierResult, flag_outliers
 from genre_spark.prepare.split import SPLITS, assign_split
 from genre_spark.prepare.trends import trends_by_year
 from genre_spark.schema import FEATURES
-
-_FEATURE_COLUMNS = (
-    "track_id",
-    "genre",
-    "split",
-    "features",
-    "is_outlier",
-    "is_core",
-    "year",
-    "popularity",
-)
 
 
 class EmptyCatalogError(GenreError):
@@ -196,12 +184,13 @@ def outlier_params(result: OutlierResult, features: list[str], version: int) -> 
 
 def run(lake: Lake, settings: Settings) -> PrepareSummary:
     """Read silver.tracks, write every gold table of the prepare stage, and say what was done."""
-    version = lake.version(SILVER_TRACKS)
     with stages.run(lake, stages.PREPARE) as io:
+        version = io.version(SILVER_TRACKS)
         tracks = assign_split(io.read(SILVER_TRACKS, version), settings.prepare.split).persist()
         summary = _prepare(io, tracks, version, settings)
-    rows = {info.name: info.rows for info in lake.tables() if info.name in TABLES}
-    return replace(summary, rows={name: rows[name] for name in TABLES})
+    tables = stages.PREPARE.outputs
+    rows = {info.name: info.rows for info in lake.tables() if info.name in tables}
+    return replace(summary, rows={name: rows[name] for name in tables})
 
 
 def _prepare(
@@ -237,7 +226,7 @@ def _prepare(
         partitions = max(4, settings.spark.shuffle_partitions)
         gold_features = (
             vectors.join(result.flags.select("track_id", "is_outlier", "is_core"), "track_id")
-            .select(*_FEATURE_COLUMNS)
+            .select(*spec(GOLD_FEATURES).schema.fieldNames())
             .repartition(partitions, "track_id")
             .sortWithinPartitions("track_id")
         )

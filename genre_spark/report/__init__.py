@@ -28,11 +28,11 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.lake import Lake
 from genre_spark.metrics import ACCURACY, AVERAGE_ROWS, MACRO, WEIGHTED
 from genre_spark.model.registry import CHALLENGER, CHAMPION, ResolvedModel, aliases, resolve_model
-from genre_spark.prepare.manifest import require_complete
 from genre_spark.report import data, lifecycle, plots
 from genre_spark.report.data import MissingInputError, ModelInfo
 from genre_spark.report.html import Section, page, table
@@ -141,15 +141,17 @@ def _features_section(settings: Settings, model: ModelInfo) -> Section:
     return Section(title, caption, tables=[table(frame, f"{model.name}: {len(frame)} features")])
 
 
-def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) -> list[Section]:
+def _sections(
+    io: stages.StageRun, settings: Settings, model: ModelInfo, folder: Path
+) -> list[Section]:
     split = settings.report.split
     try:
-        evaluation, note = data.evaluation(lake, model), None
+        evaluation, note = data.evaluation(io, model), None
     except MissingInputError as exc:
         evaluation, note = None, str(exc)
 
     def confusion() -> tuple[Figure, str]:
-        matrix = data.confusion_matrix(lake, model, split)
+        matrix = data.confusion_matrix(io, model, split)
         figure = plots.confusion_heatmap(matrix, f"{model.name}, {split} split")
         return figure, f"{int(matrix.to_numpy().sum())} tracks."
 
@@ -161,14 +163,14 @@ def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) ->
 
     def baselines() -> tuple[Figure, str]:
         return plots.genre_baselines(
-            data.baselines(lake, model.features), "genre baselines (train split)"
+            data.baselines(io, model.features), "genre baselines (train split)"
         ), ""
 
     def trends() -> tuple[Figure, str]:
-        return plots.trends(data.trends(lake), "trends by release year"), ""
+        return plots.trends(data.trends(io), "trends by release year"), ""
 
     def outliers() -> tuple[Figure, str]:
-        projection = data.projection(lake, settings.report.sample_size)
+        projection = data.projection(io, settings.report.sample_size)
         shown = int(projection.is_outlier.sum())
         detail = (
             f"{len(projection.points)} of {projection.total} tracks sampled; "
@@ -190,7 +192,7 @@ def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) ->
         ),
         _f1_section(folder, model, evaluation, note, split),
         _features_section(settings, model),
-        lifecycle.champion_section(lake, settings, model, split),
+        lifecycle.champion_section(io, settings, model, split),
         _figure_section(
             folder,
             "training.png",
@@ -223,7 +225,7 @@ def _sections(lake: Lake, settings: Settings, model: ModelInfo, folder: Path) ->
             "rare outliers still show.",
             outliers,
         ),
-        *lifecycle.drift_sections(lake, model, folder),
+        *lifecycle.drift_sections(io, model, folder),
     ]
 
 
@@ -254,14 +256,14 @@ def run(lake: Lake, settings: Settings, model_version: str | None = None) -> Pat
     ``model_version`` is any reference ``registry.resolve_model`` takes; None
     reports on the champion (the newest version while there is none).
     """
-    require_complete(lake)
-    chosen = resolve_model(settings, model_version)
-    model = data.model_info(lake, chosen.version)
-    folder = Path(settings.reports) / model.version
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):
-        old.unlink()
-    sections = _sections(lake, settings, model, folder)
+    with stages.run(lake, stages.REPORT) as io:
+        chosen = resolve_model(settings, model_version)
+        model = data.model_info(io, chosen.version)
+        folder = Path(settings.reports) / model.version
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
+        sections = _sections(io, settings, model, folder)
     document = page(
         f"genre-spark report: model {model.name}", _facts(model, chosen, settings), sections
     )

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
 from genre_spark.evaluate import CNN_PREFIX, cnn_model_name, cnn_predictions
-from genre_spark.lake import Lake
 from genre_spark.lake.catalog import (
     GOLD_CONFUSION,
     GOLD_DRIFT,
@@ -78,16 +78,16 @@ class Projection:
     outliers: int
 
 
-def _require(lake: Lake, table: str, stage: str) -> None:
-    if not lake.exists(table):
+def _require(io: stages.StageRun, table: str, stage: str) -> None:
+    if not io.exists(table):
         raise MissingInputError(f"{table} not found: run `genre {stage}` to add this section.")
 
 
-def model_info(lake: Lake, version: str) -> ModelInfo:
+def model_info(io: stages.StageRun, version: str) -> ModelInfo:
     """The gold.models row of ``version`` (resolve a reference first: ``registry.resolve_model``)."""
-    if not lake.exists(GOLD_MODELS):
+    if not io.exists(GOLD_MODELS):
         raise ModelNotRegisteredError("gold.models not found: run `genre train` first")
-    models = lake.read(GOLD_MODELS)
+    models = io.read(GOLD_MODELS)
     rows = models.where(F.col("version") == version).limit(1).collect()
     if not rows:
         raise ModelNotRegisteredError(f"gold.models has no version {version!r}")
@@ -134,11 +134,11 @@ def model_features(settings: Settings, model: ModelInfo) -> pd.DataFrame:
     )
 
 
-def evaluation(lake: Lake, model: ModelInfo) -> pd.DataFrame:
+def evaluation(io: stages.StageRun, model: ModelInfo) -> pd.DataFrame:
     """gold.evaluation rows of this CNN version and of every reference model (a few hundred rows)."""
-    _require(lake, GOLD_EVALUATION, "evaluate")
+    _require(io, GOLD_EVALUATION, "evaluate")
     model_col = F.col("model")
-    rows = lake.read(GOLD_EVALUATION).where(
+    rows = io.read(GOLD_EVALUATION).where(
         (model_col == model.name) | ~model_col.startswith(CNN_PREFIX)
     )
     frame = rows.toPandas()
@@ -150,11 +150,11 @@ def evaluation(lake: Lake, model: ModelInfo) -> pd.DataFrame:
     return frame
 
 
-def confusion_matrix(lake: Lake, model: ModelInfo, split: str) -> pd.DataFrame:
+def confusion_matrix(io: stages.StageRun, model: ModelInfo, split: str) -> pd.DataFrame:
     """Counts of (true genre, predicted genre) for one model and split, as a square table."""
-    _require(lake, GOLD_CONFUSION, "evaluate")
+    _require(io, GOLD_CONFUSION, "evaluate")
     counts = (
-        lake.read(GOLD_CONFUSION)
+        io.read(GOLD_CONFUSION)
         .where((F.col("model") == model.name) & (F.col("split") == split))
         .select("genre", "predicted", "count")
         .toPandas()
@@ -168,10 +168,10 @@ def confusion_matrix(lake: Lake, model: ModelInfo, split: str) -> pd.DataFrame:
     return matrix.reindex(index=labels, columns=labels, fill_value=0).astype(int)
 
 
-def baselines(lake: Lake, features: Sequence[str]) -> pd.DataFrame:
+def baselines(io: stages.StageRun, features: Sequence[str]) -> pd.DataFrame:
     """gold.genre_baselines (one row per genre and feature), features in the model's order."""
-    _require(lake, GOLD_GENRE_BASELINES, "prepare")
-    frame = lake.read(GOLD_GENRE_BASELINES).toPandas()
+    _require(io, GOLD_GENRE_BASELINES, "prepare")
+    frame = io.read(GOLD_GENRE_BASELINES).toPandas()
     position = {f: i for i, f in enumerate(features)}
     order = frame["feature"].map(position).fillna(len(position))
     return (
@@ -181,24 +181,24 @@ def baselines(lake: Lake, features: Sequence[str]) -> pd.DataFrame:
     )
 
 
-def trends(lake: Lake) -> pd.DataFrame:
+def trends(io: stages.StageRun) -> pd.DataFrame:
     """gold.trends_by_year: one row per (year, genre)."""
-    _require(lake, GOLD_TRENDS_BY_YEAR, "prepare")
-    frame = lake.read(GOLD_TRENDS_BY_YEAR).select("year", "genre", "tracks", "share").toPandas()
+    _require(io, GOLD_TRENDS_BY_YEAR, "prepare")
+    frame = io.read(GOLD_TRENDS_BY_YEAR).select("year", "genre", "tracks", "share").toPandas()
     if frame.empty:
         raise MissingInputError("gold.trends_by_year is empty: no track has a release year.")
     return frame
 
 
-def projection(lake: Lake, sample_size: int, seed: int = 7) -> Projection:
+def projection(io: stages.StageRun, sample_size: int, seed: int = 7) -> Projection:
     """PCA of a bounded sample of gold.features (outliers sampled apart so they show).
 
     Spark counts inliers and outliers, samples each to its budget and limits
     it; only those at most ``sample_size`` rows reach the driver, where the
     principal axes of the sample are computed.
     """
-    _require(lake, GOLD_FEATURES, "prepare")
-    features = lake.read(GOLD_FEATURES).select("features", "is_outlier", "genre")
+    _require(io, GOLD_FEATURES, "prepare")
+    features = io.read(GOLD_FEATURES).select("features", "is_outlier", "genre")
     counts = {r["is_outlier"]: r["count"] for r in features.groupBy("is_outlier").count().collect()}
     n_out, n_in = counts.get(True, 0), counts.get(False, 0)
     out_budget = min(n_out, int(sample_size * OUTLIER_SHARE))
@@ -263,16 +263,16 @@ def training_history(settings: Settings, run_id: str) -> pd.DataFrame:
     return frame.sort_values(["metric", "epoch"]).reset_index(drop=True)
 
 
-def head_to_head(lake: Lake, versions: Sequence[str], split: str) -> pd.DataFrame:
+def head_to_head(io: stages.StageRun, versions: Sequence[str], split: str) -> pd.DataFrame:
     """Accuracy and macro-F1 of CNN versions on the ``split`` tracks that every one of them scored.
 
     Same tracks, same truth, the evaluation's own metric functions: one row
     per version (``model``, ``tracks``, ``accuracy``, ``macro F1``) plus
     ``agreement``, the share of those tracks given the same genre by all.
     """
-    _require(lake, GOLD_SCORED, "score")
-    _require(lake, GOLD_FEATURES, "prepare")
-    scored = lake.read(GOLD_SCORED).where(F.col("model_version").isin(list(versions)))
+    _require(io, GOLD_SCORED, "score")
+    _require(io, GOLD_FEATURES, "prepare")
+    scored = io.read(GOLD_SCORED).where(F.col("model_version").isin(list(versions)))
     common = (
         scored.groupBy("track_id")
         .agg(
@@ -281,7 +281,7 @@ def head_to_head(lake: Lake, versions: Sequence[str], split: str) -> pd.DataFram
         )
         .where(F.col("n") == len(versions))
     )
-    truth = lake.read(GOLD_FEATURES).where(F.col("split") == split)
+    truth = io.read(GOLD_FEATURES).where(F.col("split") == split)
     predictions = cnn_predictions(scored.join(common.select("track_id"), "track_id"), truth)
     frame = metrics(confusion(predictions)).where(F.col("genre") == MACRO).toPandas()
     if frame.empty:
@@ -302,13 +302,13 @@ def head_to_head(lake: Lake, versions: Sequence[str], split: str) -> pd.DataFram
     )[["model", "tracks", "accuracy", "macro F1", "agreement"]]
 
 
-def drift(lake: Lake, version: str) -> pd.DataFrame:
+def drift(io: stages.StageRun, version: str) -> pd.DataFrame:
     """gold.drift rows of ``version``'s newest feature comparison and newest prediction comparison.
 
     At most one row per feature and per genre: a small table.
     """
-    _require(lake, GOLD_DRIFT, "drift")
-    rows = lake.read(GOLD_DRIFT).where(F.col("model_version") == version)
+    _require(io, GOLD_DRIFT, "drift")
+    rows = io.read(GOLD_DRIFT).where(F.col("model_version") == version)
     newest = rows.groupBy("kind").agg(F.max("computed_at").alias("computed_at"))
     frame = rows.join(newest, ["kind", "computed_at"]).toPandas()
     if frame.empty:

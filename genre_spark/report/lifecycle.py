@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.drift.run import ALL_GENRES, FEATURE, PREDICTION
-from genre_spark.lake import Lake
 from genre_spark.model.registry import CHALLENGER, CHAMPION, aliases
 from genre_spark.report import data, plots
 from genre_spark.report.data import MissingInputError, ModelInfo
@@ -30,14 +30,14 @@ def _figure(folder: Path, name: str, build: Callable[[], Figure]) -> str:
     return name
 
 
-def _registry_table(lake: Lake, found: dict[str, str]) -> pd.DataFrame:
+def _registry_table(io: stages.StageRun, found: dict[str, str]) -> pd.DataFrame:
     rows: list[dict[str, object]] = []
     for alias in (CHAMPION, CHALLENGER):
         version = found.get(alias)
         if version is None:
             rows.append({"alias": f"@{alias}", "version": "none"})
             continue
-        info = data.model_info(lake, version)
+        info = data.model_info(io, version)
         rows.append(
             {
                 "alias": f"@{alias}",
@@ -50,7 +50,9 @@ def _registry_table(lake: Lake, found: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def champion_section(lake: Lake, settings: Settings, model: ModelInfo, split: str) -> Section:
+def champion_section(
+    io: stages.StageRun, settings: Settings, model: ModelInfo, split: str
+) -> Section:
     """Which version is champion, which challenger, and both on the same tracks."""
     title = "Champion and challenger"
     found = aliases(settings)
@@ -60,12 +62,12 @@ def champion_section(lake: Lake, settings: Settings, model: ModelInfo, split: st
         f"use @champion; `genre promote` moves it to @challenger when the challenger's "
         f"validation macro-F1 is at least the champion's (+ promote.margin {settings.promote.margin:g})."
     )
-    tables = [table(_registry_table(lake, found), "Registry aliases")]
+    tables = [table(_registry_table(io, found), "Registry aliases")]
     note = None if champion else "No @champion yet: run `genre promote` to promote one."
     compared = list(dict.fromkeys(v for v in (champion, challenger, model.version) if v))
     if len(compared) > 1:
         try:
-            frame = data.head_to_head(lake, compared, split)
+            frame = data.head_to_head(io, compared, split)
             tables.append(table(frame, f"{' vs '.join(compared)} on the same {split}-split tracks"))
         except MissingInputError as exc:
             note = str(exc)
@@ -129,10 +131,10 @@ def _prediction_section(folder: Path, rows: pd.DataFrame) -> Section:
     return Section("Drift: predicted genre shares", caption, image=image, note=note)
 
 
-def drift_sections(lake: Lake, model: ModelInfo, folder: Path) -> list[Section]:
+def drift_sections(io: stages.StageRun, model: ModelInfo, folder: Path) -> list[Section]:
     """The newest gold.drift comparison against this version: scores, distributions, predictions."""
     try:
-        frame = data.drift(lake, model.version)
+        frame = data.drift(io, model.version)
     except MissingInputError as exc:
         return [Section("Drift against the training snapshot", "", note=str(exc))]
     sections = []

@@ -24,8 +24,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import BRONZE_SPOTIFY_RESPONSES as RESPONSES
-from genre_spark.lake.catalog import spec
+from genre_spark.lake.catalog import BRONZE_SPOTIFY_RESPONSES, spec
 from genre_spark.schema import REJECT_REASON
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def _arrow_schema() -> pa.Schema:
     """The same schema in Arrow, for appends from the driver."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(spec(RESPONSES).schema, timezone="UTC")
+    return to_arrow_schema(spec(BRONZE_SPOTIFY_RESPONSES).schema, timezone="UTC")
 
 
 def response(
@@ -127,14 +126,14 @@ class ResponseStore:
         if not self.buffer:
             return
         version = self.lake.append_arrow(
-            RESPONSES, pa.Table.from_pylist(self.buffer, schema=_arrow_schema())
+            BRONZE_SPOTIFY_RESPONSES, pa.Table.from_pylist(self.buffer, schema=_arrow_schema())
         )
         self.commits += 1
         self.rows += len(self.buffer)
         log.info(
             "checkpoint: %d responses committed to %s (version %d)",
             len(self.buffer),
-            RESPONSES,
+            BRONZE_SPOTIFY_RESPONSES,
             version,
         )
         self.buffer = []
@@ -142,11 +141,11 @@ class ResponseStore:
     # --- reading ----------------------------------------------------------------
 
     def read(self) -> DataFrame:
-        return self.lake.read(RESPONSES)
+        return self.lake.read(BRONZE_SPOTIFY_RESPONSES)
 
     def stored_plan(self, plan_id: str) -> list[PlannedTrack] | None:
         """The plan stored under ``plan_id``, in order; None when there is none."""
-        if not self.lake.exists(RESPONSES):
+        if not self.lake.exists(BRONZE_SPOTIFY_RESPONSES):
             return None
         rows = (
             self.read()
@@ -160,7 +159,7 @@ class ResponseStore:
 
     def stored_pages(self, genres: list[str]) -> dict[str, dict[str, Any]]:
         """Request key -> ``{"items": [...], "next": ...}`` of the stored pages of these genres."""
-        if not self.lake.exists(RESPONSES):
+        if not self.lake.exists(BRONZE_SPOTIFY_RESPONSES):
             return {}
         pages = self.read().where(
             F.col("kind").isin("search", "playlist_items") & F.col("genre").isin(*genres)
@@ -173,7 +172,7 @@ class ResponseStore:
 
     def fetched(self, track_ids: list[str]) -> Fetched:
         """Which of these tracks, their features and their first artists bronze already holds."""
-        if not self.lake.exists(RESPONSES) or not track_ids:
+        if not self.lake.exists(BRONZE_SPOTIFY_RESPONSES) or not track_ids:
             return Fetched()
         responses = self.read()
         done = (
