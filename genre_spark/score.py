@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import reduce
 from typing import TYPE_CHECKING
 
-import numpy as np
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -158,53 +159,46 @@ def input_counts(df: DataFrame, transform: FeatureTransform) -> InputCounts:
     return InputCounts(row["rows"], row["ids"], row["no_id"] or 0, row["gaps"] or 0)
 
 
-def _softmax_udf(artifact: ModelArtifact, n_genres: int, batch_size: int) -> Callable[..., Column]:
-    """predict_batch_udf: per genre its probability ``p<i>``, and the label indices ``r<k>`` of the top k.
+def _scores_udf(
+    artifact: ModelArtifact, n_inputs: int, n_genres: int, batch_size: int
+) -> Callable[..., Column]:
+    """An Arrow UDF: the input vectors in, a struct of the probabilities ``p`` and the top-k ``r<k>`` out.
 
-    The model loads once per worker, from the artifact the driver located
-    (the closure carries ``artifact``, not the settings). Scalar output columns (not one array
-    column) let Arrow move the result as plain columns instead of one Python
-    array per row. The ranking is one vectorised numpy argsort per batch:
-    ranking in the JVM needs higher-order functions (a sort of structs per
-    row), which Spark interprets row by row; that cost half as much again as
-    the model itself (BENCHMARKS.md, section 2). A stable sort of the
-    negated probabilities keeps equal probabilities in label order, which is
+    Arrow-native end to end (``arrow_udf``, an iterator of Arrow arrays): each
+    batch's ``array<double>`` column becomes the ``[n, inputs]`` matrix by a
+    view of its values buffer (no pandas, no per-row objects), and the result
+    goes back as Arrow arrays over the numpy buffers (the probabilities as one
+    ``array<double>`` column: its values are the ``[n, genres]`` matrix as it
+    is). ``pyspark.ml``'s ``predict_batch_udf`` did the same work through a
+    pandas DataFrame of a struct each way, which cost about as much as the
+    model (BENCHMARKS.md, section 8c). The forward runs on chunks of
+    ``batch_size`` rows of each Arrow batch, as ``predict_batch_udf`` did, so
+    the numbers are the same. The model loads once per worker and job, from
+    the artifact the driver located (the closure carries ``artifact``, not the
+    settings); a fresh key per UDF keeps a later job from reusing it. The
+    ranking is one vectorised numpy argsort per chunk: ranking in the JVM needs
+    higher-order functions (a sort of structs per row), which Spark interprets
+    row by row (BENCHMARKS.md, section 2). A stable sort of the negated
+    probabilities keeps equal probabilities in label order, which is
     ``torch.argmax``'s tie rule.
     """
-    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.functions import ArrowUDFType, arrow_udf
 
-    names = [f"p{i}" for i in range(n_genres)]
-    ranks = [f"r{k}" for k in range(min(TOP_K, n_genres))]
+    ranks = min(TOP_K, n_genres)
+    fields = [T.StructField("p", T.ArrayType(T.DoubleType()))]
+    fields += [T.StructField(f"r{k}", T.IntegerType()) for k in range(ranks)]
+    return_type = T.StructType(fields)
+    key = uuid.uuid4()
 
-    def make_predict_fn() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-        import torch
-        from pyspark import TaskContext
+    def scores(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from genre_spark.model.scoring import batch_scorer
 
-        from genre_spark.model.pyfunc import class_probabilities, ranking
-        from genre_spark.model.registry import load_artifact
+        predict = batch_scorer(key, artifact, n_inputs, n_genres, batch_size, return_type)
+        for vectors in batches:
+            yield predict(vectors)
 
-        context = TaskContext.get()
-        if context is not None:
-            # One task per core: torch's default (all cores, or Spark's per-executor
-            # OMP_NUM_THREADS) would oversubscribe the CPUs the other tasks use.
-            torch.set_num_threads(max(1, context.cpus()))
-        model = load_artifact(artifact).model
-
-        def predict(inputs: np.ndarray) -> dict[str, np.ndarray]:
-            probabilities = class_probabilities(model, inputs)
-            order = ranking(probabilities)
-            return {
-                **{name: probabilities[:, i] for i, name in enumerate(names)},
-                **{rank: order[:, k] for k, rank in enumerate(ranks)},
-            }
-
-        return predict
-
-    fields = [T.StructField(n, T.DoubleType()) for n in names]
-    fields += [T.StructField(r, T.IntegerType()) for r in ranks]
-    return predict_batch_udf(
-        make_predict_fn, return_type=T.StructType(fields), batch_size=batch_size
-    )
+    udf: Callable[..., Column] = arrow_udf(scores, return_type, ArrowUDFType.SCALAR_ITER)
+    return udf
 
 
 def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
@@ -218,19 +212,16 @@ def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
     rows = scorable(df.select("track_id", *features), model.transform, settings.score.missing)
     scaled = apply_transform(rows, model.transform, output_col="_x")
     n_genres = len(model.genres)
-    softmax = _softmax_udf(model.artifact, n_genres, settings.score.batch_size)
-    inputs = model.transform.outputs
-    vector = F.struct(*[F.col("_x")[i].alias(name) for i, name in enumerate(inputs)])
-    predicted = scaled.select("track_id", softmax(vector).alias("_s"))
+    n_inputs = len(model.transform.outputs)
+    scores = _scores_udf(model.artifact, n_inputs, n_genres, settings.score.batch_size)
+    predicted = scaled.select("track_id", scores(F.col("_x")).alias("_s"))
     labels = F.array(*[F.lit(g) for g in model.genres])
     top = [F.get(labels, F.col(f"_s.r{k}")) for k in range(min(TOP_K, n_genres))]
     return predicted.select(
         "track_id",
         F.lit(model.version).alias("model_version"),
         top[0].alias("predicted_genre"),
-        F.map_from_arrays(labels, F.array(*[F.col(f"_s.p{i}") for i in range(n_genres)])).alias(
-            "probabilities"
-        ),
+        F.map_from_arrays(labels, F.col("_s.p")).alias("probabilities"),
         F.array(*top).alias("top3"),
         F.current_timestamp().alias("scored_at"),
     )
