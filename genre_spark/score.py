@@ -97,12 +97,17 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class InputCounts:
-    """One pass over the input: how many rows, and how many lack a key or a feature."""
+    """One pass over the input: how many rows, and how many lack a key or a feature.
+
+    ``kept``: of the rows the model version already has in gold.scored, how
+    many the run leaves as they are (their track_id gets no score this time).
+    """
 
     rows: int
     distinct_track_ids: int
     null_track_id: int
     missing_feature: int
+    kept: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,17 +151,43 @@ def scorable(df: DataFrame, transform: FeatureTransform, missing: str = "impute"
     return df.where(keep)
 
 
-def input_counts(df: DataFrame, transform: FeatureTransform) -> InputCounts:
-    """Count rows, distinct ids and missing values in one aggregate job (small result)."""
-    gaps = F.col("track_id").isNotNull() & _any_missing(transform)
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count_distinct("track_id").alias("ids"),
-        F.sum(F.col("track_id").isNull().cast("long")).alias("no_id"),
-        F.sum(gaps.cast("long")).alias("gaps"),
+def input_counts(
+    df: DataFrame,
+    transform: FeatureTransform,
+    missing: str = "impute",
+    previous: DataFrame | None = None,
+) -> InputCounts:
+    """Count rows, distinct ids and missing values in one aggregate job (small result).
+
+    ``previous``: the track_ids a version already has in gold.scored. The
+    same job then counts those the run does not score (``kept``), so the
+    refusal of a repeated track_id and the knowledge that a merge replaces
+    every earlier row of the version cost one pass, not two. One group per
+    track_id: the input's rows of it (a repeat is a group of two), and whether
+    the version has it already.
+    """
+    has_id = F.col("track_id").isNotNull()
+    gaps = _any_missing(transform)
+    scored = has_id & ~gaps if missing == "skip" else has_id
+    flags = {"_n": F.lit(1), "_g": (has_id & gaps).cast("long"), "_s": scored.cast("long")}
+    rows = df.select("track_id", *[v.alias(k) for k, v in flags.items()], F.lit(0).alias("_t"))
+    if previous is not None:
+        zeros = [F.lit(0).alias(k) for k in flags]
+        rows = rows.unionByName(previous.select("track_id", *zeros, F.lit(1).alias("_t")))
+    per_id = rows.groupBy("track_id").agg(
+        *[F.sum(k).alias(k) for k in flags], F.max("_t").alias("_t")
+    )
+    row = per_id.agg(
+        F.sum("_n").alias("rows"),
+        F.count(F.when(has_id & (F.col("_n") > 0), 1)).alias("ids"),
+        F.sum(F.when(~has_id, F.col("_n"))).alias("no_id"),
+        F.sum("_g").alias("gaps"),
+        F.count(F.when((F.col("_t") == 1) & (F.col("_s") == 0), 1)).alias("kept"),
     ).first()
     assert row is not None  # a global aggregate has exactly one row
-    return InputCounts(row["rows"], row["ids"], row["no_id"] or 0, row["gaps"] or 0)
+    return InputCounts(
+        row["rows"] or 0, row["ids"], row["no_id"] or 0, row["gaps"] or 0, row["kept"]
+    )
 
 
 def _scores_udf(
@@ -182,7 +213,7 @@ def _scores_udf(
     probabilities keeps equal probabilities in label order, which is
     ``torch.argmax``'s tie rule.
     """
-    from pyspark.sql.functions import ArrowUDFType, arrow_udf
+    from pyspark.sql.pandas.functions import ArrowUDFType, arrow_udf
 
     ranks = min(TOP_K, n_genres)
     fields = [T.StructField("p", T.ArrayType(T.DoubleType()))]
@@ -197,7 +228,9 @@ def _scores_udf(
         for vectors in batches:
             yield predict(vectors)
 
-    udf: Callable[..., Column] = arrow_udf(scores, return_type, ArrowUDFType.SCALAR_ITER)
+    # The DDL string of the struct: pyspark's stubs type an Arrow UDF's result as a scalar.
+    ddl = return_type.simpleString()
+    udf: Callable[..., Column] = arrow_udf(scores, ddl, ArrowUDFType.SCALAR_ITER)
     return udf
 
 
@@ -251,7 +284,13 @@ def run(
     model = model_spec(settings, model_version)
     source = lake.read(table)
     require_columns(source, model, table)
-    counts = input_counts(source, model.transform)
+    # The version's rows already in gold.scored, at the version the merge is checked against.
+    at = lake.version(SCORED_TABLE) if lake.exists(SCORED_TABLE) else None
+    previous = None
+    if at is not None:
+        rows = lake.read(SCORED_TABLE, at).where(F.col("model_version") == model.version)
+        previous = rows.select("track_id")
+    counts = input_counts(source, model.transform, settings.score.missing, previous)
     if counts.distinct_track_ids != counts.rows - counts.null_track_id:
         raise ScoreInputError(
             f"{table} has {counts.rows - counts.null_track_id - counts.distinct_track_ids} "
@@ -260,9 +299,16 @@ def run(
         )
     scored = score(source, model, settings)
     # gold.scored is partitioned by model_version: the merge reads and rewrites
-    # this version's files only, every other version's stay as they are.
+    # this version's files only, every other version's stay as they are. When
+    # the run scores every track the version has (re-scoring the same table),
+    # no earlier row is kept: the merge is then a replace of the partition,
+    # with no join of the new rows against the old.
     version = lake.merge(
-        scored, SCORED_TABLE, keys=KEYS, partitions=[{"model_version": model.version}]
+        scored,
+        SCORED_TABLE,
+        keys=KEYS,
+        partitions=[{"model_version": model.version}],
+        covered_at=at if counts.kept == 0 else None,
     )
     skipped = counts.missing_feature if settings.score.missing == "skip" else 0
     result = ScoreResult(
