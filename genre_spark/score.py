@@ -6,13 +6,14 @@ model was trained with (stored in the registered model from gold.normalizer
 at training time: its feature list, scaling, fill values and missing
 indicators, so a later ``genre prepare`` with other features cannot change
 them), the very function training's inputs went through.
-The input vectors go to the model through ``predict_batch_udf``: the driver
-resolves the version and locates its artifact in MLflow (the only place that
-touches the tracking store), and each Python worker loads that artifact once
-(``load_artifact`` inside ``make_predict_fn``, cached for the worker's life;
-no tracking URI, no experiment) and runs it on Arrow
-batches of ``score.batch_size`` rows. The softmax and the ranking (the label
-indices of the top 3, one numpy argsort per batch) are computed there; the
+The input vectors go to the model through an Arrow UDF (``arrow_udf``, the
+worker's half in ``model/scoring.py``): the driver resolves the version and
+locates its artifact in MLflow (the only place that touches the tracking
+store), and each Python worker loads that artifact once per job
+(``load_artifact``; no tracking URI, no experiment) and runs it on chunks of
+``score.batch_size`` rows of each Arrow batch, reading the vectors straight
+from the Arrow buffers (no pandas). The softmax and the ranking (the label
+indices of the top 3, one numpy argsort per chunk) are computed there; the
 genre names, the probability map and the top 3 are column expressions over
 the model's genre list (label index = position, stored with the model).
 
@@ -23,6 +24,11 @@ They are merged on (track_id, model_version): scoring again with the same
 model replaces its rows (idempotent); another version adds rows beside them.
 gold.scored is partitioned by model_version, so the merge reads and rewrites
 that version's partition alone: its cost does not grow with the versions kept.
+The pass that counts the input (and refuses a repeated track_id) also counts
+the version's earlier rows this run does not score; when there are none (the
+usual re-score of the same table) the merge writes the new rows as the
+partition's replacement, checked against the table version counted at,
+instead of joining them with the old ones: the same rows, without the join.
 
 Missing values (``score.missing``). A row with a null track_id cannot be
 keyed and is skipped. A row with a missing feature value is, by default
