@@ -219,7 +219,7 @@ def _scores_udf(
     probabilities keeps equal probabilities in label order, which is
     ``torch.argmax``'s tie rule.
     """
-    from pyspark.sql.pandas.functions import ArrowUDFType, arrow_udf
+    from pyspark.sql.pandas.functions import arrow_udf
 
     ranks = min(TOP_K, n_genres)
     fields = [T.StructField("p", T.ArrayType(T.DoubleType()))]
@@ -234,10 +234,10 @@ def _scores_udf(
         for vectors in batches:
             yield predict(vectors)
 
-    # The DDL string of the struct: pyspark's stubs type an Arrow UDF's result as a scalar.
-    ddl = return_type.simpleString()
-    udf: Callable[..., Column] = arrow_udf(scores, ddl, ArrowUDFType.SCALAR_ITER)
-    return udf
+    # The kind (an iterator of arrays each way) comes from ``scores``' type hints; pyspark's
+    # stubs know a hinted Arrow UDF of a scalar or array result only, not of a struct.
+    make: Callable[..., Callable[..., Column]] = arrow_udf
+    return make(scores, return_type)
 
 
 def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
