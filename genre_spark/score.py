@@ -1,18 +1,21 @@
 """Batch scoring: a registered model over a whole catalogue, into gold.scored.
 
-How it runs (ARCHITECTURE decision 7). The raw feature columns become the
-model's inputs through ``apply_transform`` with the feature transform the
-model was trained with (stored in the registered model from gold.normalizer
-at training time: its feature list, scaling, fill values and missing
-indicators, so a later ``genre prepare`` with other features cannot change
-them), the very function training's inputs went through.
-The input vectors go to the model through an Arrow UDF (``arrow_udf``, the
-worker's half in ``model/scoring.py``): the driver resolves the version and
-locates its artifact in MLflow (the only place that touches the tracking
-store), and each Python worker loads that artifact once per job
-(``load_artifact``; no tracking URI, no experiment) and runs it on chunks of
-``score.batch_size`` rows of each Arrow batch, reading the vectors straight
-from the Arrow buffers (no pandas). The softmax and the ranking (the label
+How it runs (ARCHITECTURE decision 7). The raw feature columns go, as
+Arrow batches, to an Arrow UDF (``arrow_udf``, the worker's half in
+``model/scoring.py``): the driver resolves the version and locates its
+artifact in MLflow (the only place that touches the tracking store), and
+each Python worker loads that artifact once per job (``load_artifact``; no
+tracking URI, no experiment). There the raw columns, read straight from the
+Arrow buffers (no pandas), become the model's inputs through the feature
+transform the version was trained with (stored in the registered model from
+gold.normalizer at training time: its feature list, scaling, fill values and
+missing indicators, so a later ``genre prepare`` with other features cannot
+change them), applied by ``FeatureTransform.apply``: the numpy application
+the registered pyfunc runs, which tests hold equal to the Spark columns that
+built the training inputs (``apply_transform``); Spark's version of it, run
+before the UDF, took most of the time scoring spent outside the model
+(BENCHMARKS.md, section 8c). The network runs on chunks
+of ``score.batch_size`` rows of each Arrow batch. The softmax and the ranking (the label
 indices of the top 3, one numpy argsort per chunk) are computed there; the
 genre names, the probability map and the top 3 are column expressions over
 the model's genre list (label index = position, stored with the model).
@@ -56,7 +59,7 @@ from pyspark.sql import types as T
 
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
-from genre_spark.features.spark import apply_transform, is_missing
+from genre_spark.features.spark import is_missing
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.lake.catalog import GOLD_SCORED, SILVER_TRACKS, spec
@@ -196,21 +199,17 @@ def input_counts(
     )
 
 
-def _scores_udf(
-    artifact: ModelArtifact, n_inputs: int, n_genres: int, batch_size: int
-) -> Callable[..., Column]:
-    """An Arrow UDF: the input vectors in, a struct of the probabilities ``p`` and the top-k ``r<k>`` out.
+def _scores_udf(artifact: ModelArtifact, n_genres: int, batch_size: int) -> Callable[..., Column]:
+    """An Arrow UDF: a struct of raw feature columns in, the probabilities ``p`` and top-k ``r<k>`` out.
 
     Arrow-native end to end (``arrow_udf``, an iterator of Arrow arrays): each
-    batch's ``array<double>`` column becomes the ``[n, inputs]`` matrix by a
-    view of its values buffer (no pandas, no per-row objects), and the result
-    goes back as Arrow arrays over the numpy buffers (the probabilities as one
-    ``array<double>`` column: its values are the ``[n, genres]`` matrix as it
-    is). ``pyspark.ml``'s ``predict_batch_udf`` did the same work through a
-    pandas DataFrame of a struct each way, which cost about as much as the
-    model (BENCHMARKS.md, section 8c). The forward runs on chunks of
-    ``batch_size`` rows of each Arrow batch, as ``predict_batch_udf`` did, so
-    the numbers are the same. The model loads once per worker and job, from
+    batch's raw columns are read as numpy views and transformed there
+    (``model/scoring.py``), and the result goes back as Arrow arrays over the
+    numpy buffers (the probabilities as one ``array<double>`` column: its
+    values are the ``[n, genres]`` matrix as it is); no pandas, no per-row
+    objects (``pyspark.ml``'s ``predict_batch_udf`` made a pandas DataFrame of
+    a struct each way). The forward runs on chunks of ``batch_size`` rows of
+    each Arrow batch, as ``predict_batch_udf`` did. The model loads once per worker and job, from
     the artifact the driver located (the closure carries ``artifact``, not the
     settings); a fresh key per UDF keeps a later job from reusing it. The
     ranking is one vectorised numpy argsort per chunk: ranking in the JVM needs
@@ -230,9 +229,9 @@ def _scores_udf(
     def scores(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from genre_spark.model.scoring import batch_scorer
 
-        predict = batch_scorer(key, artifact, n_inputs, n_genres, batch_size, return_type)
-        for vectors in batches:
-            yield predict(vectors)
+        predict = batch_scorer(key, artifact, n_genres, batch_size, return_type)
+        for tracks in batches:
+            yield predict(tracks)
 
     # The kind (an iterator of arrays each way) comes from ``scores``' type hints; pyspark's
     # stubs know a hinted Arrow UDF of a scalar or array result only, not of a struct.
@@ -249,11 +248,9 @@ def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
     features = model.features
     require_columns(df, model, "the input")
     rows = scorable(df.select("track_id", *features), model.transform, settings.score.missing)
-    scaled = apply_transform(rows, model.transform, output_col="_x")
     n_genres = len(model.genres)
-    n_inputs = len(model.transform.outputs)
-    scores = _scores_udf(model.artifact, n_inputs, n_genres, settings.score.batch_size)
-    predicted = scaled.select("track_id", scores(F.col("_x")).alias("_s"))
+    scores = _scores_udf(model.artifact, n_genres, settings.score.batch_size)
+    predicted = rows.select("track_id", scores(F.struct(*features)).alias("_s"))
     labels = F.array(*[F.lit(g) for g in model.genres])
     top = [F.get(labels, F.col(f"_s.r{k}")) for k in range(min(TOP_K, n_genres))]
     return predicted.select(

@@ -25,7 +25,7 @@ from genre_spark.lake import Lake, content_hash
 from genre_spark.lake.catalog import GOLD_NORMALIZER, GOLD_SCORED, SILVER_TRACKS
 from genre_spark.model.pyfunc import ranking
 from genre_spark.model.registry import load_model
-from genre_spark.model.scoring import input_matrix, result_array
+from genre_spark.model.scoring import input_columns, result_array
 
 N_TRACKS = 240
 
@@ -201,15 +201,17 @@ def test_scoring_part_of_the_tracks_again_keeps_the_version_s_other_rows(env: tu
     _assert_scores(scored, {**earlier, **now})
 
 
-def test_input_vectors_are_read_from_arrow_whole_and_results_go_back_as_arrow() -> None:
-    """The worker's Arrow views: a sliced batch reads its own rows; a null or short vector fails."""
-    rows = [[float(i), i + 0.5, -i] for i in range(6)]
-    vectors = pa.array(rows, pa.list_(pa.float64()))
-    np.testing.assert_array_equal(input_matrix(vectors.slice(2, 3), 3), np.array(rows[2:5]))
-    with pytest.raises(ValueError, match="must all have 3 values"):
-        input_matrix(pa.array([[1.0, 2.0, 3.0], [1.0, 2.0]]), 3)
-    with pytest.raises(ValueError, match="1 input vector"):
-        input_matrix(pa.array([[1.0, 2.0, 3.0], None]), 3)
+def test_raw_columns_are_read_from_arrow_and_results_go_back_as_arrow() -> None:
+    """The worker's Arrow views: a sliced batch reads its own rows, a null is NaN (an integer
+    column with one is float), what the transform reads as missing."""
+    tracks = pa.StructArray.from_arrays(
+        [pa.array([0.5, None, 2.5, 3.5]), pa.array([1, 2, None, 4], pa.int32())], ["tempo", "key"]
+    )
+    columns = input_columns(tracks.slice(1, 3))
+    assert list(columns) == ["tempo", "key"]
+    np.testing.assert_array_equal(columns["tempo"], [np.nan, 2.5, 3.5])
+    np.testing.assert_array_equal(columns["key"], [2.0, np.nan, 4.0])
+    assert input_columns(tracks.slice(3, 1))["key"].tolist() == [4]
 
     probabilities = np.array([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]])
     kind = pa.struct([("p", pa.list_(pa.float64())), ("r0", pa.int32()), ("r1", pa.int32())])

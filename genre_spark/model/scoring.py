@@ -1,14 +1,18 @@
-"""The Python worker's half of ``genre score``: Arrow batches of input vectors -> probabilities, ranks.
+"""The Python worker's half of ``genre score``: Arrow batches of raw tracks -> probabilities, ranks.
 
-Why Arrow, not pandas. A batch arrives as one ``array<double>`` column of
-the model's input vectors; its values buffer *is* the ``[n, inputs]`` matrix,
-so reading it is a view, not a conversion. The result leaves the same way:
-the ``[n, genres]`` probability matrix is the values buffer of one
+Why Arrow, not pandas. A batch arrives as one struct column of the raw
+feature columns; each is read as a numpy view of its Arrow buffer (a copy
+only where a null becomes NaN), and the version's own transform
+(``FeatureTransform.apply``, what the registered pyfunc runs; tests hold it
+equal to the Spark columns that built the training inputs) makes the
+``[n, inputs]`` matrix. Spark's column version of the transform, run before
+the UDF, took 2 of the 3 seconds that scoring 300k rows spent outside the
+model (BENCHMARKS.md, section 8c). The result leaves as Arrow: the
+``[n, genres]`` probability matrix is the values buffer of one
 ``array<double>`` column, the top-k label indices are int32 columns, all
 wrapped around the numpy buffers. No pandas DataFrame, no per-row Python
 object, on either side (``pyspark.ml``'s ``predict_batch_udf`` builds a
-pandas DataFrame of a struct each way; that cost about as much as the
-model: BENCHMARKS.md, section 8c).
+pandas DataFrame of a struct each way).
 
 The numbers are those of :func:`~genre_spark.model.pyfunc.class_probabilities`
 (the one forward pass every scorer runs) on chunks of ``batch_size`` rows of
@@ -23,7 +27,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from genre_spark.model.pyfunc import class_probabilities, ranking
@@ -33,20 +36,18 @@ from genre_spark.model.registry import ModelArtifact
 BatchScorer = Callable[[pa.Array], pa.StructArray]
 
 
-def input_matrix(vectors: pa.Array, width: int) -> np.ndarray:
-    """``[n, width]`` float64 over an ``array<double>`` column's values (a view when it can be).
+def input_columns(tracks: pa.StructArray) -> dict[str, np.ndarray]:
+    """The raw feature columns of a struct batch as numpy (a view where Arrow has no nulls).
 
-    A null vector, or one of another length, is an error: the transform
-    builds every vector whole (a missing value is imputed before it gets
-    here), so either would mean rows scored against the wrong inputs.
+    A null becomes NaN (an integer column with one becomes float64), what
+    :meth:`~genre_spark.features.transform.FeatureTransform.apply` reads as
+    missing; the struct's own slice offset is honoured (``flatten``).
     """
-    if vectors.null_count:
-        raise ValueError(f"{vectors.null_count} input vector(s) are null")
-    lengths = pc.list_value_length(vectors)
-    if len(vectors) and pc.min_max(lengths).as_py() != {"min": width, "max": width}:
-        raise ValueError(f"input vectors must all have {width} values, got {pc.unique(lengths)}")
-    values = vectors.flatten()  # honours a sliced array's offset
-    return np.asarray(values.to_numpy(zero_copy_only=False)).reshape(len(vectors), width)
+    fields = tracks.flatten()
+    return {
+        tracks.type.field(i).name: np.asarray(column.to_numpy(zero_copy_only=False))
+        for i, column in enumerate(fields)
+    }
 
 
 def result_array(
@@ -61,7 +62,7 @@ def result_array(
 
 
 def _load(
-    artifact: ModelArtifact, width: int, genres: int, batch_size: int, return_type: T.StructType
+    artifact: ModelArtifact, genres: int, batch_size: int, return_type: T.StructType
 ) -> BatchScorer:
     import torch
     from pyspark import TaskContext
@@ -74,12 +75,13 @@ def _load(
         # One task per core: torch's default (all cores, or Spark's per-executor
         # OMP_NUM_THREADS) would oversubscribe the CPUs the other tasks use.
         torch.set_num_threads(max(1, context.cpus()))
-    network = load_artifact(artifact).model
+    loaded = load_artifact(artifact)
+    network, transform = loaded.model, loaded.transform
     kind = to_arrow_type(return_type)
     assert isinstance(kind, pa.StructType)
 
-    def predict(vectors: pa.Array) -> pa.StructArray:
-        x = input_matrix(vectors, width)
+    def predict(tracks: pa.Array) -> pa.StructArray:
+        x = transform.apply(input_columns(tracks))
         chunks = [
             class_probabilities(network, x[i : i + batch_size])
             for i in range(0, len(x), batch_size)
@@ -93,17 +95,16 @@ def _load(
 def batch_scorer(
     key: uuid.UUID,
     artifact: ModelArtifact,
-    width: int,
     genres: int,
     batch_size: int,
     return_type: T.StructType,
 ) -> BatchScorer:
-    """The scorer of ``artifact`` (``width`` inputs, ``genres`` outputs), loaded once per worker
+    """The scorer of ``artifact`` (``genres`` outputs), loaded once per worker
     for the UDF ``key`` names (cached)."""
     from pyspark.ml.model_cache import ModelCache
 
     scorer = ModelCache.get(key)
     if scorer is None:
-        scorer = _load(artifact, width, genres, batch_size, return_type)
+        scorer = _load(artifact, genres, batch_size, return_type)
         ModelCache.add(key, scorer)
     return scorer
