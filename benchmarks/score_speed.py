@@ -1,4 +1,4 @@
-"""Scoring speed: `genre score` (predict_batch_udf) against raw in-process torch, same model, same run.
+"""Scoring speed: `genre score` (its Arrow UDF) against raw in-process torch, same model, same run.
 
     python benchmarks/score_speed.py --tracks 1000000          # the recorded number
     python benchmarks/score_speed.py --tracks 100000 --master 'local[2]'
@@ -9,7 +9,7 @@ initialised GenreCNN of the configured size (ensemble members included)
 registered in MLflow. Then measures, on this machine:
 
 * spark (noop): ``score.score(...)`` into Spark's ``noop`` sink: read
-  silver.tracks, scale, predict_batch_udf, label/top-3/map expressions.
+  silver.tracks, scale, the scoring Arrow UDF, label/top-3/map expressions.
 * spark (run): ``score.run(...)`` end to end: counts, scoring and the merge
   into gold.scored (one Delta commit), with ``--other-versions`` (3) other
   model versions of N rows each already in gold.scored (copies of the

@@ -1,18 +1,22 @@
 """Batch scoring: a registered model over a whole catalogue, into gold.scored.
 
-How it runs (ARCHITECTURE decision 7). The raw feature columns become the
-model's inputs through ``apply_transform`` with the feature transform the
-model was trained with (stored in the registered model from gold.normalizer
-at training time: its feature list, scaling, fill values and missing
-indicators, so a later ``genre prepare`` with other features cannot change
-them), the very function training's inputs went through.
-The input vectors go to the model through ``predict_batch_udf``: the driver
-resolves the version and locates its artifact in MLflow (the only place that
-touches the tracking store), and each Python worker loads that artifact once
-(``load_artifact`` inside ``make_predict_fn``, cached for the worker's life;
-no tracking URI, no experiment) and runs it on Arrow
-batches of ``score.batch_size`` rows. The softmax and the ranking (the label
-indices of the top 3, one numpy argsort per batch) are computed there; the
+How it runs (ARCHITECTURE decision 7). The raw feature columns go, as
+Arrow batches, to an Arrow UDF (``arrow_udf``, the worker's half in
+``model/scoring.py``): the driver resolves the version and locates its
+artifact in MLflow (the only place that touches the tracking store), and
+each Python worker loads that artifact once per job (``load_artifact``; no
+tracking URI, no experiment). There the raw columns, read straight from the
+Arrow buffers (no pandas), become the model's inputs through the feature
+transform the version was trained with (stored in the registered model from
+gold.normalizer at training time: its feature list, scaling, fill values and
+missing indicators, so a later ``genre prepare`` with other features cannot
+change them), applied by ``FeatureTransform.apply``: the numpy application
+the registered pyfunc runs, which tests hold equal to the Spark columns that
+built the training inputs (``apply_transform``); Spark's version of it, run
+before the UDF, took most of the time scoring spent outside the model
+(BENCHMARKS.md, section 8c). The network runs on chunks
+of ``score.batch_size`` rows of each Arrow batch. The softmax and the ranking (the label
+indices of the top 3, one numpy argsort per chunk) are computed there; the
 genre names, the probability map and the top 3 are column expressions over
 the model's genre list (label index = position, stored with the model).
 
@@ -23,6 +27,11 @@ They are merged on (track_id, model_version): scoring again with the same
 model replaces its rows (idempotent); another version adds rows beside them.
 gold.scored is partitioned by model_version, so the merge reads and rewrites
 that version's partition alone: its cost does not grow with the versions kept.
+The pass that counts the input (and refuses a repeated track_id) also counts
+the version's earlier rows this run does not score; when there are none (the
+usual re-score of the same table) the merge writes the new rows as the
+partition's replacement, checked against the table version counted at,
+instead of joining them with the old ones: the same rows, without the join.
 
 Missing values (``score.missing``). A row with a null track_id cannot be
 keyed and is skipped. A row with a missing feature value is, by default
@@ -37,12 +46,13 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import reduce
 from typing import TYPE_CHECKING
 
-import numpy as np
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -50,7 +60,7 @@ from pyspark.sql import types as T
 from genre_spark import stages
 from genre_spark.config import Settings
 from genre_spark.errors import GenreError
-from genre_spark.features.spark import apply_transform, is_missing
+from genre_spark.features.spark import is_missing
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
 from genre_spark.lake.catalog import GOLD_SCORED
@@ -86,12 +96,17 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class InputCounts:
-    """One pass over the input: how many rows, and how many lack a key or a feature."""
+    """One pass over the input: how many rows, and how many lack a key or a feature.
+
+    ``kept``: of the rows the model version already has in gold.scored, how
+    many the run leaves as they are (their track_id gets no score this time).
+    """
 
     rows: int
     distinct_track_ids: int
     null_track_id: int
     missing_feature: int
+    kept: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,66 +150,83 @@ def scorable(df: DataFrame, transform: FeatureTransform, missing: str = "impute"
     return df.where(keep)
 
 
-def input_counts(df: DataFrame, transform: FeatureTransform) -> InputCounts:
-    """Count rows, distinct ids and missing values in one aggregate job (small result)."""
-    gaps = F.col("track_id").isNotNull() & _any_missing(transform)
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count_distinct("track_id").alias("ids"),
-        F.sum(F.col("track_id").isNull().cast("long")).alias("no_id"),
-        F.sum(gaps.cast("long")).alias("gaps"),
+def input_counts(
+    df: DataFrame,
+    transform: FeatureTransform,
+    missing: str = "impute",
+    previous: DataFrame | None = None,
+) -> InputCounts:
+    """Count rows, distinct ids and missing values in one aggregate job (small result).
+
+    ``previous``: the track_ids a version already has in gold.scored. The
+    same job then counts those the run does not score (``kept``), so the
+    refusal of a repeated track_id and the knowledge that a merge replaces
+    every earlier row of the version cost one pass, not two. One group per
+    track_id: the input's rows of it (a repeat is a group of two), and whether
+    the version has it already.
+    """
+    has_id = F.col("track_id").isNotNull()
+    gaps = _any_missing(transform)
+    scored = has_id & ~gaps if missing == "skip" else has_id
+    flags = {"_n": F.lit(1), "_g": (has_id & gaps).cast("long"), "_s": scored.cast("long")}
+    rows = df.select("track_id", *[v.alias(k) for k, v in flags.items()], F.lit(0).alias("_t"))
+    if previous is not None:
+        zeros = [F.lit(0).alias(k) for k in flags]
+        rows = rows.unionByName(previous.select("track_id", *zeros, F.lit(1).alias("_t")))
+    per_id = rows.groupBy("track_id").agg(
+        *[F.sum(k).alias(k) for k in flags], F.max("_t").alias("_t")
+    )
+    row = per_id.agg(
+        F.sum("_n").alias("rows"),
+        F.count(F.when(has_id & (F.col("_n") > 0), 1)).alias("ids"),
+        F.sum(F.when(~has_id, F.col("_n"))).alias("no_id"),
+        F.sum("_g").alias("gaps"),
+        F.count(F.when((F.col("_t") == 1) & (F.col("_s") == 0), 1)).alias("kept"),
     ).first()
     assert row is not None  # a global aggregate has exactly one row
-    return InputCounts(row["rows"], row["ids"], row["no_id"] or 0, row["gaps"] or 0)
+    return InputCounts(
+        row["rows"] or 0, row["ids"], row["no_id"] or 0, row["gaps"] or 0, row["kept"]
+    )
 
 
-def _softmax_udf(artifact: ModelArtifact, n_genres: int, batch_size: int) -> Callable[..., Column]:
-    """predict_batch_udf: per genre its probability ``p<i>``, and the label indices ``r<k>`` of the top k.
+def _scores_udf(artifact: ModelArtifact, n_genres: int, batch_size: int) -> Callable[..., Column]:
+    """An Arrow UDF: a struct of raw feature columns in, the probabilities ``p`` and top-k ``r<k>`` out.
 
-    The model loads once per worker, from the artifact the driver located
-    (the closure carries ``artifact``, not the settings). Scalar output columns (not one array
-    column) let Arrow move the result as plain columns instead of one Python
-    array per row. The ranking is one vectorised numpy argsort per batch:
-    ranking in the JVM needs higher-order functions (a sort of structs per
-    row), which Spark interprets row by row; that cost half as much again as
-    the model itself (BENCHMARKS.md, section 2). A stable sort of the
-    negated probabilities keeps equal probabilities in label order, which is
+    Arrow-native end to end (``arrow_udf``, an iterator of Arrow arrays): each
+    batch's raw columns are read as numpy views and transformed there
+    (``model/scoring.py``), and the result goes back as Arrow arrays over the
+    numpy buffers (the probabilities as one ``array<double>`` column: its
+    values are the ``[n, genres]`` matrix as it is); no pandas, no per-row
+    objects (``pyspark.ml``'s ``predict_batch_udf`` made a pandas DataFrame of
+    a struct each way). The forward runs on chunks of ``batch_size`` rows of
+    each Arrow batch, as ``predict_batch_udf`` did. The model loads once per worker and job, from
+    the artifact the driver located (the closure carries ``artifact``, not the
+    settings); a fresh key per UDF keeps a later job from reusing it. The
+    ranking is one vectorised numpy argsort per chunk: ranking in the JVM needs
+    higher-order functions (a sort of structs per row), which Spark interprets
+    row by row (BENCHMARKS.md, section 2). A stable sort of the negated
+    probabilities keeps equal probabilities in label order, which is
     ``torch.argmax``'s tie rule.
     """
-    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.pandas.functions import arrow_udf
 
-    names = [f"p{i}" for i in range(n_genres)]
-    ranks = [f"r{k}" for k in range(min(TOP_K, n_genres))]
+    ranks = min(TOP_K, n_genres)
+    fields = [T.StructField("p", T.ArrayType(T.DoubleType()))]
+    fields += [T.StructField(f"r{k}", T.IntegerType()) for k in range(ranks)]
+    return_type = T.StructType(fields)
+    key = uuid.uuid4()
 
-    def make_predict_fn() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-        import torch
-        from pyspark import TaskContext
+    def scores(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from genre_spark.model.scoring import batch_scorer
 
-        from genre_spark.model.pyfunc import class_probabilities, ranking
-        from genre_spark.model.registry import load_artifact
+        predict = batch_scorer(key, artifact, n_genres, batch_size, return_type)
+        for tracks in batches:
+            yield predict(tracks)
 
-        context = TaskContext.get()
-        if context is not None:
-            # One task per core: torch's default (all cores, or Spark's per-executor
-            # OMP_NUM_THREADS) would oversubscribe the CPUs the other tasks use.
-            torch.set_num_threads(max(1, context.cpus()))
-        model = load_artifact(artifact).model
-
-        def predict(inputs: np.ndarray) -> dict[str, np.ndarray]:
-            probabilities = class_probabilities(model, inputs)
-            order = ranking(probabilities)
-            return {
-                **{name: probabilities[:, i] for i, name in enumerate(names)},
-                **{rank: order[:, k] for k, rank in enumerate(ranks)},
-            }
-
-        return predict
-
-    fields = [T.StructField(n, T.DoubleType()) for n in names]
-    fields += [T.StructField(r, T.IntegerType()) for r in ranks]
-    return predict_batch_udf(
-        make_predict_fn, return_type=T.StructType(fields), batch_size=batch_size
-    )
+    # The kind (an iterator of arrays each way) comes from ``scores``' type hints; pyspark's
+    # stubs know a hinted Arrow UDF of a scalar or array result only, not of a struct.
+    make: Callable[..., Callable[..., Column]] = arrow_udf
+    return make(scores, return_type)
 
 
 def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
@@ -206,21 +238,16 @@ def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
     features = model.features
     require_columns(df, model, "the input")
     rows = scorable(df.select("track_id", *features), model.transform, settings.score.missing)
-    scaled = apply_transform(rows, model.transform, output_col="_x")
     n_genres = len(model.genres)
-    softmax = _softmax_udf(model.artifact, n_genres, settings.score.batch_size)
-    inputs = model.transform.outputs
-    vector = F.struct(*[F.col("_x")[i].alias(name) for i, name in enumerate(inputs)])
-    predicted = scaled.select("track_id", softmax(vector).alias("_s"))
+    scores = _scores_udf(model.artifact, n_genres, settings.score.batch_size)
+    predicted = rows.select("track_id", scores(F.struct(*features)).alias("_s"))
     labels = F.array(*[F.lit(g) for g in model.genres])
     top = [F.get(labels, F.col(f"_s.r{k}")) for k in range(min(TOP_K, n_genres))]
     return predicted.select(
         "track_id",
         F.lit(model.version).alias("model_version"),
         top[0].alias("predicted_genre"),
-        F.map_from_arrays(labels, F.array(*[F.col(f"_s.p{i}") for i in range(n_genres)])).alias(
-            "probabilities"
-        ),
+        F.map_from_arrays(labels, F.col("_s.p")).alias("probabilities"),
         F.array(*top).alias("top3"),
         F.current_timestamp().alias("scored_at"),
     )
@@ -252,7 +279,13 @@ def run(
     with stages.run(lake, stages.SCORE, source=table) as io:
         source = io.read(io.source)
         require_columns(source, model, io.source)
-        counts = input_counts(source, model.transform)
+        # The version's rows already in gold.scored, at the version the merge is checked against.
+        at = io.version(GOLD_SCORED) if io.exists(GOLD_SCORED) else None
+        previous = None
+        if at is not None:
+            rows = io.read(GOLD_SCORED, at).where(F.col("model_version") == model.version)
+            previous = rows.select("track_id")
+        counts = input_counts(source, model.transform, settings.score.missing, previous)
         if counts.distinct_track_ids != counts.rows - counts.null_track_id:
             raise ScoreInputError(
                 f"{io.source} has {counts.rows - counts.null_track_id - counts.distinct_track_ids} "
@@ -260,11 +293,15 @@ def run(
                 "model_version), so deduplicate the table first"
             )
         # gold.scored is partitioned by model_version: the merge reads and rewrites
-        # this version's files only, every other version's stay as they are.
+        # this version's files only, every other version's stay as they are. When
+        # the run scores every track the version has (re-scoring the same table),
+        # no earlier row is kept: the merge is then a replace of the partition,
+        # with no join of the new rows against the old.
         version = io.merge(
             score(source, model, settings),
             GOLD_SCORED,
             partitions=[{"model_version": model.version}],
+            covered_at=at if counts.kept == 0 else None,
         )
     skipped = counts.missing_feature if settings.score.missing == "skip" else 0
     result = ScoreResult(

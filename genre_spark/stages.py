@@ -111,8 +111,9 @@ TUNE = Stage("tune", (GOLD_FEATURES, GOLD_NORMALIZER), ())
 REFERENCES = Stage("references", (GOLD_FEATURES,), (GOLD_REFERENCE_PREDICTIONS,))
 #: gold.models, the lake's mirror of the MLflow registry: a row per registered version, aliases.
 REGISTRY = Stage("registry", (GOLD_MODELS,), (GOLD_MODELS,))
-#: Any table with track_id and the model's raw features (``--table``), merged into gold.scored.
-SCORE = Stage("score", (), (GOLD_SCORED,), source=SILVER_TRACKS)
+#: Any table with track_id and the model's raw features (``--table``), merged into gold.scored
+#: (read first: which of the version's rows the run would keep).
+SCORE = Stage("score", (GOLD_SCORED,), (GOLD_SCORED,), source=SILVER_TRACKS)
 EVALUATE = Stage(
     "evaluate",
     (GOLD_SCORED, GOLD_FEATURES, GOLD_REFERENCE_PREDICTIONS),
@@ -252,14 +253,24 @@ class StageRun:
         self.written[name] = self.lake.replace(df, self._output(df, name), where)
         return self.written[name]
 
-    def merge(self, df: DataFrame, name: str, partitions: list[Partition] | None = None) -> int:
+    def merge(
+        self,
+        df: DataFrame,
+        name: str,
+        partitions: list[Partition] | None = None,
+        covered_at: int | None = None,
+    ) -> int:
         """Check ``df`` against the schema, upsert it on the catalogue's keys; the version.
 
         ``partitions`` (of the table's partition columns) scopes the merge to
-        the partitions ``df`` falls in when the stage knows them (``Lake.merge``).
+        the partitions ``df`` falls in when the stage knows them; ``covered_at``
+        says at which version ``df`` was found to replace every row of them
+        (both as ``Lake.merge`` takes them).
         """
         keys = list(spec(name).keys)
-        self.written[name] = self.lake.merge(df, self._output(df, name), keys, partitions)
+        self.written[name] = self.lake.merge(
+            df, self._output(df, name), keys, partitions, covered_at
+        )
         return self.written[name]
 
 

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from genre_spark.cli import app
 from genre_spark.ingest.land import source_key, source_key_column
-from genre_spark.lake import Lake, PartitionError, content_hash
+from genre_spark.lake import ConcurrentWriteError, Lake, PartitionError, content_hash
 from genre_spark.lake.catalog import GOLD_SCORED
 from genre_spark.lake.engine import CHECKPOINT_INTERVAL_KEY
 from genre_spark.lake.partitions import folder
@@ -103,6 +103,39 @@ def test_a_scoped_merge_rewrites_only_the_partitions_of_its_source(
     versions = engine_lake.version(GOLD_SCORED)
     engine_lake.merge(again, GOLD_SCORED, KEYS)  # re-run: identical content
     assert engine_lake.version(GOLD_SCORED) == versions + 1
+    assert content_hash(engine_lake.read(GOLD_SCORED)) == content_hash(recompute)
+
+
+def test_a_covered_merge_is_the_merge_and_loses_to_a_commit_in_its_partition(
+    spark: SparkSession, engine_lake: Lake
+) -> None:
+    """``covered_at``: the caller found, at that version, every row of the partition matched by
+    the source. The result is the merge's; on delta-rs it is a replace checked against that
+    version, so a commit to the partition since then (rows the source does not have) makes it
+    lose instead of vanishing, and a commit to another partition does not."""
+    engine_lake.write(scored(spark, {"1": range(5), "2": range(5)}), GOLD_SCORED)
+    before = files_by_partition(engine_lake.path(GOLD_SCORED))
+    update = scored(spark, {"2": range(5)}, p=0.8)
+    scope = [{"model_version": "2"}]
+
+    engine_lake.merge(update, GOLD_SCORED, KEYS, scope, covered_at=engine_lake.version(GOLD_SCORED))
+
+    assert files_by_partition(engine_lake.path(GOLD_SCORED))["1"] == before["1"]
+    recompute = scored(spark, {"1": range(5)}).union(update)
+    assert content_hash(engine_lake.read(GOLD_SCORED)) == content_hash(recompute)
+
+    at = engine_lake.version(GOLD_SCORED)
+    engine_lake.merge(scored(spark, {"1": range(5, 7)}), GOLD_SCORED, KEYS)  # another partition
+    engine_lake.merge(update, GOLD_SCORED, KEYS, scope, covered_at=at)
+    at = engine_lake.version(GOLD_SCORED)
+    late = scored(spark, {"2": range(5, 7)}, p=0.3)  # lands in the partition after ``at``
+    engine_lake.merge(late, GOLD_SCORED, KEYS, scope)
+    if engine_lake.engine.name == "delta-rs":
+        with pytest.raises(ConcurrentWriteError, match="partition model_version=2"):
+            engine_lake.merge(update, GOLD_SCORED, KEYS, scope, covered_at=at)
+    else:  # delta-spark merges (Delta cannot check a replaceWhere against an older version)
+        engine_lake.merge(update, GOLD_SCORED, KEYS, scope, covered_at=at)
+    recompute = scored(spark, {"1": range(7)}).union(update).union(late)
     assert content_hash(engine_lake.read(GOLD_SCORED)) == content_hash(recompute)
 
 

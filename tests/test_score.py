@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from pyspark.sql import DataFrame, SparkSession
@@ -22,7 +23,9 @@ from genre_spark.features.spark import fit_transform, transform_table
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake, content_hash
 from genre_spark.lake.catalog import GOLD_NORMALIZER, GOLD_SCORED, SILVER_TRACKS, spec
+from genre_spark.model.pyfunc import ranking
 from genre_spark.model.registry import load_model
+from genre_spark.model.scoring import input_columns, result_array
 
 N_TRACKS = 240
 
@@ -165,6 +168,58 @@ def test_new_version_adds_rows_beside_the_old_ones(env: tuple, tmp_path: Path) -
     # into the shared lake, before or after this one (random order).
     ours = lake.read(GOLD_SCORED).where(F.col("model_version").isin(first_version, second_version))
     assert fresh.content_hash(GOLD_SCORED) == content_hash(ours)
+
+
+def test_scoring_part_of_the_tracks_again_keeps_the_version_s_other_rows(env: tuple) -> None:
+    """Re-scoring a version merges: the earlier rows of tracks this run does not score stay.
+
+    Another table (here silver.tracks rewritten with part of its tracks and new ones) keeps
+    the tracks it lacks; under ``skip`` the tracks with a missing value keep their earlier
+    (imputed) scores. Only a run that scores every track the version has replaces them all."""
+    settings, lake, _, _, _, transform = env
+    version, model = register_cnn(lake, settings, seed=6, transform=transform)
+    score.run(lake, settings, model_version=version)
+    scored = lake.read(GOLD_SCORED).where(F.col("model_version") == version)
+    before, earlier = content_hash(scored), _expected(lake, model, transform)
+    skip = settings.model_copy(
+        update={"score": settings.score.model_copy(update={"missing": "skip"})}
+    )
+
+    score.run(lake, skip, model_version=version)
+
+    assert content_hash(lake.read(GOLD_SCORED).where(F.col("model_version") == version)) == before
+    silver_version = lake.version(SILVER_TRACKS)
+    part = lake.read(SILVER_TRACKS).where("track_id < 't1-0100'")
+    lake.write(part.unionByName(catalogue(lake.spark, 30, seed=7)), SILVER_TRACKS)
+    try:
+        score.run(lake, settings, model_version=version)
+        now = _expected(lake, model, transform)
+    finally:
+        lake.write(lake.read(SILVER_TRACKS, version=silver_version), SILVER_TRACKS)
+    assert set(earlier) - set(now) and set(now) - set(earlier)  # some kept, some new
+    scored = lake.read(GOLD_SCORED).where(F.col("model_version") == version)
+    _assert_scores(scored, {**earlier, **now})
+
+
+def test_raw_columns_are_read_from_arrow_and_results_go_back_as_arrow() -> None:
+    """The worker's Arrow views: a sliced batch reads its own rows, a null is NaN (an integer
+    column with one is float), what the transform reads as missing."""
+    tracks = pa.StructArray.from_arrays(
+        [pa.array([0.5, None, 2.5, 3.5]), pa.array([1, 2, None, 4], pa.int32())], ["tempo", "key"]
+    )
+    columns = input_columns(tracks.slice(1, 3))
+    assert list(columns) == ["tempo", "key"]
+    np.testing.assert_array_equal(columns["tempo"], [np.nan, 2.5, 3.5])
+    np.testing.assert_array_equal(columns["key"], [2.0, np.nan, 4.0])
+    assert input_columns(tracks.slice(3, 1))["key"].tolist() == [4]
+
+    probabilities = np.array([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]])
+    kind = pa.struct([("p", pa.list_(pa.float64())), ("r0", pa.int32()), ("r1", pa.int32())])
+    result = result_array(probabilities, ranking(probabilities), kind).to_pylist()
+    assert result == [
+        {"p": [0.2, 0.5, 0.3], "r0": 1, "r1": 2},
+        {"p": [0.4, 0.2, 0.4], "r0": 0, "r1": 2},  # a tie goes to the lower label index
+    ]
 
 
 def test_a_version_is_scored_with_the_transform_it_was_trained_with(env: tuple) -> None:

@@ -190,6 +190,8 @@ def _interpolate(
 
 def _as_float(values: Any) -> np.ndarray:
     """A column (numpy, pandas with NA, a list with None) as float64 with NaN for missing."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return values.astype(np.float64, copy=False)  # numeric numpy: NaN already means missing
     if hasattr(values, "to_numpy"):
         return np.asarray(values.to_numpy(dtype="float64", na_value=np.nan), dtype=np.float64)
     return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)

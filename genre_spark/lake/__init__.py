@@ -268,14 +268,19 @@ class Lake:
         name: str,
         keys: list[str],
         partitions: list[Partition] | None = None,
+        covered_at: int | None = None,
     ) -> int:
         """Upsert on ``keys`` (unique in ``df``): matched rows replaced, new rows inserted.
 
         On a partitioned table whose partition columns are among ``keys`` the
         merge touches only the partitions ``df``'s rows fall in: ``partitions``
         when the caller knows them (``genre score``: its model version), else
-        found by one small aggregate over ``df``. Returns the version of the
-        merge's commit.
+        found by one small aggregate over ``df``. ``covered_at`` (with
+        ``partitions``): the table version at which the caller found that
+        ``df``'s keys match every row of those partitions, so that none is
+        kept; the engine may then write ``df`` as their replacement, checked
+        against that version, instead of joining it with the old rows (the
+        delta-rs engine does). Returns the version of the merge's commit.
         """
         path = self.path(name)
         columns = spec(name).partition_by
@@ -287,7 +292,8 @@ class Lake:
                 if partitions is not None
                 else distinct_partitions(df, columns)
             )
-            return self.engine.merge(within(df, scope, name), path, keys, scope)
+            covered = covered_at if partitions is not None else None
+            return self.engine.merge(within(df, scope, name), path, keys, scope, covered)
         return self.engine.merge(df, path, keys)
 
     def optimize(self, name: str) -> Compaction:

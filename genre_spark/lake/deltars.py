@@ -120,11 +120,13 @@ class _PartFiles:
         if not self.partition_by:
             self._write((), table)
             return
-        for key in (
-            table.select(self.partition_by).group_by(self.partition_by).aggregate([]).to_pylist()
-        ):
-            rows = table.filter(self._mask(table, key)).drop_columns(self.partition_by)
-            self._write(tuple(partition_string(key[c]) for c in self.partition_by), rows)
+        keys = table.select(self.partition_by).group_by(self.partition_by).aggregate([]).to_pylist()
+        for key in keys:
+            # A batch of one partition (a scoped write's every batch) goes whole: filtering
+            # would copy every column, maps and arrays included, to keep every row.
+            rows = table if len(keys) == 1 else table.filter(self._mask(table, key))
+            values = tuple(partition_string(key[c]) for c in self.partition_by)
+            self._write(values, rows.drop_columns(self.partition_by))
 
     def _mask(self, table: pa.Table, key: dict[str, Any]) -> Any:
         tests = [
@@ -456,7 +458,12 @@ class DeltaRsEngine:
         return committed_version(path, write_id)
 
     def merge(
-        self, df: DataFrame, path: str, keys: list[str], partitions: Partitions | None = None
+        self,
+        df: DataFrame,
+        path: str,
+        keys: list[str],
+        partitions: Partitions | None = None,
+        covered_at: int | None = None,
     ) -> int:
         """Upsert by copy-on-write: the target without the incoming keys, plus the incoming rows.
 
@@ -467,11 +474,14 @@ class DeltaRsEngine:
         is safe. The commit is checked against the version the target was read
         at, so a write that lands meanwhile in what the merge rewrites makes it
         fail with ConcurrentWriteError instead of being overwritten unseen.
+
+        With ``covered_at`` the caller has found, at that version, that no row
+        of ``partitions`` would be kept: the upsert is ``df`` itself, written
+        without reading or joining the old rows (the costly half of a merge
+        whose every row is replaced) and checked against ``covered_at``, so a
+        commit to those partitions since then still makes it lose.
         """
-        read_version = self.version(path)
-        target = self.read(path, read_version)
-        if partitions is not None:
-            target = target.where(column_condition(partitions))
+        read_version = self.version(path) if covered_at is None else covered_at
         commit = Commit(
             "MERGE",
             overwrite=True,
@@ -479,6 +489,11 @@ class DeltaRsEngine:
             partition_by=tuple(self.partition_columns(path)),
             replace=partitions,
         )
+        if covered_at is not None and partitions is not None:
+            return self._save(df, path, commit)
+        target = self.read(path, read_version)
+        if partitions is not None:
+            target = target.where(column_condition(partitions))
         return self._save(upserted(target, df, keys), path, commit)
 
     def version(self, path: str) -> int:

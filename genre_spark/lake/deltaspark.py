@@ -197,13 +197,21 @@ class DeltaSparkEngine:
         )
 
     def merge(
-        self, df: DataFrame, path: str, keys: list[str], partitions: Partitions | None = None
+        self,
+        df: DataFrame,
+        path: str,
+        keys: list[str],
+        partitions: Partitions | None = None,
+        covered_at: int | None = None,
     ) -> int:
         """Delta's MERGE on ``keys``: matched rows updated, new rows inserted; that commit's version.
 
         With ``partitions`` their predicate on the target joins the ON clause:
         Delta then reads and rewrites only those partitions' files, and a
         concurrent commit to another partition does not conflict with it.
+        ``covered_at`` is not used: Delta's ``replaceWhere`` cannot be checked
+        against an earlier version, so a replace could drop a row committed
+        since; the MERGE gives the same rows and sees every commit.
         """
         write_id = new_write_id()
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)

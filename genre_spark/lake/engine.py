@@ -102,12 +102,21 @@ class Engine(Protocol):
         ...
 
     def merge(
-        self, df: DataFrame, path: str, keys: list[str], partitions: Partitions | None = None
+        self,
+        df: DataFrame,
+        path: str,
+        keys: list[str],
+        partitions: Partitions | None = None,
+        covered_at: int | None = None,
     ) -> int:
         """Upsert on ``keys`` in one commit; returns that commit's version.
 
         With ``partitions`` (the source's rows all lie in them, and the
         partition columns are keys) only those partitions are read and rewritten.
+        ``covered_at`` (with ``partitions``): the table version at which the
+        caller found every row of those partitions matched by a key of ``df``,
+        so the merge keeps none of them and may write ``df`` as their
+        replacement, checked against that version.
         """
         ...
 

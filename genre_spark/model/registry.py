@@ -11,7 +11,7 @@ its training inputs were built, whatever a later ``genre prepare`` writes.
 ``load_model(settings, version)`` reads those same artifacts (through
 ``mlflow.pyfunc.load_model``). MLflow's tracking state is the driver's: the
 driver resolves a version and locates its artifact (``model_artifact``), and a
-Python worker (``predict_batch_udf``'s ``make_predict_fn``) loads just that
+Python worker (``genre score``'s Arrow UDF, ``model/scoring.py``) loads just that
 artifact (``load_artifact``), never setting a tracking URI or creating an
 experiment. The MLmodel ``metadata`` holds the training
 parameters (and the genres and features, for people reading the MLflow UI).
