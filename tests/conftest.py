@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jvm_options
 import pytest
 from pyspark.sql import SparkSession
 from standalone import Cluster, standalone_cluster
@@ -35,9 +34,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
-
-# Before any JVM starts: every JVM of the run gets the short-lived-JVM options (tests/jvm_options.py).
-jvm_options.use_test_options()
 
 ENGINES = ("delta-rs", "delta-spark")
 TEST_ENGINE = os.environ.get("TEST_LAKE_ENGINE", "delta-rs")  # not GENRE_*: those are settings

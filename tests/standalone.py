@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pyspark
-from jvm_options import TEST_JVM_OPTIONS
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 
@@ -200,8 +199,6 @@ def spark_submit(
         "spark.sql.shuffle.partitions=4",
         "--conf",
         "spark.task.maxFailures=1",
-        "--conf",
-        f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
         "--executor-memory",
         "1g",
         *(submit_args or []),
