@@ -1,4 +1,4 @@
-"""Scoring speed: `genre score` (its Arrow UDF) against raw in-process torch, same model, same run.
+"""Scoring speed: `genre score` (its Arrow scorer) against raw in-process torch, same model, same run.
 
     python benchmarks/score_speed.py --tracks 1000000          # the recorded number
     python benchmarks/score_speed.py --tracks 100000 --master 'local[2]'
@@ -9,9 +9,12 @@ initialised GenreCNN of the configured size (ensemble members included)
 registered in MLflow. Then measures, on this machine:
 
 * spark (noop): ``score.score(...)`` into Spark's ``noop`` sink: read
-  silver.tracks, scale, the scoring Arrow UDF, label/top-3/map expressions.
+  silver.tracks, the scorer under ``mapInArrow`` (transform, forward, the
+  whole output row), Spark's rows in and out of the Python workers.
 * spark (run): ``score.run(...)`` end to end: counts, scoring and the merge
-  into gold.scored (one Delta commit), with ``--other-versions`` (3) other
+  into gold.scored (one Delta commit; on delta-rs the scorer runs over
+  silver's files and writes gold.scored's, no row through the JVM), with
+  ``--other-versions`` (3) other
   model versions of N rows each already in gold.scored (copies of the
   benchmark version's rows under other labels, one partition each).
 * flatness: the same run with 1 and with 5 other versions present; the

@@ -5,7 +5,7 @@
 
 Items, in the order they run (the cheap, important ones first):
 
-* ``score``: benchmarks/score_speed.py (the scoring Arrow UDF vs in-process torch);
+* ``score``: benchmarks/score_speed.py (the scoring Arrow scorer vs in-process torch);
 * ``train``: benchmarks/train_speed.py speed (TorchDistributor vs a plain torch loop),
   --train-epochs epochs on both sides;
 * ``dbscan``: benchmarks/dbscan.py at --dbscan-rows with scikit-learn on the

@@ -1,24 +1,34 @@
 """Batch scoring: a registered model over a whole catalogue, into gold.scored.
 
-How it runs (ARCHITECTURE decision 7). The raw feature columns go, as
-Arrow batches, to an Arrow UDF (``arrow_udf``, the worker's half in
-``model/scoring.py``): the driver resolves the version and locates its
-artifact in MLflow (the only place that touches the tracking store), and
-each Python worker loads that artifact once per job (``load_artifact``; no
-tracking URI, no experiment). There the raw columns, read straight from the
-Arrow buffers (no pandas), become the model's inputs through the feature
-transform the version was trained with (stored in the registered model from
-gold.normalizer at training time: its feature list, scaling, fill values and
-missing indicators, so a later ``genre prepare`` with other features cannot
-change them), applied by ``FeatureTransform.apply``: the numpy application
-the registered pyfunc runs, which tests hold equal to the Spark columns that
-built the training inputs (``apply_transform``); Spark's version of it, run
-before the UDF, took most of the time scoring spent outside the model
-(BENCHMARKS.md, section 8c). The network runs on chunks
-of ``score.batch_size`` rows of each Arrow batch. The softmax and the ranking (the label
-indices of the top 3, one numpy argsort per chunk) are computed there; the
-genre names, the probability map and the top 3 are column expressions over
-the model's genre list (label index = position, stored with the model).
+How it runs (ARCHITECTURE decision 7). The driver resolves the version
+and locates its artifact in MLflow (the only place that touches the
+tracking store); the scoring itself is one Python function over Arrow
+batches of track_id and the raw feature columns (``Scorer``, the worker's
+half in ``model/scoring.py``), and each Python worker loads the artifact
+once per job (``load_artifact``; no tracking URI, no experiment). There the
+raw columns, read straight from the Arrow buffers (no pandas), become the
+model's inputs through the feature transform the version was trained with
+(stored in the registered model from gold.normalizer at training time: its
+feature list, scaling, fill values and missing indicators, so a later
+``genre prepare`` with other features cannot change them), applied by
+``FeatureTransform.apply``: the numpy application the registered pyfunc
+runs, which tests hold equal to the Spark columns that built the training
+inputs (``apply_transform``). The network runs on chunks of
+``score.batch_size`` rows of each batch; the softmax, the ranking (one numpy
+argsort per chunk) and the whole output row (genre names, probability map,
+top 3) are built there as Arrow arrays, so Spark evaluates no expression per
+row.
+
+Where the function runs. ``score`` (the pure core) is Spark's
+``mapInArrow`` over a DataFrame. ``run`` hands the function to the lake
+(``merge_mapped``): when the merge replaces the version's whole partition
+(below), the delta-rs engine runs it over silver's Parquet files in Spark
+tasks that read them with pyarrow and write gold.scored's files themselves,
+so no row crosses into the JVM and back (three crossings before: into the
+UDF, out of it, into the writer's worker; BENCHMARKS.md, section 8d); the
+delta-spark engine, and any merge that keeps earlier rows, run it under
+``mapInArrow`` and merge as before. The same function either way, so the
+same rows.
 
 Output rows (gold.scored): track_id, model_version, predicted_genre,
 probabilities (map genre -> softmax probability), top3 (genres by falling
@@ -44,18 +54,16 @@ and printed, never silent.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import operator
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import reduce
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from genre_spark import stages
 from genre_spark.config import Settings
@@ -63,14 +71,14 @@ from genre_spark.errors import GenreError
 from genre_spark.features.spark import is_missing
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.lake import Lake
-from genre_spark.lake.catalog import GOLD_SCORED
+from genre_spark.lake.catalog import GOLD_SCORED, spec
+from genre_spark.lake.engine import ArrowMap, arrow_schema
+from genre_spark.model.scoring import Scorer
 
 if TYPE_CHECKING:
     from genre_spark.model.registry import ModelArtifact
 
 log = logging.getLogger(__name__)
-
-TOP_K = 3
 
 
 class ScoreInputError(GenreError):
@@ -142,14 +150,6 @@ def _any_missing(transform: FeatureTransform) -> Column:
     return reduce(operator.or_, [is_missing(f) for f in transform.features], F.lit(False))
 
 
-def scorable(df: DataFrame, transform: FeatureTransform, missing: str = "impute") -> DataFrame:
-    """The rows that get a score: a track_id, and (under ``skip``) every feature present."""
-    keep = F.col("track_id").isNotNull()
-    if missing == "skip":
-        keep = keep & ~_any_missing(transform)
-    return df.where(keep)
-
-
 def input_counts(
     df: DataFrame,
     transform: FeatureTransform,
@@ -189,44 +189,34 @@ def input_counts(
     )
 
 
-def _scores_udf(artifact: ModelArtifact, n_genres: int, batch_size: int) -> Callable[..., Column]:
-    """An Arrow UDF: a struct of raw feature columns in, the probabilities ``p`` and top-k ``r<k>`` out.
+def mapping(model: ModelSpec, settings: Settings) -> ArrowMap:
+    """gold.scored rows from track_id + the model's raw feature columns, batch by batch.
 
-    Arrow-native end to end (``arrow_udf``, an iterator of Arrow arrays): each
-    batch's raw columns are read as numpy views and transformed there
-    (``model/scoring.py``), and the result goes back as Arrow arrays over the
-    numpy buffers (the probabilities as one ``array<double>`` column: its
-    values are the ``[n, genres]`` matrix as it is); no pandas, no per-row
-    objects (``pyspark.ml``'s ``predict_batch_udf`` made a pandas DataFrame of
-    a struct each way). The forward runs on chunks of ``batch_size`` rows of
-    each Arrow batch, as ``predict_batch_udf`` did. The model loads once per worker and job, from
-    the artifact the driver located (the closure carries ``artifact``, not the
-    settings); a fresh key per UDF keeps a later job from reusing it. The
-    ranking is one vectorised numpy argsort per chunk: ranking in the JVM needs
-    higher-order functions (a sort of structs per row), which Spark interprets
-    row by row (BENCHMARKS.md, section 2). A stable sort of the negated
-    probabilities keeps equal probabilities in label order, which is
-    ``torch.argmax``'s tie rule.
+    The function is :class:`~genre_spark.model.scoring.Scorer`, run in the
+    Python workers over Arrow batches (``mapInArrow``, or the source's files
+    directly on delta-rs): transform, forward, softmax, ranking and the whole
+    output row there, nothing left for Spark's expressions. The model loads
+    once per worker and job from the artifact the driver located (the
+    closure carries ``artifact``, not the settings); a fresh key per mapping
+    keeps a later job from reusing it. The ranking is one vectorised numpy
+    argsort per chunk: ranking in the JVM needs higher-order functions (a sort
+    of structs per row), which Spark interprets row by row (BENCHMARKS.md,
+    section 2). A stable sort of the negated probabilities keeps equal
+    probabilities in label order, which is ``torch.argmax``'s tie rule.
     """
-    from pyspark.sql.pandas.functions import arrow_udf
-
-    ranks = min(TOP_K, n_genres)
-    fields = [T.StructField("p", T.ArrayType(T.DoubleType()))]
-    fields += [T.StructField(f"r{k}", T.IntegerType()) for k in range(ranks)]
-    return_type = T.StructType(fields)
-    key = uuid.uuid4()
-
-    def scores(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from genre_spark.model.scoring import batch_scorer
-
-        predict = batch_scorer(key, artifact, n_genres, batch_size, return_type)
-        for tracks in batches:
-            yield predict(tracks)
-
-    # The kind (an iterator of arrays each way) comes from ``scores``' type hints; pyspark's
-    # stubs know a hinted Arrow UDF of a scalar or array result only, not of a struct.
-    make: Callable[..., Callable[..., Column]] = arrow_udf
-    return make(scores, return_type)
+    table = spec(GOLD_SCORED).schema
+    scorer = Scorer(
+        key=uuid.uuid4(),
+        artifact=model.artifact,
+        version=model.version,
+        genres=model.genres,
+        transform=model.transform,
+        batch_size=settings.score.batch_size,
+        skip_missing=settings.score.missing == "skip",
+        scored_at=dt.datetime.now(dt.UTC),
+        schema=arrow_schema(table),
+    )
+    return ArrowMap(("track_id", *model.features), scorer, table)
 
 
 def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
@@ -235,22 +225,8 @@ def score(df: DataFrame, model: ModelSpec, settings: Settings) -> DataFrame:
     Pure: reads nothing, writes nothing. ``model`` names the registered
     version whose weights each worker loads, and carries its transform.
     """
-    features = model.features
     require_columns(df, model, "the input")
-    rows = scorable(df.select("track_id", *features), model.transform, settings.score.missing)
-    n_genres = len(model.genres)
-    scores = _scores_udf(model.artifact, n_genres, settings.score.batch_size)
-    predicted = rows.select("track_id", scores(F.struct(*features)).alias("_s"))
-    labels = F.array(*[F.lit(g) for g in model.genres])
-    top = [F.get(labels, F.col(f"_s.r{k}")) for k in range(min(TOP_K, n_genres))]
-    return predicted.select(
-        "track_id",
-        F.lit(model.version).alias("model_version"),
-        top[0].alias("predicted_genre"),
-        F.map_from_arrays(labels, F.col("_s.p")).alias("probabilities"),
-        F.array(*top).alias("top3"),
-        F.current_timestamp().alias("scored_at"),
-    )
+    return mapping(model, settings).over(df)
 
 
 def model_spec(settings: Settings, version: str | None = None) -> ModelSpec:
@@ -277,7 +253,8 @@ def run(
     """
     model = model_spec(settings, model_version)
     with stages.run(lake, stages.SCORE, source=table) as io:
-        source = io.read(io.source)
+        read_at = io.version(io.source)
+        source = io.read(io.source, read_at)
         require_columns(source, model, io.source)
         # The version's rows already in gold.scored, at the version the merge is checked against.
         at = io.version(GOLD_SCORED) if io.exists(GOLD_SCORED) else None
@@ -297,11 +274,12 @@ def run(
         # the run scores every track the version has (re-scoring the same table),
         # no earlier row is kept: the merge is then a replace of the partition,
         # with no join of the new rows against the old.
-        version = io.merge(
-            score(source, model, settings),
+        version = io.merge_mapped(
+            mapping(model, settings),
             GOLD_SCORED,
             partitions=[{"model_version": model.version}],
             covered_at=at if counts.kept == 0 else None,
+            source_version=read_at,
         )
     skipped = counts.missing_feature if settings.score.missing == "skip" else 0
     result = ScoreResult(

@@ -54,6 +54,7 @@ from genre_spark.lake.catalog import (
     TableSpec,
     spec,
 )
+from genre_spark.lake.engine import ArrowMap
 from genre_spark.lake.partitions import Partition
 from genre_spark.prepare import manifest
 
@@ -159,10 +160,10 @@ def _plain(data_type: T.DataType) -> str:
     return data_type.simpleString()
 
 
-def check_schema(df: DataFrame, table: TableSpec) -> None:
-    """Raise SchemaMismatchError unless ``df`` has the table's columns, in order, with its types."""
+def check_schema(schema: T.StructType, table: TableSpec) -> None:
+    """Raise SchemaMismatchError unless ``schema`` has the table's columns, in order, with its types."""
     want = {f.name: _plain(f.dataType) for f in table.schema.fields}
-    have = {f.name: _plain(f.dataType) for f in df.schema.fields}
+    have = {f.name: _plain(f.dataType) for f in schema.fields}
     missing = [c for c in want if c not in have]
     extra = [c for c in have if c not in want]
     wrong = [f"{c} is {have[c]}, not {want[c]}" for c in want if c in have and have[c] != want[c]]
@@ -217,10 +218,10 @@ class StageRun:
         self._require_prepare()
         return name
 
-    def _output(self, df: DataFrame, name: str) -> str:
+    def _output(self, schema: T.StructType, name: str) -> str:
         if name not in self.stage.outputs:
             raise StageWiringError(f"stage {self.stage.name} writes {name}, not among its outputs")
-        check_schema(df, spec(name))
+        check_schema(schema, spec(name))
         if self.stage.writes_prepare and not self.written:
             manifest.mark_running(self.lake, self.stage.outputs)
         return name
@@ -245,12 +246,12 @@ class StageRun:
 
     def write(self, df: DataFrame, name: str) -> int:
         """Check ``df`` against ``name``'s catalogue schema, overwrite the table; its version."""
-        self.written[name] = self.lake.write(df, self._output(df, name))
+        self.written[name] = self.lake.write(df, self._output(df.schema, name))
         return self.written[name]
 
     def replace(self, df: DataFrame, name: str, where: list[Partition]) -> int:
         """Check ``df`` against the schema, replace the partitions ``where`` names; the version."""
-        self.written[name] = self.lake.replace(df, self._output(df, name), where)
+        self.written[name] = self.lake.replace(df, self._output(df.schema, name), where)
         return self.written[name]
 
     def merge(
@@ -269,7 +270,28 @@ class StageRun:
         """
         keys = list(spec(name).keys)
         self.written[name] = self.lake.merge(
-            df, self._output(df, name), keys, partitions, covered_at
+            df, self._output(df.schema, name), keys, partitions, covered_at
+        )
+        return self.written[name]
+
+    def merge_mapped(
+        self,
+        mapping: ArrowMap,
+        name: str,
+        partitions: list[Partition] | None = None,
+        covered_at: int | None = None,
+        source_version: int | None = None,
+    ) -> int:
+        """``merge`` of ``mapping``'s rows over this run's source (``Lake.merge_mapped``)."""
+        keys = list(spec(name).keys)
+        self.written[name] = self.lake.merge_mapped(
+            self._input(self.source),
+            mapping,
+            self._output(mapping.schema, name),
+            keys,
+            partitions,
+            covered_at,
+            source_version,
         )
         return self.written[name]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 
 import duckdb
 import duckdb_extensions
@@ -25,8 +26,8 @@ from typer.testing import CliRunner
 from genre_spark.cli import app
 from genre_spark.ingest.land import source_key, source_key_column
 from genre_spark.lake import ConcurrentWriteError, Lake, PartitionError, content_hash
-from genre_spark.lake.catalog import GOLD_SCORED
-from genre_spark.lake.engine import CHECKPOINT_INTERVAL_KEY
+from genre_spark.lake.catalog import BRONZE_TRACKS_RAW, GOLD_SCORED
+from genre_spark.lake.engine import CHECKPOINT_INTERVAL_KEY, ArrowMap
 from genre_spark.lake.partitions import folder
 
 KEYS = ["track_id", "model_version"]
@@ -233,3 +234,56 @@ def test_partition_values_a_folder_name_would_have_to_escape_are_refused() -> No
     assert folder({"v": "12", "k": None}, ["v", "k"]) == "v=12/k=__HIVE_DEFAULT_PARTITION__"
     with pytest.raises(PartitionError, match=r"'a/b' of v must be letters, digits or \._\+-"):
         folder({"v": "a/b"}, ["v"])
+
+
+def test_a_mapped_merge_is_the_merge_of_the_mapped_rows_and_keeps_other_files(
+    spark: SparkSession, engine_lake: Lake
+) -> None:
+    """``merge_mapped``: the rows of ``mapping.over(read(source))``, merged. A covered one (on
+    delta-rs run over the source's files, no row through Spark) gives the same table as the
+    plain merge, leaves other partitions' files as they were and restores the source's
+    partition values from its log; a row outside the partitions fails before any commit."""
+    source = spark.createDataFrame(
+        [(f"s{i % 3}", f"t{i}", i / 10) for i in range(9)],
+        "source_key string, track_id string, x double",
+    ).repartition(3)
+    engine_lake.write(source, BRONZE_TRACKS_RAW)  # partitioned by source_key: 3 partitions
+    engine_lake.write(scored(spark, {"1": range(5), "2": range(5)}), GOLD_SCORED)
+    before = files_by_partition(engine_lake.path(GOLD_SCORED))
+
+    def rows(batches: Iterator[pa.RecordBatch], version: str = "2") -> Iterator[pa.RecordBatch]:
+        for batch in batches:  # p depends on the partition value: it must come back
+            digit = pa.compute.cast(
+                pa.compute.utf8_slice_codeunits(batch["source_key"], 1), "double"
+            )
+            p = pa.compute.add(batch["x"], digit)
+            versions = pa.array([version] * batch.num_rows)
+            yield pa.RecordBatch.from_arrays(
+                [batch["track_id"], versions, p], ["track_id", "model_version", "p"]
+            )
+
+    schema = spark.createDataFrame([], SCHEMA).schema
+    mapping = ArrowMap(("track_id", "source_key", "x"), rows, schema)
+    scope = [{"model_version": "2"}]
+    expected = scored(spark, {"1": range(5)}).union(mapping.over(source))
+    at = engine_lake.version(GOLD_SCORED)
+
+    version = engine_lake.merge_mapped(BRONZE_TRACKS_RAW, mapping, GOLD_SCORED, KEYS, scope, at)
+
+    assert version == at + 1
+    assertDataFrameEqual(engine_lake.read(GOLD_SCORED), expected)
+    assert sorted(
+        r["p"] for r in engine_lake.read(GOLD_SCORED).where("model_version = '2'").collect()
+    ) == sorted(i % 3 + i / 10 for i in range(9))
+    assert files_by_partition(engine_lake.path(GOLD_SCORED))["1"] == before["1"]
+    uncovered = engine_lake.merge_mapped(BRONZE_TRACKS_RAW, mapping, GOLD_SCORED, KEYS, scope)
+    assertDataFrameEqual(engine_lake.read(GOLD_SCORED, uncovered), expected)  # the plain merge
+
+    def elsewhere(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return rows(batches, version="3")
+
+    wrong = ArrowMap(mapping.columns, elsewhere, schema)
+    latest = engine_lake.version(GOLD_SCORED)
+    with pytest.raises(Exception, match="outside the partitions written"):
+        engine_lake.merge_mapped(BRONZE_TRACKS_RAW, wrong, GOLD_SCORED, KEYS, scope, latest)
+    assert engine_lake.version(GOLD_SCORED) == latest

@@ -1,7 +1,10 @@
-"""Scoring through predict_batch_udf equals in-process torch, and merging is idempotent."""
+"""Scoring (the Arrow scorer, under mapInArrow or over the files) equals in-process torch; re-scoring
+is idempotent."""
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +23,12 @@ from genre_spark import score
 from genre_spark.cli import app
 from genre_spark.config import load_settings
 from genre_spark.features.spark import fit_transform, transform_table
-from genre_spark.features.transform import FeatureTransform
+from genre_spark.features.transform import FeatureTransform, FittedFeature
 from genre_spark.lake import Lake, content_hash
 from genre_spark.lake.catalog import GOLD_NORMALIZER, GOLD_SCORED, SILVER_TRACKS, spec
-from genre_spark.model.pyfunc import ranking
-from genre_spark.model.registry import load_model
-from genre_spark.model.scoring import input_columns, result_array
+from genre_spark.lake.engine import arrow_schema
+from genre_spark.model.registry import ModelArtifact, load_model
+from genre_spark.model.scoring import Scorer, input_columns
 
 N_TRACKS = 240
 
@@ -201,24 +204,55 @@ def test_scoring_part_of_the_tracks_again_keeps_the_version_s_other_rows(env: tu
     _assert_scores(scored, {**earlier, **now})
 
 
-def test_raw_columns_are_read_from_arrow_and_results_go_back_as_arrow() -> None:
+def test_raw_columns_are_read_from_arrow_and_rows_are_built_as_arrow() -> None:
     """The worker's Arrow views: a sliced batch reads its own rows, a null is NaN (an integer
-    column with one is float), what the transform reads as missing."""
-    tracks = pa.StructArray.from_arrays(
-        [pa.array([0.5, None, 2.5, 3.5]), pa.array([1, 2, None, 4], pa.int32())], ["tempo", "key"]
+    column with one is float), what the transform reads as missing; the gold.scored row is
+    built from the probabilities with the top 3 by falling probability, ties to the lower label;
+    a row without track_id is left out, and (``skip``) one with a missing value."""
+    tracks = pa.RecordBatch.from_pydict(
+        {"tempo": pa.array([0.5, None, 2.5, 3.5]), "key": pa.array([1, 2, None, 4], pa.int32())}
     )
-    columns = input_columns(tracks.slice(1, 3))
+    columns = input_columns(tracks.slice(1, 3), ["tempo", "key"])
     assert list(columns) == ["tempo", "key"]
     np.testing.assert_array_equal(columns["tempo"], [np.nan, 2.5, 3.5])
     np.testing.assert_array_equal(columns["key"], [2.0, np.nan, 4.0])
-    assert input_columns(tracks.slice(3, 1))["key"].tolist() == [4]
+    assert input_columns(tracks.slice(3, 1), ["key"])["key"].tolist() == [4]
 
-    probabilities = np.array([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]])
-    kind = pa.struct([("p", pa.list_(pa.float64())), ("r0", pa.int32()), ("r1", pa.int32())])
-    result = result_array(probabilities, ranking(probabilities), kind).to_pylist()
-    assert result == [
-        {"p": [0.2, 0.5, 0.3], "r0": 1, "r1": 2},
-        {"p": [0.4, 0.2, 0.4], "r0": 0, "r1": 2},  # a tie goes to the lower label index
+    at = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+    scorer = Scorer(
+        uuid.uuid4(),
+        ModelArtifact("unused", "7", "file:///nowhere", "run"),
+        "7",
+        ("a", "b", "c", "d"),
+        FeatureTransform(
+            (FittedFeature("tempo", "continuous", "standard", 0.0, False, 1.0, 0.0, 1.0),)
+        ),
+        64,
+        True,
+        at,
+        arrow_schema(spec(GOLD_SCORED).schema),
+    )
+    probabilities = np.array([[0.2, 0.5, 0.2, 0.1], [0.4, 0.1, 0.4, 0.1]])
+    batch = {"track_id": ["x", None, "y", "z"], "tempo": [1.0, 2.0, 3.0, None]}
+    rows = scorer.rows(pa.RecordBatch.from_pydict(batch), lambda _: probabilities)
+    assert rows.schema == arrow_schema(spec(GOLD_SCORED).schema)
+    assert rows.to_pylist() == [
+        {
+            "track_id": "x",
+            "model_version": "7",
+            "predicted_genre": "b",
+            "probabilities": list(zip("abcd", [0.2, 0.5, 0.2, 0.1], strict=True)),
+            "top3": ["b", "a", "c"],  # a tie goes to the lower label index
+            "scored_at": at,
+        },
+        {
+            "track_id": "y",
+            "model_version": "7",
+            "predicted_genre": "a",
+            "probabilities": list(zip("abcd", [0.4, 0.1, 0.4, 0.1], strict=True)),
+            "top3": ["a", "c", "b"],
+            "scored_at": at,
+        },
     ]
 
 

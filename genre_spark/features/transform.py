@@ -267,6 +267,13 @@ class FeatureTransform:
                 columns.append(gap.astype(np.float64))
         return np.column_stack(columns) if columns else np.zeros((0, 0))
 
+    def gaps(self, frame: Mapping[str, Any] | Any) -> np.ndarray:
+        """Rows of raw columns with a missing value of any feature (what ``score.missing=skip`` drops)."""
+        gaps = np.zeros(len(frame[self.names[0]]) if self.names else 0, dtype=bool)
+        for fitted in self.features:
+            gaps |= fitted.missing(_as_float(frame[fitted.name]))
+        return gaps
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: what a registered model's metadata carries."""
         return {"features": [_json(f) for f in self.features]}

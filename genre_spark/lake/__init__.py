@@ -32,6 +32,7 @@ from genre_spark.lake.deltars import DeltaRsEngine
 from genre_spark.lake.deltaspark import DeltaSparkEngine
 from genre_spark.lake.engine import (
     CHECKPOINT_INTERVAL_KEY,
+    ArrowMap,
     Compaction,
     ConcurrentWriteError,
     Engine,
@@ -295,6 +296,39 @@ class Lake:
             covered = covered_at if partitions is not None else None
             return self.engine.merge(within(df, scope, name), path, keys, scope, covered)
         return self.engine.merge(df, path, keys)
+
+    def merge_mapped(
+        self,
+        source: str,
+        mapping: ArrowMap,
+        name: str,
+        keys: list[str],
+        partitions: list[Partition] | None = None,
+        covered_at: int | None = None,
+        source_version: int | None = None,
+    ) -> int:
+        """``merge`` of ``mapping``'s rows over ``source`` (at ``source_version``): the same rows.
+
+        Where that merge is a covered replace (``partitions`` and
+        ``covered_at``, on a table laid out by its partition columns) the
+        engine runs the mapping itself: the delta-rs engine over the source's
+        files, in Spark tasks that write the result, with no row in the JVM.
+        Otherwise it is ``merge(mapping.over(read(source, source_version)), ...)``.
+        """
+        columns = spec(name).partition_by
+        laid_out = bool(columns) and set(columns) <= set(keys) and self._laid_out(name)
+        if partitions is not None and covered_at is not None and laid_out:
+            return self.engine.merge_mapped(
+                self._require(source),
+                source_version,
+                mapping,
+                self.path(name),
+                keys,
+                self._partition_set(name, partitions),
+                covered_at,
+            )
+        rows = mapping.over(self.read(source, source_version))
+        return self.merge(rows, name, keys, partitions, covered_at)
 
     def optimize(self, name: str) -> Compaction:
         """Compact the table's small files and checkpoint its log (``genre optimize``).

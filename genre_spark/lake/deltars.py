@@ -23,7 +23,7 @@ import operator
 import os
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -44,8 +44,10 @@ from genre_spark.lake.connector import session_has_connector
 from genre_spark.lake.deltars_log import Commit, DataFile, committed_version, snapshot
 from genre_spark.lake.engine import (
     CHECKPOINT_INTERVAL_KEY,
+    ArrowMap,
     Compaction,
     ConcurrentWriteError,
+    arrow_schema,
     delta_table_ddl,
     local_path,
     new_write_id,
@@ -54,23 +56,17 @@ from genre_spark.lake.engine import (
     user_metadata,
 )
 from genre_spark.lake.partitions import (
+    PartitionError,
     Partitions,
     column_condition,
+    describe,
     folder,
+    matches,
     partition_string,
     require_partition_columns,
 )
 
 FORMAT = "genre_delta"
-
-
-def _arrow_schema(schema: T.StructType) -> pa.Schema:
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    arrow = to_arrow_schema(schema, timezone="UTC")
-    # Delta columns are stored nullable: Spark's non-null flags are promises
-    # about a plan, not constraints we want the log to enforce across engines.
-    return pa.schema([f.with_nullable(True) for f in arrow])
 
 
 def _spark_schema(arrow: pa.Schema) -> T.StructType:
@@ -177,7 +173,7 @@ class _DeltaRsWriter(DataSourceArrowWriter):
         self, path: str, schema: T.StructType, commit: Commit, partition_by: Sequence[str]
     ) -> None:
         self.path = path
-        self.arrow_schema = _arrow_schema(schema)
+        self.arrow_schema = arrow_schema(schema)
         self.commit_spec = commit
         self.partition_by = list(partition_by)
 
@@ -216,19 +212,65 @@ class _DeltaRsReader(DataSourceReader):
         return [_FilePartition(f) for f in self.files]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
-        import pyarrow.parquet as pq
-
         if not isinstance(partition, _FilePartition):
             return  # a table of no files: Spark still reads one (empty) partition
+        yield from file_batches(partition.file, self.arrow_schema)
 
-        values = partition.file.values
-        for batch in pq.ParquetFile(partition.file.path).iter_batches():
-            table = pa.Table.from_batches([batch])
-            for column, value in values.items():
-                field = self.arrow_schema.field(column)
-                filled = pa.array([value] * table.num_rows, pa.string()).cast(field.type)
-                table = table.append_column(column, filled)
-            yield table.select(self.arrow_schema.names).cast(self.arrow_schema).to_batches()[0]
+
+def file_batches(
+    file: DataFile, schema: pa.Schema, batch_rows: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """One data file's rows as batches of ``schema`` (some of the table's columns).
+
+    Only those columns are read; a partition column's value comes from the log.
+    """
+    import pyarrow.parquet as pq
+
+    stored = [name for name in schema.names if name not in file.values]
+    sizes = {"batch_size": batch_rows} if batch_rows else {}
+    for batch in pq.ParquetFile(file.path).iter_batches(columns=stored, **sizes):
+        table = pa.Table.from_batches([batch])
+        for column, value in file.values.items():
+            if column in schema.names:
+                filled = pa.array([value] * table.num_rows, pa.string())
+                table = table.append_column(column, filled.cast(schema.field(column).type))
+        yield table.select(schema.names).cast(schema).to_batches()[0]
+
+
+class _MappedFiles:
+    """One Spark task of ``merge_mapped``: source files in, the mapping's rows written as target files.
+
+    The task reads its share of the source's files (``file_batches``), runs
+    the mapping over their batches in this Python worker, and writes what it
+    yields as a write task would (``_PartFiles``); it returns the reports of
+    the files it wrote. No row goes through the JVM.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        source_schema: pa.Schema,
+        mapping: ArrowMap,
+        partition_by: Sequence[str],
+        batch_rows: int,
+    ) -> None:
+        self.root = root
+        self.source_schema = source_schema
+        self.mapping = mapping
+        self.partition_by = list(partition_by)
+        self.batch_rows = batch_rows
+
+    def __call__(self, files: Iterable[DataFile]) -> Iterator[dict[str, Any]]:
+        batches = (
+            batch for f in files for batch in file_batches(f, self.source_schema, self.batch_rows)
+        )
+        written = _PartFiles(self.root, arrow_schema(self.mapping.schema), self.partition_by)
+        try:
+            for batch in self.mapping.function(batches):
+                written.add(batch)
+        finally:
+            reports = written.close()
+        yield from reports
 
 
 class DeltaRsSource(DataSource):
@@ -254,7 +296,7 @@ class DeltaRsSource(DataSource):
         return _spark_schema(_table_arrow_schema(self._path(), self._version()))
 
     def reader(self, schema: T.StructType) -> _DeltaRsReader:
-        return _DeltaRsReader(snapshot(self._path(), self._version()), _arrow_schema(schema))
+        return _DeltaRsReader(snapshot(self._path(), self._version()), arrow_schema(schema))
 
     def writer(self, schema: T.StructType, overwrite: bool) -> _DeltaRsWriter:
         text = self.options.get("commit")
@@ -495,6 +537,58 @@ class DeltaRsEngine:
         if partitions is not None:
             target = target.where(column_condition(partitions))
         return self._save(upserted(target, df, keys), path, commit)
+
+    def merge_mapped(
+        self,
+        source: str,
+        source_version: int | None,
+        mapping: ArrowMap,
+        path: str,
+        keys: list[str],
+        partitions: Partitions,
+        covered_at: int,
+    ) -> int:
+        """The covered merge of ``mapping`` over ``source``'s files, with no Spark rows in between.
+
+        One Spark task per data file of the source's snapshot reads it with
+        pyarrow, runs the mapping in its Python worker and writes the result
+        as the target's files (``_MappedFiles``); the driver checks that every
+        file lies in ``partitions`` and commits them as those partitions'
+        replacement, checked against ``covered_at``: the commit ``merge``
+        makes for a covered ``df``. Reading the source as Spark rows, handing
+        them to the Python worker and the mapped rows back, then to the
+        writer's worker again, cost as much as the mapping itself (scoring,
+        BENCHMARKS.md section 8d). Only the file reports reach the driver.
+        """
+        files = snapshot(source, source_version)
+        layout = self.partition_columns(path)
+        require_partition_columns(mapping.schema, layout, path)
+        source_schema = _table_arrow_schema(source, source_version)
+        read = pa.schema([source_schema.field(c) for c in mapping.columns])
+        rows = int(self.spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") or 10_000)
+        task = _MappedFiles(path, read, mapping, layout, rows)
+        reports = (
+            self.spark.sparkContext.parallelize(files, max(1, len(files)))
+            .mapPartitions(task)
+            .collect()
+        )
+        outside = [r["values"] for r in reports if not matches(r["values"], partitions)]
+        if outside:
+            raise PartitionError(
+                f"rows for {path} lie outside the partitions written ({describe(partitions)}): "
+                f"{outside[0]}"
+            )
+        write_id = new_write_id()
+        commit = Commit(
+            "MERGE",
+            write_id=write_id,
+            overwrite=True,
+            read_version=covered_at,
+            partition_by=tuple(layout),
+            replace=partitions,
+        )
+        deltars_log.commit_files(path, arrow_schema(mapping.schema), reports, commit)
+        return committed_version(path, write_id)
 
     def version(self, path: str) -> int:
         from deltalake import DeltaTable

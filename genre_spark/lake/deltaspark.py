@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from genre_spark.lake.engine import (
     CHECKPOINT_INTERVAL_KEY,
     WRITE_ID_KEY,
+    ArrowMap,
     Compaction,
     ConcurrentWriteError,
     commit_tags,
@@ -35,7 +36,7 @@ from genre_spark.lake.engine import (
     operation_of,
     user_metadata,
 )
-from genre_spark.lake.partitions import Partitions, sql_condition
+from genre_spark.lake.partitions import Partitions, sql_condition, within
 
 T = TypeVar("T")
 
@@ -227,6 +228,20 @@ class DeltaSparkEngine:
         with _session_conf(self.spark, {USER_METADATA_CONF: user_metadata("MERGE", write_id)}):
             _committing(path, builder.execute)
         return self._committed_version(path, write_id)
+
+    def merge_mapped(
+        self,
+        source: str,
+        source_version: int | None,
+        mapping: ArrowMap,
+        path: str,
+        keys: list[str],
+        partitions: Partitions,
+        covered_at: int,
+    ) -> int:
+        """The merge of ``mapping`` over Spark's read of ``source``: Delta's MERGE as ``merge``."""
+        rows = within(mapping.over(self.read(source, source_version)), partitions, path)
+        return self.merge(rows, path, keys, partitions, covered_at)
 
     def _committed_version(self, path: str, write_id: str) -> int:
         """The version of the commit carrying ``write_id``, searched newest first."""

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from genre_spark.errors import GenreError
 from genre_spark.lake.partitions import Partitions
@@ -60,6 +61,39 @@ class Compaction:
             f"{self.files_removed} file(s) compacted into {self.files_added}; "
             f"log checkpointed at version {self.checkpoint_version}"
         )
+
+
+@dataclass(frozen=True)
+class ArrowMap:
+    """Rows made from a table's rows in Python, batch by batch: what ``mapInArrow`` runs.
+
+    ``function`` reads batches of the source's ``columns`` and yields batches
+    of ``schema``. Spark runs it over a DataFrame (``over``); an engine that
+    reads its own files may run it over them without Spark's rows in between
+    (``Engine.merge_mapped``): the same function, so the same rows.
+    """
+
+    columns: tuple[str, ...]
+    function: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+    schema: T.StructType
+
+    def over(self, df: DataFrame) -> DataFrame:
+        """The mapped rows of ``df`` (which has ``columns``), as a DataFrame."""
+        columns = df.select(*[F.col(f"`{c}`") for c in self.columns])
+        return columns.mapInArrow(self.function, self.schema)
+
+
+def arrow_schema(schema: T.StructType) -> pa.Schema:
+    """A table's Spark schema as Arrow: timestamps in UTC, every column nullable.
+
+    Delta columns are stored nullable: Spark's non-null flags are promises
+    about a plan, not constraints we want the log to enforce across engines.
+    """
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    arrow = to_arrow_schema(schema, timezone="UTC")
+    return pa.schema([f.with_nullable(True) for f in arrow])
 
 
 class Engine(Protocol):
@@ -117,6 +151,25 @@ class Engine(Protocol):
         caller found every row of those partitions matched by a key of ``df``,
         so the merge keeps none of them and may write ``df`` as their
         replacement, checked against that version.
+        """
+        ...
+
+    def merge_mapped(
+        self,
+        source: str,
+        source_version: int | None,
+        mapping: ArrowMap,
+        path: str,
+        keys: list[str],
+        partitions: Partitions,
+        covered_at: int,
+    ) -> int:
+        """``merge`` of ``mapping``'s rows over the table at ``source`` (at ``source_version``).
+
+        The rows lie in ``partitions`` and cover them at ``covered_at``, as
+        ``merge`` takes them: the same rows and the same commit as
+        ``merge(mapping.over(read(source, source_version)), ...)``, which is
+        what an engine that cannot do better runs.
         """
         ...
 

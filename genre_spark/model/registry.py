@@ -11,7 +11,7 @@ its training inputs were built, whatever a later ``genre prepare`` writes.
 ``load_model(settings, version)`` reads those same artifacts (through
 ``mlflow.pyfunc.load_model``). MLflow's tracking state is the driver's: the
 driver resolves a version and locates its artifact (``model_artifact``), and a
-Python worker (``genre score``'s Arrow UDF, ``model/scoring.py``) loads just that
+Python worker (``genre score``'s scorer, ``model/scoring.py``) loads just that
 artifact (``load_artifact``), never setting a tracking URI or creating an
 experiment. The MLmodel ``metadata`` holds the training
 parameters (and the genres and features, for people reading the MLflow UI).
@@ -391,6 +391,9 @@ def load_artifact(artifact: ModelArtifact) -> LoadedModel:
     from genre_spark.model.pyfunc import GenrePyfunc
 
     name, version = artifact.name, artifact.version
+    # MLflow draws a progress bar per download: in every scoring worker of every
+    # job, a screen of "Downloading artifacts" lines. A user's own setting wins.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="genre-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=artifact.uri, dst_path=tmp)
         description = Model.load(os.path.join(local, "MLmodel"))
