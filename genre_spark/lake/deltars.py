@@ -11,7 +11,10 @@ seeing the previous version; files of failed tasks are orphans that no
 snapshot references (``genre vacuum`` removes them). Reads use Spark's
 native Parquet reader on the exact file list of the snapshot, each
 partition's values put back from the log; the same source also reads (for
-``CREATE TABLE ... USING genre_delta`` in SQL).
+``CREATE TABLE ... USING genre_delta`` in SQL). A covered ``merge_mapped``
+skips Spark's rows altogether: its tasks read the source's files with
+pyarrow, run the Python mapping and write the target's files, and the driver
+commits their reports the same way.
 """
 
 from __future__ import annotations
