@@ -145,6 +145,26 @@ def test_killed_rank_fails_training_with_its_name_and_last_line(
     _assert_nothing_registered(settings, lake)
 
 
+def test_a_rank_stopped_by_sigterm_says_so_and_is_not_taken_for_a_killed_one(
+    spark: SparkSession, tmp_path: Path, blobs: Any
+) -> None:
+    """SIGTERM is how torchrun stops the other ranks once one has died: the stopped rank reports
+    it, so it is never confused with the killed one (both silent before). Sent from outside
+    here, it is the cause, and its peer's collective error the consequence."""
+    settings = _settings(tmp_path, local_mode=True)
+    lake = Lake(spark, settings.lake)
+    _write_inputs(lake, blobs)
+
+    with pytest.raises(distributed.RankFailedError) as failed:
+        train.run(lake, settings, on_epoch=Fault(rank=1, sig=signal.SIGTERM))
+
+    message = str(failed.value)
+    assert message.startswith(
+        "training failed: rank 1 of 2 was stopped by SIGTERM (torchrun stops every rank"
+    ), message
+    _assert_nothing_registered(settings, lake)
+
+
 def _train_then_die_on_exit(cfg: dict[str, Any]) -> train.TrainResult:
     """train_rank, then rank 1's process aborts at exit, after its result is written.
 
@@ -383,6 +403,10 @@ def _report(rank: int, state: str | None, kind: str | None = None, order: int | 
         ([_report(0, "failed", "consequence", 2), _report(1, "failed", "consequence", 1)], 1),
         ([_report(0, "done"), _report(1, None)], 1),
         ([_report(0, "done"), _report(1, "done")], None),
+        # torchrun stopped rank 0 (SIGTERM) before its collective failed: rank 1, killed, is silent
+        ([_report(0, "terminated"), _report(1, "running")], 1),
+        # stopped from outside: its peer's collective error is the consequence
+        ([_report(0, "terminated"), _report(1, "failed", "consequence", 1)], 0),
     ],
 )
 def test_blame_names_the_rank_that_caused_the_failure(
@@ -390,3 +414,20 @@ def test_blame_names_the_rank_that_caused_the_failure(
 ) -> None:
     found = distributed.blame(reports)
     assert (found.rank if found else None) == culprit
+
+
+@pytest.mark.parametrize(
+    ("error", "consequence"),
+    [
+        (RuntimeError("[gloo/transport/tcp/pair.cc:534] Read error"), True),
+        (RuntimeError("Application timeout caused pair closure"), True),  # gloo, unnamed
+        (RuntimeError("Connection closed by peer [127.0.0.1]:41234"), True),
+        (RuntimeError("Timed out waiting 30000ms for recv operation to complete"), True),
+        (distributed.PeerFailedError("rank 1 failed: ValueError: x"), True),
+        (ValueError("this rank's file is damaged"), False),
+    ],
+)
+def test_a_collective_that_lost_its_peer_is_a_consequence(
+    error: BaseException, consequence: bool
+) -> None:
+    assert distributed.is_consequence(error) is consequence

@@ -36,6 +36,7 @@ import atexit
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -58,6 +59,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
+#: A rank its launcher stopped (SIGTERM: torchrun ends every rank once one has failed).
+TERMINATED = "terminated"
+#: gloo's words for a collective that lost its peer, where the error does not say "gloo".
+_PEER_LOST = ("pair closure", "closed by peer", "connection reset by peer", "timed out waiting")
 #: Longest error text a rank reports (gloo messages carry C++ traces).
 _ERROR_CHARS = 300
 #: gloo's "[file.cc:123] " prefix and " This is typically caused by ..." advice.
@@ -91,7 +96,12 @@ def is_consequence(exc: BaseException) -> bool:
     """An error a rank gets *because* another rank failed: a collective that lost its peer."""
     import torch.distributed as dist
 
-    return isinstance(exc, PeerFailedError | dist.DistError) or "gloo" in str(exc).lower()
+    text = str(exc).lower()
+    return (
+        isinstance(exc, PeerFailedError | dist.DistError)
+        or "gloo" in text
+        or any(words in text for words in _PEER_LOST)
+    )
 
 
 # --- inside each rank ----------------------------------------------------------------------
@@ -188,6 +198,20 @@ def log(line: str) -> None:
         _reporter.set(line=line)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM: this rank is being stopped (torchrun's, once a peer failed). Say so, then die of it.
+
+    Without this a rank that torchrun stops before its own collective has
+    failed looks like one that was killed, and the driver could not tell the
+    cause from the consequence (both silent).
+    """
+    if _reporter is not None:
+        with suppress(Exception):
+            _reporter.set(state=TERMINATED)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _leave() -> None:
     """The rank process's last act (atexit): exit now, skipping interpreter teardown.
 
@@ -224,6 +248,8 @@ def run_rank(train_fn: Callable[[dict[str, Any]], T], cfg: dict[str, Any]) -> T:
     global _reporter
     rank = int(os.environ["RANK"])
     atexit.register(_leave)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     _reporter = _Reporter(cfg["monitor"], rank, cfg["collective_timeout_s"])
     _reporter.set(state=RUNNING, line=f"started: pid {os.getpid()} on {socket.gethostname()}")
     try:
@@ -258,6 +284,8 @@ class RankReport:
             return f"stopped when a peer failed ({self.error})"
         if self.state == RUNNING:
             return "stopped without reporting an error (killed, crashed or hung)"
+        if self.state == TERMINATED:
+            return "was stopped by SIGTERM (torchrun stops every rank once one has failed)"
         if self.state == DONE:
             return "finished"
         return "never started"
@@ -267,13 +295,16 @@ def blame(reports: list[RankReport]) -> RankReport | None:
     """The rank that most likely caused a failure.
 
     First a rank that raised its own error (the earliest), then one that went
-    silent (killed or hung: its peers' errors are the consequence), then the
-    earliest that failed in a collective; ``None`` when every rank finished.
+    silent (killed or hung: its peers' errors are the consequence), then one
+    stopped by SIGTERM (torchrun's, after a peer died; or someone else's, when
+    its peers then failed in a collective), then the earliest that failed in a
+    collective; ``None`` when every rank finished.
     """
     own = [r for r in reports if r.state == FAILED and r.kind == "own"]
-    silent = [r for r in reports if r.state != FAILED and r.state != DONE]
+    silent = [r for r in reports if r.state not in (FAILED, DONE, TERMINATED)]
     failed = [r for r in reports if r.state == FAILED]
-    for group in (own, silent, failed):
+    stopped = [r for r in reports if r.state == TERMINATED]
+    for group in (own, silent, stopped, failed):
         if group:
             return min(group, key=lambda r: (r.order or 0, r.rank))
     return None
