@@ -287,7 +287,7 @@ class Lake:
         columns = spec(name).partition_by
         if not self.exists(name):
             return self.engine.write(df, path, True, "MERGE", columns)
-        if columns and set(columns) <= set(keys) and self._laid_out(name):
+        if self._merges_by_partition(name, keys):
             scope = (
                 self._partition_set(name, partitions)
                 if partitions is not None
@@ -296,6 +296,11 @@ class Lake:
             covered = covered_at if partitions is not None else None
             return self.engine.merge(within(df, scope, name), path, keys, scope, covered)
         return self.engine.merge(df, path, keys)
+
+    def _merges_by_partition(self, name: str, keys: list[str]) -> bool:
+        """A merge on ``keys`` can touch partitions alone: they are keys, and the table is laid out by them."""
+        columns = spec(name).partition_by
+        return bool(columns) and set(columns) <= set(keys) and self._laid_out(name)
 
     def merge_mapped(
         self,
@@ -315,9 +320,11 @@ class Lake:
         files, in Spark tasks that write the result, with no row in the JVM.
         Otherwise it is ``merge(mapping.over(read(source, source_version)), ...)``.
         """
-        columns = spec(name).partition_by
-        laid_out = bool(columns) and set(columns) <= set(keys) and self._laid_out(name)
-        if partitions is not None and covered_at is not None and laid_out:
+        if (
+            partitions is not None
+            and covered_at is not None
+            and self._merges_by_partition(name, keys)
+        ):
             return self.engine.merge_mapped(
                 self._require(source),
                 source_version,

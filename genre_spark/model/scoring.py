@@ -44,17 +44,13 @@ TOP_K = 3
 Probabilities = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
-def input_columns(
-    batch: pa.RecordBatch | pa.StructArray, names: list[str]
-) -> dict[str, np.ndarray]:
+def input_columns(batch: pa.RecordBatch, names: list[str]) -> dict[str, np.ndarray]:
     """The columns ``names`` of a batch as numpy (a view where Arrow has no nulls).
 
     A null becomes NaN (an integer column with one becomes float64), what
     :meth:`~genre_spark.features.transform.FeatureTransform.apply` reads as
     missing.
     """
-    if isinstance(batch, pa.StructArray):
-        batch = pa.RecordBatch.from_struct_array(batch)
     return {name: np.asarray(batch.column(name).to_numpy(zero_copy_only=False)) for name in names}
 
 
