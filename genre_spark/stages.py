@@ -244,9 +244,25 @@ class StageRun:
         """A declared input's data files (training ranks read their share of them)."""
         return self.lake.files(self._input(name))
 
-    def write(self, df: DataFrame, name: str) -> int:
-        """Check ``df`` against ``name``'s catalogue schema, overwrite the table; its version."""
-        self.written[name] = self.lake.write(df, self._output(df.schema, name))
+    def output_version(self, name: str) -> int:
+        """A declared output's latest version (``ABSENT`` before its first write).
+
+        Taken before reading the inputs a write is computed from, it is what
+        that write is checked against (``write``'s ``unchanged_since``).
+        """
+        if name not in self.stage.outputs:
+            raise StageWiringError(f"stage {self.stage.name} writes {name}, not among its outputs")
+        return self.lake.version_or_absent(name)
+
+    def write(self, df: DataFrame, name: str, unchanged_since: int | None = None) -> int:
+        """Check ``df`` against ``name``'s catalogue schema, overwrite the table; its version.
+
+        ``unchanged_since`` (an ``output_version``): a commit to the table
+        since that version makes the write fail with ConcurrentWriteError.
+        """
+        self.written[name] = self.lake.write(
+            df, self._output(df.schema, name), unchanged_since=unchanged_since
+        )
         return self.written[name]
 
     def replace(self, df: DataFrame, name: str, where: list[Partition]) -> int:

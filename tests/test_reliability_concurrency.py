@@ -4,7 +4,10 @@ Three levels. Whole ``Lake.write`` calls from two threads sharing the Spark
 session (what two jobs on one driver do). A forced race at the commit
 itself: both writers load the same snapshot, wait for each other, then
 commit — the case a scheduler cannot be relied on to produce, created here by
-holding delta-rs' commit call at a barrier (test code only). And two
+holding delta-rs' commit call at a barrier (test code only). A silver
+refresh held between its read of bronze and its silver write while another
+refresh runs, on threads (the interleaving the processes below reach only by
+chance). And two
 ``genre ingest csv`` *processes*, each with its own JVM, into one lake, their
 commits held (``tests/cli_harness.py``) until both have built their write and
 then released one after the other.
@@ -31,6 +34,8 @@ from test_ingest_csv import TIDY_HEADER, TIDY_ROWS
 from typer.testing import CliRunner
 
 from genre_spark.cli import app
+from genre_spark.config import Settings
+from genre_spark.ingest.csv import run_csv
 from genre_spark.lake import ConcurrentWriteError, Lake, deltars, deltars_log
 from genre_spark.lake.catalog import BRONZE_QUARANTINE, BRONZE_TRACKS_RAW, SILVER_TRACKS
 from genre_spark.lake.deltars_log import Commit
@@ -233,6 +238,66 @@ def tidy_csv(path: Path, prefix: str, rows: int) -> Path:
         lines.append(",".join(fields))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_an_overwrite_based_on_an_older_version_loses(
+    spark: SparkSession, engine_lake: Lake
+) -> None:
+    """``unchanged_since``: each engine refuses an overwrite decided before the latest commit."""
+    absent = engine_lake.version_or_absent(SILVER_TRACKS)
+    engine_lake.write(frame(spark, 0, 10, "v0"), SILVER_TRACKS, unchanged_since=absent)
+    with pytest.raises(ConcurrentWriteError, match="lost to a concurrent writer"):
+        engine_lake.write(frame(spark, 0, 5, "second"), SILVER_TRACKS, unchanged_since=absent)
+    seen = engine_lake.version_or_absent(SILVER_TRACKS)
+    engine_lake.write(frame(spark, 0, 20, "newer"), SILVER_TRACKS)
+    with pytest.raises(ConcurrentWriteError, match="lost to a concurrent writer"):
+        engine_lake.write(frame(spark, 0, 5, "stale"), SILVER_TRACKS, unchanged_since=seen)
+    assert notes(engine_lake) == {"newer": 20}
+    latest = engine_lake.version_or_absent(SILVER_TRACKS)
+    engine_lake.write(frame(spark, 0, 5, "fresh"), SILVER_TRACKS, unchanged_since=latest)
+    assert notes(engine_lake) == {"fresh": 5} and engine_lake.version(SILVER_TRACKS) == latest + 1
+
+
+def test_a_silver_refresh_from_an_older_bronze_loses_to_a_newer_one(
+    spark: SparkSession, lake: Lake, settings: Settings, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The race the two-process test below can only hit by chance, made certain with threads.
+
+    Job "stale" lands a.csv and reads bronze, then is held before its silver
+    write while b.csv is landed and silver rebuilt from all three files. Let
+    go, the stale silver (without b's rows) must not replace the newer one.
+    """
+    run_csv(lake, settings, tidy_csv(tmp_path / "first.csv", "f", 5))
+    held, release = threading.Event(), threading.Event()
+    real = Lake.write
+
+    def write(self: Lake, df: DataFrame, name: str, *args: Any, **kwargs: Any) -> int:
+        if name == SILVER_TRACKS and threading.current_thread().name == "stale":
+            held.set()
+            assert release.wait(300)
+        return real(self, df, name, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "write", write)
+    errors: list[BaseException] = []
+
+    def stale() -> None:
+        try:
+            run_csv(lake, settings, tidy_csv(tmp_path / "a.csv", "a", 7))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=stale, name="stale")
+    thread.start()
+    assert held.wait(300)
+    newer = run_csv(lake, settings, tidy_csv(tmp_path / "b.csv", "b", 7))
+    release.set()
+    thread.join(300)
+
+    assert newer.summary.rows_in == 19 and newer.summary.silver_rows == 19
+    assert [type(e) for e in errors] == [ConcurrentWriteError], errors
+    assert "lost to a concurrent writer" in str(errors[0])
+    ids = {r["track_id"] for r in lake.read(SILVER_TRACKS).select("track_id").collect()}
+    assert ids == {f"{p}{i}" for p, n in (("f", 5), ("a", 7), ("b", 7)) for i in range(n)}
 
 
 @pytest.mark.slow

@@ -119,10 +119,18 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
     neither), and the next run rewrites both. The other order could publish a
     silver table whose rejected rows appear nowhere. The counts are read back
     from the written tables, and rows in must equal silver + quarantined.
+
+    Two jobs may refresh at once, each after landing its own source. Each
+    notes the outputs' versions before it reads bronze (at one version), and
+    its writes are checked against them: a refresh that committed in between
+    may have seen rows this one did not, so this one fails with
+    ConcurrentWriteError instead of replacing them with an older silver.
     """
     options = settings.validation
     with stages.run(lake, stages.INGEST) as io:
-        bronze = io.read(BRONZE_TRACKS_RAW).drop(SOURCE_KEY)
+        based_on = {name: io.output_version(name) for name in (BRONZE_QUARANTINE, SILVER_TRACKS)}
+        bronze_at = io.version(BRONZE_TRACKS_RAW)
+        bronze = io.read(BRONZE_TRACKS_RAW, bronze_at).drop(SOURCE_KEY)
         staged = coarsen(with_record(bronze), load_genre_map(options.genre_map))
         # Persisted once: the genre counts, the quarantine write and the silver
         # write all read the decided rows, which would otherwise re-read bronze
@@ -133,8 +141,9 @@ def refresh_silver(lake: Lake, settings: Settings) -> IngestSummary:
             silver, excluded, report = select_genres(
                 result.silver, options.top_genres, options.cap_per_genre, options.min_per_genre
             )
-            io.write(result.quarantine.unionByName(excluded), BRONZE_QUARANTINE)
-            io.write(silver, SILVER_TRACKS)
+            quarantine = result.quarantine.unionByName(excluded)
+            io.write(quarantine, BRONZE_QUARANTINE, based_on[BRONZE_QUARANTINE])
+            io.write(silver, SILVER_TRACKS, based_on[SILVER_TRACKS])
         finally:
             decided.unpersist()
         reasons = _counts(io.read(BRONZE_QUARANTINE), "reason")

@@ -31,6 +31,7 @@ from genre_spark.lake.connector import DeltaConnectorMissingError
 from genre_spark.lake.deltars import DeltaRsEngine
 from genre_spark.lake.deltaspark import DeltaSparkEngine
 from genre_spark.lake.engine import (
+    ABSENT,
     CHECKPOINT_INTERVAL_KEY,
     ArrowMap,
     Compaction,
@@ -198,22 +199,31 @@ class Lake:
         return self.exists(name) and self.partition_columns(name) == list(spec(name).partition_by)
 
     def write(
-        self, df: DataFrame, name: str, mode: Literal["overwrite", "append"] = "overwrite"
+        self,
+        df: DataFrame,
+        name: str,
+        mode: Literal["overwrite", "append"] = "overwrite",
+        unchanged_since: int | None = None,
     ) -> int:
         """Overwrite or append as one atomic commit; returns the version of that commit.
 
         An overwrite (or the write creating the table) lays the table out by the
         catalogue's partition columns. No SQL DDL: ``register_sql`` makes tables
-        queryable, once per command.
+        queryable, once per command. ``unchanged_since`` (an overwrite): the
+        version (``version_or_absent``) the caller decided on this write at; a
+        commit since then makes the write fail with ConcurrentWriteError.
         """
         if mode not in ("overwrite", "append"):
             raise ValueError(f"mode must be 'overwrite' or 'append', got {mode!r}")
+        if unchanged_since is not None and mode != "overwrite":
+            raise ValueError("unchanged_since checks an overwrite; an append replaces nothing")
         return self.engine.write(
             df,
             self.path(name),
             overwrite=mode == "overwrite",
             operation=mode.upper(),
             partition_by=spec(name).partition_by,
+            unchanged_since=unchanged_since,
         )
 
     def replace(self, df: DataFrame, name: str, where: list[Partition]) -> int:
@@ -349,6 +359,11 @@ class Lake:
 
     def version(self, name: str) -> int:
         return self.engine.version(self._require(name))
+
+    def version_or_absent(self, name: str) -> int:
+        """The table's latest version, or ``ABSENT`` before its first write."""
+        path = self.path(name)
+        return self.engine.version(path) if self.engine.exists(path) else ABSENT
 
     def history(self, name: str) -> list[dict[str, Any]]:
         return self.engine.history(self._require(name))

@@ -421,18 +421,22 @@ class DeltaRsEngine:
         overwrite: bool,
         operation: str,
         partition_by: Sequence[str] = (),
+        unchanged_since: int | None = None,
     ) -> int:
         """One commit of ``df``; returns that commit's version.
 
-        An overwrite is computed from the table as it stands (``land``
-        re-reads bronze): a writer that commits meanwhile makes it fail
-        with ConcurrentWriteError instead of losing that writer's rows.
+        An overwrite is checked against ``unchanged_since`` or else the table
+        as it stands now (``land`` re-reads bronze): a writer that commits
+        meanwhile makes it fail with ConcurrentWriteError instead of losing
+        that writer's rows. The check runs inside the commit step.
         """
         exists = self.exists(path)
+        if unchanged_since is None and overwrite and exists:
+            unchanged_since = self.version(path)
         commit = Commit(
             operation,
             overwrite=overwrite,
-            read_version=self.version(path) if overwrite and exists else None,
+            read_version=unchanged_since,
             partition_by=tuple(partition_by),
             properties=self.properties,
         )

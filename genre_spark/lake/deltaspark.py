@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from genre_spark.lake.engine import (
+    ABSENT,
     CHECKPOINT_INTERVAL_KEY,
     WRITE_ID_KEY,
     ArrowMap,
@@ -155,14 +156,25 @@ class DeltaSparkEngine:
         overwrite: bool,
         operation: str,
         partition_by: Sequence[str] = (),
+        unchanged_since: int | None = None,
     ) -> int:
         """One commit of ``df``; returns that commit's version.
 
         A table this write creates gets ``properties`` (Delta takes ``delta.*``
         writer options as the new table's properties) and the ``partition_by``
         layout; an overwrite lays the table out by ``partition_by`` again.
+        ``unchanged_since`` is checked just before the write starts its Delta
+        transaction, whose own conflict check covers the rest: Delta fails an
+        overwrite when a commit made while it ran removed any of the files it
+        replaces (another overwrite does).
         """
         creates = not self.exists(path)
+        if unchanged_since is not None:
+            current = ABSENT if creates else self.version(path)
+            if current != unchanged_since:
+                raise ConcurrentWriteError.lost(
+                    path, f"version {current} was committed since version {unchanged_since}"
+                )
         writer = (
             df.write.format("delta")
             .mode("overwrite" if overwrite else "append")

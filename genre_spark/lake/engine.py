@@ -34,6 +34,8 @@ OPERATION_KEY = "genre_spark.operation"
 WRITE_ID_KEY = "genre_spark.write_id"
 #: The table property both engines read to checkpoint the log every N commits.
 CHECKPOINT_INTERVAL_KEY = "delta.checkpointInterval"
+#: The "version" of a table that does not exist yet, for ``unchanged_since``.
+ABSENT = -1
 
 
 class ConcurrentWriteError(GenreError):
@@ -119,11 +121,15 @@ class Engine(Protocol):
         overwrite: bool,
         operation: str,
         partition_by: Sequence[str] = (),
+        unchanged_since: int | None = None,
     ) -> int:
         """One commit of ``df``; returns that commit's version.
 
         An overwrite (or the write that creates the table) lays the table out
         by ``partition_by``; an append follows the table's own layout.
+        ``unchanged_since``: the table version (``ABSENT``: none yet) the
+        caller based ``df`` on; a commit to the table since then makes this
+        write lose with ConcurrentWriteError instead of replacing that commit.
         """
         ...
 
