@@ -26,9 +26,12 @@ registered in MLflow. Then measures, on this machine:
 
 Each measurement is the best of ``--repeat`` timings, after a warm-up that
 starts the Python workers (each timed run still loads the model once per
-worker, as every scoring job does). Prints a Markdown table row; the ratio
-is spark (noop) / torch (goal >= 0.8), and spark (run) / torch (goal >= 0.8
-with 3 other versions present).
+worker, as every scoring job does). The torch reference is timed in each
+round right after the two Spark runs, so a machine that slows down for a
+while slows both sides of a round; the rounds' own run / torch ratios are
+printed too. Prints a Markdown table row; the ratio is spark (noop) / torch
+(goal >= 0.8), and spark (run) / torch (goal >= 0.8 with 3 other versions
+present).
 """
 
 from __future__ import annotations
@@ -151,7 +154,8 @@ def main() -> None:
         add_versions(lake, version, ["other-0"])
         with_one = best_run(lake, settings, version, args.repeat)
         add_versions(lake, version, [f"other-{i}" for i in range(1, args.other_versions)])
-        noop_seconds, run_seconds, peak_mb = [], [], 0.0
+        noop_seconds, run_seconds, torch_rates, peak_mb = [], [], [], 0.0
+        n_features, batch = len(scoring.transform.outputs), settings.score.batch_size
         for _ in range(args.repeat):
             with measured() as spark_noop:
                 noop(source)
@@ -159,15 +163,10 @@ def main() -> None:
                 score.run(lake, settings, version, SILVER_TRACKS)
             noop_seconds.append(spark_noop.seconds)
             run_seconds.append(spark_run.seconds)
+            torch_rates.append(torch_rows_per_second(model, args.tracks, n_features, batch))
             peak_mb = max(peak_mb, tree.total)
         add_versions(lake, version, [f"other-{i}" for i in range(args.other_versions, 5)])
         with_five = best_run(lake, settings, version, args.repeat)
-        torch_rate = max(
-            torch_rows_per_second(
-                model, args.tracks, len(scoring.transform.outputs), settings.score.batch_size
-            )
-            for _ in range(args.repeat)
-        )
     finally:
         spark.stop()
         if not args.workdir:
@@ -175,6 +174,8 @@ def main() -> None:
 
     noop_rate = args.tracks / min(noop_seconds)
     run_rate = args.tracks / min(run_seconds)
+    torch_rate = max(torch_rates)
+    rounds = [args.tracks / s / t for s, t in zip(run_seconds, torch_rates, strict=True)]
     command = "python benchmarks/score_speed.py " + " ".join(sys.argv[1:])
     print(header(command))
     print(
@@ -195,6 +196,8 @@ def main() -> None:
         f"| {args.other_versions} | {min(run_seconds):.1f} |\n| 5 | {with_five:.1f} |\n"
         f"\nrun with 5 / run with 1 other versions: {with_five / with_one:.2f}"
     )
+    print(f"run / torch in each round: {', '.join(f'{r:.2f}' for r in rounds)}")
+    print(f"torch rows/s in each round: {', '.join(f'{t:,.0f}' for t in torch_rates)}")
 
 
 if __name__ == "__main__":

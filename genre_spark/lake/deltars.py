@@ -237,7 +237,7 @@ def file_batches(
             if column in schema.names:
                 filled = pa.array([value] * table.num_rows, pa.string())
                 table = table.append_column(column, filled.cast(schema.field(column).type))
-        yield table.select(schema.names).cast(schema).to_batches()[0]
+        yield from table.select(schema.names).cast(schema).to_batches()
 
 
 class _MappedFiles:

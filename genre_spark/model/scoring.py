@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from genre_spark.features.transform import FeatureTransform
 from genre_spark.model.pyfunc import class_probabilities, ranking
@@ -85,13 +84,14 @@ class Scorer:
 
     def rows(self, batch: pa.RecordBatch, probabilities: Probabilities) -> pa.RecordBatch:
         """The gold.scored rows of one batch of track_id + raw feature columns."""
-        keep = batch.column("track_id").is_valid()
+        columns = input_columns(batch, self.transform.names)  # converted once, filtered as numpy
+        keep = batch.column("track_id").is_valid().to_numpy(zero_copy_only=False)
         if self.skip_missing:
-            present = ~self.transform.gaps(input_columns(batch, self.transform.names))
-            keep = pc.and_(keep, pa.array(present))
-        batch = batch.filter(keep)
-        p = probabilities(input_columns(batch, self.transform.names))
-        return self._result(batch.column("track_id"), p)
+            keep = keep & ~self.transform.gaps(columns)
+        if not keep.all():
+            columns = {name: values[keep] for name, values in columns.items()}
+        track_ids = batch.column("track_id").filter(pa.array(keep))
+        return self._result(track_ids, probabilities(columns))
 
     def _result(self, track_ids: pa.Array, p: np.ndarray) -> pa.RecordBatch:
         n, k = len(track_ids), len(self.genres)
