@@ -22,7 +22,7 @@ registered in MLflow. Then measures, on this machine:
   up (goal <= 1.1: the merge touches its own partition only).
 * torch: the same model in this process on an [N, n_features] float32 array
   in batches of ``score.batch_size`` (forward + softmax), torch's default
-  threads.
+  threads (``--torch-threads`` to choose).
 
 Each measurement is the best of ``--repeat`` timings, after a warm-up that
 starts the Python workers (each timed run still loads the model once per
@@ -129,12 +129,21 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="best of this many timings (shared machines)"
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="threads of the in-process reference (default: torch's, one per core); "
+        "1 with --master 'local[1]' compares one core with one core",
+    )
     parser.add_argument("--workdir", default=None, help="default: a temporary folder, removed")
     parser.add_argument(
         "--other-versions", type=int, default=3, help="versions in gold.scored beside the one run"
     )
     args = parser.parse_args()
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="score-bench-"))
     overrides = {"lake": str(workdir / "lake"), "spark.master": args.master}
     if args.batch_size:
@@ -185,7 +194,8 @@ def main() -> None:
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     print(
-        f"| {args.tracks:,} | {settings.spark.master} | {settings.score.batch_size} "
+        f"| {args.tracks:,} | {settings.spark.master}, torch {torch.get_num_threads()} threads "
+        f"| {settings.score.batch_size} "
         f"| {noop_rate:,.0f} | {run_rate:,.0f} | {torch_rate:,.0f} "
         f"| {noop_rate / torch_rate:.2f} | {run_rate / torch_rate:.2f} "
         f"| {peak_mb:,.0f} |"
