@@ -218,9 +218,13 @@ class StageRun:
         self._require_prepare()
         return name
 
-    def _output(self, schema: T.StructType, name: str) -> str:
+    def _declared_output(self, name: str) -> str:
         if name not in self.stage.outputs:
             raise StageWiringError(f"stage {self.stage.name} writes {name}, not among its outputs")
+        return name
+
+    def _output(self, schema: T.StructType, name: str) -> str:
+        self._declared_output(name)
         check_schema(schema, spec(name))
         if self.stage.writes_prepare and not self.written:
             manifest.mark_running(self.lake, self.stage.outputs)
@@ -250,9 +254,7 @@ class StageRun:
         Taken before reading the inputs a write is computed from, it is what
         that write is checked against (``write``'s ``unchanged_since``).
         """
-        if name not in self.stage.outputs:
-            raise StageWiringError(f"stage {self.stage.name} writes {name}, not among its outputs")
-        return self.lake.version_or_absent(name)
+        return self.lake.version_or_absent(self._declared_output(name))
 
     def write(self, df: DataFrame, name: str, unchanged_since: int | None = None) -> int:
         """Check ``df`` against ``name``'s catalogue schema, overwrite the table; its version.
