@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +66,21 @@ def _master_state(ui: str) -> dict[str, Any]:
         return {}
 
 
-def _alive_workers(ui: str) -> int:
-    return int(_master_state(ui).get("aliveworkers", 0))
+def _master_state_when(
+    ui: str,
+    ready: Callable[[dict[str, Any]], bool],
+    timeout_s: float,
+    failing: str,
+    gone: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """Poll the master's status until ``ready(state)``; RuntimeError(``failing``) at the
+    deadline, or at once when ``gone()`` says a process being waited for has exited."""
+    deadline = time.monotonic() + timeout_s
+    while not ready(state := _master_state(ui)):
+        if time.monotonic() > deadline or gone():
+            raise RuntimeError(failing)
+        time.sleep(0.5)
+    return state
 
 
 def completed_applications(cluster: Cluster) -> list[str]:
@@ -76,11 +89,9 @@ def completed_applications(cluster: Cluster) -> list[str]:
     Waits (up to 30 s) for the master to answer with JSON, so that a moment of
     HTML never reads as "no applications".
     """
-    deadline = time.monotonic() + 30
-    while not (state := _master_state(cluster.ui)):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the master at {cluster.ui} gave no JSON status for 30 s")
-        time.sleep(0.5)
+    state = _master_state_when(
+        cluster.ui, bool, 30, f"the master at {cluster.ui} gave no JSON status for 30 s"
+    )
     return [app["name"] for app in state.get("completedapps", [])]
 
 
@@ -140,11 +151,13 @@ def standalone_cluster(
                     str(workdir / f"work-{i}"),
                 ],
             )
-        deadline = time.monotonic() + 90
-        while _alive_workers(ui) < workers:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                raise RuntimeError(f"standalone cluster did not start; see logs in {logs}")
-            time.sleep(0.5)
+        _master_state_when(
+            ui,
+            lambda state: int(state.get("aliveworkers", 0)) >= workers,
+            90,
+            f"standalone cluster did not start; see logs in {logs}",
+            gone=lambda: any(p.poll() is not None for p in processes),
+        )
         yield Cluster(url=url, ui=ui, logs=logs)
     finally:
         for process in reversed(processes):
