@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jvm_archive
 import pytest
 from pyspark.sql import SparkSession
 from standalone import Cluster, standalone_cluster
@@ -33,6 +34,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """JVMs this test starts use the class archive once its dump is done (tests/jvm_archive.py)."""
+    jvm_archive.adopt_if_ready()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    jvm_archive.stop()
 
 
 ENGINES = ("delta-rs", "delta-spark")
@@ -60,6 +70,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     warehouse = tmp_path_factory.mktemp("warehouse")
+    # In the background, beside this session's own start: later JVMs start faster.
+    jvm_archive.start_dump(tmp_path_factory.mktemp("jvm-archive"), DELTA_JARS)
     delta: dict[str, str] = connector.connector_conf(DELTA_JARS) if DELTA_JARS else {}
     builder = SparkSession.builder
     for key, value in {**delta, **DELTA_TEST_CONF, SESSION_ENGINE_CONF: TEST_ENGINE}.items():

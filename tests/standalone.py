@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyspark
-
-SPARK_HOME = Path(pyspark.__file__).resolve().parent
+import jvm_archive
+from jvm_archive import SPARK_HOME
 
 
 def free_port() -> int:
@@ -214,6 +213,7 @@ def spark_submit(
         "spark.task.maxFailures=1",
         "--executor-memory",
         "1g",
+        *jvm_archive.executor_conf(),
         *(submit_args or []),
         str(script),
         *args,
