@@ -37,7 +37,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """JVMs this test starts use the class archive once its dump is done (tests/jvm_archive.py)."""
+    """JVMs this test starts use the class archive once its dump is done (tests/jvm_archive.py).
+
+    ``job_env`` and ``spark_env`` look again when they are called, for JVMs a
+    test's fixtures start while the dump is still running.
+    """
     jvm_archive.adopt_if_ready()
 
 

@@ -11,14 +11,15 @@ measured gain.
 ``start_dump`` runs a small Spark job under spark-submit in the background
 while the tests go on (the test session's own JVM is already starting, so it
 does not wait); once the dump's JVM has exited, ``adopt_if_ready`` (called
-before each test) puts the options into this process's environment, where
+before each test, and by the helpers that start JVMs: ``subprocesses.job_env``,
+``standalone.spark_env``) puts the options into this process's environment, where
 every JVM started later picks them up: ``SPARK_SUBMIT_OPTS`` for drivers,
 ``SPARK_DAEMON_JAVA_OPTS`` for the master and workers, and ``executor_conf``
 for spark-submit's executors. A JVM that cannot use the archive (another JDK,
 changed jars) starts exactly as it would without it: ``-Xlog:cds*=off``
 keeps the JVM's CDS messages out of every output a test reads.
 
-    python tests/jvm_archive.py      # the dump job itself (run by start_dump)
+    spark-submit tests/jvm_archive.py DATA_FOLDER delta|parquet   # the dump job (start_dump)
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def wait(timeout_s: float) -> str | None:
 
 def executor_conf() -> list[str]:
     """spark-submit options that give executors the archive too (none before it is ready)."""
+    adopt_if_ready()
     options = os.environ.get(DRIVER_OPTS, "")
     return ["--conf", f"spark.executor.extraJavaOptions={options}"] if options else []
 

@@ -32,6 +32,7 @@ def free_port() -> int:
 
 
 def spark_env() -> dict[str, str]:
+    jvm_archive.adopt_if_ready()
     env = dict(os.environ)
     env.update(
         SPARK_HOME=str(SPARK_HOME),

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jvm_archive
 import psutil
 from conftest import TEST_ENGINE
 
@@ -41,6 +42,7 @@ JOB_ENV = {
 
 def job_env(**extra: str) -> dict[str, str]:
     """This interpreter's environment and path (the worktree first), plus JOB_ENV and ``extra``."""
+    jvm_archive.adopt_if_ready()
     path = os.pathsep.join([str(TESTS.parent), *sys.path])
     return {**os.environ, "PYTHONPATH": path, "PYSPARK_PYTHON": sys.executable, **JOB_ENV, **extra}
 
