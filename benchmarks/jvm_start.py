@@ -9,14 +9,13 @@ a class-data-sharing archive, and later JVMs map it. This script dumps the
 archive the same way (timed: it is what a test run pays, in the background),
 then alternates a typical subprocess job, ``genre ingest synthetic`` of
 ``--tracks`` tracks into a fresh lake on ``local[2]`` and delta-rs (the tests'
-job settings, tests/subprocesses.py), with the archive and without it
+job environment, ``subprocesses.job_env``), with the archive and without it
 (the reference), and prints each run's wall time and the medians.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -29,23 +28,14 @@ from measure import header, measured  # benchmarks/ is on sys.path when run as a
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import jvm_archive  # noqa: E402 - tests/ is put on the path just above
-
-#: tests/subprocesses.py's JOB_ENV, on delta-rs.
-JOB_ENV = {
-    "GENRE_ENGINE": "delta-rs",
-    "GENRE_SPARK__MASTER": "local[2]",
-    "GENRE_SPARK__DRIVER_MEMORY": "1g",
-    "GENRE_SPARK__SHUFFLE_PARTITIONS": "4",
-    "SPARK_LOCAL_IP": "127.0.0.1",
-    "PYSPARK_PYTHON": sys.executable,
-}
+from subprocesses import job_env  # noqa: E402
 
 
 def ingest(folder: Path, tracks: int, java_options: str) -> float:
     """Seconds for one ``genre ingest synthetic`` process into a fresh lake."""
     lake = folder / "lake"
     shutil.rmtree(lake, ignore_errors=True)
-    env = {**os.environ, **JOB_ENV, jvm_archive.DRIVER_OPTS: java_options}
+    env = job_env(**{jvm_archive.DRIVER_OPTS: java_options})
     command = [sys.executable, "-m", "genre_spark.cli", "ingest", "synthetic", "--lake", str(lake)]
     command += ["--set", f"ingest.synthetic.tracks={tracks}"]
     with measured() as took:

@@ -29,11 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyspark
-
 from genre_spark.lake import connector
 
-SPARK_HOME = Path(pyspark.__file__).resolve().parent
 #: Environment variables through which Spark's launcher passes java options.
 DRIVER_OPTS, DAEMON_OPTS = "SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS"
 QUIET = "-Xlog:cds*=off"
@@ -49,18 +46,14 @@ def start_dump(folder: Path, delta_jars: list[str]) -> None:
     With ``delta_jars`` the job loads Delta's connector and writes, reads and
     merges a Delta table, so the archive holds Delta's classes too.
     """
+    from standalone import SPARK_HOME, spark_env  # not at the top: standalone imports this module
+
     global _dump, _archive
     if _dump is not None or os.environ.get(DRIVER_OPTS):
         return
     delta = connector.connector_conf(delta_jars) if delta_jars else {}
     _archive = folder / "spark-classes.jsa"
     log = (folder / "dump.log").open("wb")
-    env = {
-        **os.environ,
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-    }
     _dump = subprocess.Popen(
         [
             str(SPARK_HOME / "bin" / "spark-submit"),
@@ -75,7 +68,7 @@ def start_dump(folder: Path, delta_jars: list[str]) -> None:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=env,
+        env=spark_env(),
         start_new_session=True,
     )
     log.close()
@@ -113,8 +106,7 @@ def wait(timeout_s: float) -> str | None:
 
 def executor_conf() -> list[str]:
     """spark-submit options that give executors the archive too (none before it is ready)."""
-    adopt_if_ready()
-    options = os.environ.get(DRIVER_OPTS, "")
+    options = archive_options()
     return ["--conf", f"spark.executor.extraJavaOptions={options}"] if options else []
 
 

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import jvm_archive
-from jvm_archive import SPARK_HOME
+import pyspark
+
+SPARK_HOME = Path(pyspark.__file__).resolve().parent
 
 
 def free_port() -> int:
