@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 from scipy.stats import ks_2samp
 
-from genre_spark.config import DriftSettings
+from genre_spark import stages
+from genre_spark.config import DriftSettings, Settings
 from genre_spark.drift import stats
 from genre_spark.drift.bins import count_bins, profile
+from genre_spark.drift.reference import MISSING_TAG, log_reference
 from genre_spark.drift.run import compare_feature
+from genre_spark.lake import Lake
+from genre_spark.lake.catalog import SILVER_TRACKS
+from genre_spark.model.registry import client, use_tracking, within_run
 
 FEATURES = ["tempo", "instrumentalness", "key"]
 
@@ -133,3 +141,29 @@ def test_ks_bounds_by_hand() -> None:
     ]
     with pytest.raises(ValueError, match="no rows"):
         stats.psi([0, 0], [1, 1], 1e-4)
+
+
+def _log_reference_on(lake: Lake, settings: Settings, features: list[str]) -> tuple[bool, dict]:
+    """``log_reference`` inside a training stage run and an MLflow run: (stored, the run's tags)."""
+    with stages.run(lake, stages.TRAIN) as io:
+        use_tracking(settings)
+        with within_run(None, run_name="reference-test") as active:
+            stored = log_reference(io, settings, settings.train, features)
+    return stored, client(settings).get_run(active.info.run_id).data.tags
+
+
+@pytest.mark.slow
+def test_a_vacuumed_training_snapshot_is_tagged_and_any_other_failure_raised(
+    spark: SparkSession, pipeline_copy: tuple[Settings, Lake], engine: str
+) -> None:
+    """Only missing files (the silver version prepare read, vacuumed) are survived, on both engines."""
+    settings, copy = pipeline_copy
+    lake = Lake(spark, copy.root, engine)  # type: ignore[arg-type]
+    with pytest.raises(AnalysisException, match="no_such_feature"):
+        _log_reference_on(lake, settings, ["no_such_feature"])
+
+    lake.write(lake.read(SILVER_TRACKS).localCheckpoint(), SILVER_TRACKS)  # every file rewritten
+    assert lake.vacuum(SILVER_TRACKS), "vacuum removed nothing: the old version is still readable"
+    stored, tags = _log_reference_on(lake, settings, ["tempo"])
+    assert not stored
+    assert re.search(r"PATH_NOT_FOUND|FILE_NOT_EXIST|No such file", tags[MISSING_TAG]), tags

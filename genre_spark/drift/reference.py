@@ -33,6 +33,7 @@ from genre_spark import stages
 from genre_spark.config import DriftSettings, Settings, TrainSettings
 from genre_spark.drift.bins import FeatureBins, profile
 from genre_spark.errors import GenreError
+from genre_spark.java_errors import is_missing_file, java_chain
 from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_OUTLIER_PARAMS, SILVER_TRACKS
 
 log = logging.getLogger(__name__)
@@ -111,24 +112,33 @@ def log_reference(
 ) -> bool:
     """Store the training snapshot in the active MLflow run; returns whether it was stored.
 
-    Never fails training: when the rows cannot be read back (silver.tracks'
-    version that prepare read was vacuumed after a new ingest), the run gets
+    Does not fail training when the rows cannot be read back because their
+    files are gone (silver.tracks' version that prepare read was vacuumed
+    after a new ingest; ``java_errors.is_missing_file``): the run gets
     a ``drift_reference_missing`` tag with the reason, a warning is logged,
-    and ``genre drift`` later says that this version has no reference.
+    and ``genre drift`` later says that this version has no reference. Any
+    other failure is raised: it would fail the next stage too.
     """
     import mlflow
 
     try:
         reference = build(io, train, features, settings.drift)
-    except Exception as exc:  # reported, and training goes on
-        reason = (
-            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        )
+    except Exception as exc:
+        if not is_missing_file(exc):  # a bug or a broken lake is not a missing snapshot
+            raise
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
         log.warning("no drift reference stored for this training run: %s", reason)
         mlflow.set_tag(MISSING_TAG, reason[:500])
         return False
     mlflow.log_dict(reference.to_json(), ARTIFACT)
     return True
+
+
+def _first_line(exc: BaseException) -> str:
+    """The Java cause's first line where there is one (Py4J's own says only which call failed)."""
+    chain = java_chain(exc)
+    text = (chain[0][1] if chain else str(exc)).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def load_reference(settings: Settings, run_id: str, version: str) -> Reference:

@@ -48,6 +48,7 @@ from genre_spark.ingest.mapping import (
     resolve_columns,
     shipped_mappings,
 )
+from genre_spark.java_errors import java_chain
 from genre_spark.lake import Lake
 from genre_spark.schema import INGESTED_AT, REJECT_REASON, SOURCE, TRACK_COLUMNS
 
@@ -209,16 +210,6 @@ def check_input(path: str, mapping: Mapping | None) -> None:
     check_file(path, {m.csv.spark_encoding for m in known})
 
 
-def _java_chain(exc: BaseException) -> list[tuple[str, str]]:
-    """(class name, message) of the Java exception behind a PySpark error and of each cause."""
-    throwable = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
-    chain: list[tuple[str, str]] = []
-    while throwable is not None and len(chain) < 20:
-        chain.append((throwable.getClass().getName(), str(throwable.getMessage() or "")))
-        throwable = throwable.getCause()
-    return chain
-
-
 def read_problem(exc: BaseException, path: str) -> str | None:
     """What Spark's failure says is wrong with reading ``path``, in words; None if it is not that.
 
@@ -226,7 +217,7 @@ def read_problem(exc: BaseException, path: str) -> str | None:
     PATH_NOT_FOUND errors, Hadoop's missing-file message) count, so an error
     reading some other file (a bronze table) is not blamed on the CSV.
     """
-    chain = _java_chain(exc)
+    chain = java_chain(exc)
     name = os.path.basename(path.rstrip("/"))
     if not any(name in message for _, message in chain):
         return None
