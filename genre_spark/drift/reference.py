@@ -34,6 +34,7 @@ from genre_spark.config import DriftSettings, Settings, TrainSettings
 from genre_spark.drift.bins import FeatureBins, profile
 from genre_spark.errors import GenreError
 from genre_spark.java_errors import is_missing_file, java_chain
+from genre_spark.lake import TableNotFoundError
 from genre_spark.lake.catalog import GOLD_FEATURES, GOLD_OUTLIER_PARAMS, SILVER_TRACKS
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,8 @@ def log_reference(
 
     Does not fail training when the rows cannot be read back because their
     files are gone (silver.tracks' version that prepare read was vacuumed
-    after a new ingest; ``java_errors.is_missing_file``): the run gets
+    after a new ingest; ``java_errors.is_missing_file``) or their tables were
+    never written (a lake with gold.features alone): the run gets
     a ``drift_reference_missing`` tag with the reason, a warning is logged,
     and ``genre drift`` later says that this version has no reference. Any
     other failure is raised: it would fail the next stage too.
@@ -124,7 +126,7 @@ def log_reference(
     try:
         reference = build(io, train, features, settings.drift)
     except Exception as exc:
-        if not is_missing_file(exc):  # a bug or a broken lake is not a missing snapshot
+        if not _rows_are_gone(exc):  # a bug is not a missing snapshot
             raise
         reason = f"{type(exc).__name__}: {_first_line(exc)}"
         log.warning("no drift reference stored for this training run: %s", reason)
@@ -132,6 +134,11 @@ def log_reference(
         return False
     mlflow.log_dict(reference.to_json(), ARTIFACT)
     return True
+
+
+def _rows_are_gone(exc: BaseException) -> bool:
+    """The training rows' files were vacuumed, or their tables never written (gold.features alone)."""
+    return isinstance(exc, TableNotFoundError) or is_missing_file(exc)
 
 
 def _first_line(exc: BaseException) -> str:
