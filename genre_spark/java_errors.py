@@ -22,19 +22,23 @@ def java_chain(exc: BaseException) -> list[tuple[str, str]]:
     return chain
 
 
+def says_missing_file(cls: str, message: str) -> bool:
+    """Whether one exception (class name, message) says that a file is not there."""
+    return cls.endswith(("FileNotFoundException", "NoSuchFileException")) or any(
+        condition in message for condition in MISSING_FILE_CONDITIONS
+    )
+
+
 def is_missing_file(exc: BaseException) -> bool:
     """Whether ``exc`` is a read that failed because a file no longer exists (vacuumed, deleted).
 
-    Python's own ``FileNotFoundError``, a Spark error with one of
-    ``MISSING_FILE_CONDITIONS``, or a Java ``FileNotFoundException`` anywhere in
-    the chain. A permission problem is not a missing file, even where Java
-    reports it as a ``FileNotFoundException``.
+    Python's own ``FileNotFoundError``, or ``says_missing_file`` of the error
+    or of any Java exception in its chain. A permission problem is not a
+    missing file, even where Java reports it as a ``FileNotFoundException``.
     """
     if isinstance(exc, FileNotFoundError):
         return True
-    messages = [str(exc), *(message for _, message in java_chain(exc))]
-    if any("Permission denied" in message for message in messages):
+    links = [(type(exc).__name__, str(exc)), *java_chain(exc)]
+    if any("Permission denied" in message for _, message in links):
         return False
-    if any(condition in message for message in messages for condition in MISSING_FILE_CONDITIONS):
-        return True
-    return any(cls.endswith("FileNotFoundException") for cls, _ in java_chain(exc))
+    return any(says_missing_file(cls, message) for cls, message in links)

@@ -166,4 +166,4 @@ def test_a_vacuumed_training_snapshot_is_tagged_and_any_other_failure_raised(
     assert lake.vacuum(SILVER_TRACKS), "vacuum removed nothing: the old version is still readable"
     stored, tags = _log_reference_on(lake, settings, ["tempo"])
     assert not stored
-    assert re.search(r"PATH_NOT_FOUND|FILE_NOT_EXIST|No such file", tags[MISSING_TAG]), tags
+    assert re.search(r"PATH_NOT_FOUND|FILE_NOT_EXIST", tags[MISSING_TAG]), tags

@@ -48,7 +48,7 @@ from genre_spark.ingest.mapping import (
     resolve_columns,
     shipped_mappings,
 )
-from genre_spark.java_errors import java_chain
+from genre_spark.java_errors import java_chain, says_missing_file
 from genre_spark.lake import Lake
 from genre_spark.schema import INGESTED_AT, REJECT_REASON, SOURCE, TRACK_COLUMNS
 
@@ -240,11 +240,7 @@ _READ_PROBLEMS: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
     ),
     (
         "the file vanished while it was being read (no such file)",
-        lambda cls, message: (
-            cls.endswith(("FileNotFoundException", "NoSuchFileException"))
-            or "PATH_NOT_FOUND" in message
-            or "FILE_NOT_EXIST" in message
-        ),
+        says_missing_file,
     ),
     ("truncated compressed data ({message})", lambda cls, _: cls.endswith("EOFException")),
     (
